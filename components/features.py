@@ -1,0 +1,31 @@
+"""The one source of truth for feature names, labels, vocabulary size and token ids."""
+
+TITLE_KEY = "title"
+DESCRIPTION_KEY = "description"
+TEXT_KEYS = (TITLE_KEY, DESCRIPTION_KEY)
+LABEL_KEY = "label"
+
+# AG News class index 1..4 in the CSV files is label 0..3 everywhere after ingestion.
+LABEL_NAMES = ("World", "Sports", "Business", "Sci/Tech")
+NUM_CLASSES = len(LABEL_NAMES)
+
+# Transform's outputs.
+TOKEN_IDS_KEY = "token_ids"
+NUM_TOKENS_KEY = "num_tokens"
+
+# Token ids: 0 pads a batch, 1 is any token outside the vocabulary, and the
+# vocabulary's most frequent tokens take ids 2 .. VOCAB_SIZE - 1.
+PAD_ID = 0
+OOV_ID = 1
+NUM_RESERVED_IDS = 2
+VOCAB_SIZE = 20_000
+VOCAB_NAME = "tokens"
+DEFAULT_MAX_TOKENS = 256
+
+# Serving signature names and outputs.
+SERVING_DEFAULT = "serving_default"
+SERVING_TF_EXAMPLE = "serving_tf_example"
+TRANSFORM_FEATURES = "transform_features"
+PROBABILITIES_KEY = "probabilities"
+CLASS_ID_KEY = "class_id"
+LABEL_NAME_KEY = "label"

@@ -1,0 +1,41 @@
+"""Transform's preprocessing_fn: vocabulary over the full training text, token ids per example."""
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import features, text
+
+
+def _squeeze(tensor: tf.Tensor) -> tf.Tensor:
+    """Raw features arrive as [batch, 1] (schema shape [1]); the graph works on [batch]."""
+    return tf.reshape(tensor, [-1])
+
+
+def _never_empty(token_ids: tf.RaggedTensor) -> tf.RaggedTensor:
+    """Gives an empty text a single OOV token: an all-padding row would be fully masked,
+    which breaks the cuDNN LSTM kernel and says nothing to the model anyway."""
+    is_empty = tf.cast(tf.equal(token_ids.row_lengths(), 0), tf.int64)
+    filler = tf.RaggedTensor.from_row_lengths(
+        tf.fill([tf.reduce_sum(is_empty)], tf.constant(features.OOV_ID, tf.int64)), is_empty)
+    return tf.concat([token_ids, filler], axis=1)
+
+
+def preprocessing_fn(inputs, custom_config=None):
+    """Maps raw title/description/label to `token_ids` (variable length), `num_tokens`, `label`.
+
+    The vocabulary keeps the VOCAB_SIZE - 2 most frequent tokens of the whole text (before
+    the length cap); id 0 is padding, id 1 any other token.
+    """
+    max_tokens = int((custom_config or {}).get("max_tokens", features.DEFAULT_MAX_TOKENS))
+    tokens = text.tokenize(_squeeze(inputs[features.TITLE_KEY]),
+                           _squeeze(inputs[features.DESCRIPTION_KEY]))
+    vocabulary = tft.vocabulary(
+        tokens, top_k=features.VOCAB_SIZE - features.NUM_RESERVED_IDS,
+        vocab_filename=features.VOCAB_NAME)
+    token_ids = tft.apply_vocabulary(
+        tokens[:, :max_tokens], vocabulary,
+        default_value=features.OOV_ID - features.NUM_RESERVED_IDS) + features.NUM_RESERVED_IDS
+    return {
+        features.TOKEN_IDS_KEY: _never_empty(token_ids).to_sparse(),
+        features.NUM_TOKENS_KEY: tokens.row_lengths(),
+        features.LABEL_KEY: _squeeze(inputs[features.LABEL_KEY]),
+    }
