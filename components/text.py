@@ -16,7 +16,7 @@ _RESIDUE_RULES = (
     (r"&?#\d+;", " "),                     # other numeric character references
     (r"&lt;", "<"),
     (r"&gt;", ">"),
-    (r"&?quot;", "\""),
+    (r" ?&?quot;", "\""),                 # the crawl turned &quot; into " quot;"
     (r"&nbsp;", " "),
     (r"<[^<>]{0,200}>", " "),              # HTML tags such as <b>, </b>, <a href=...>
     (r"&amp;", "&"),

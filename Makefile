@@ -1,0 +1,35 @@
+# Two entry points on a fresh machine with Python 3.10 and make:  `make run`  and  `make test`.
+# Both install uv when it is missing and the locked environment (uv sync --frozen) first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+# Python 3.10: $(PYTHON) if given, else the first python3.10 that runs (PATH, pyenv, system).
+PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10 \
+	/usr/local/bin/python3.10 /usr/bin/python3.10; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null \
+	&& { "$$p" -c 'import sys; print(sys.executable)'; break; }; done)
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+ARGS ?=
+
+.PHONY: setup run test bench clean
+
+.tools/bin/uv:
+	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
+	$(PYTHON) -m venv .tools && .tools/bin/pip install --quiet uv
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
+	$(UV) sync --frozen --python "$(PYTHON)"
+	@touch $@
+
+setup: $(VENV)/.synced
+
+run: setup  ## Run the whole pipeline on the embedded sample (ARGS="--data DIR ..." to change).
+	$(VENV)/bin/agnews run $(ARGS)
+
+test: setup  ## Unit tests plus one end-to-end pipeline run on tiny data.
+	$(VENV)/bin/pytest $(ARGS)
+
+clean:
+	rm -rf artifacts

@@ -1,0 +1,134 @@
+"""Ingestion: every line becomes an example or a rejected row with its line number and reason."""
+import csv
+import gzip
+import json
+
+import pytest
+import tensorflow as tf
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
+
+from components import features, ingest
+
+from .conftest import sample_lines
+
+GOOD = b'"3","Oil prices rise","Crude oil rose #36;2 on Monday."'
+
+
+@pytest.mark.parametrize("line, reason", [
+    (b'"3","only two"', ingest.WRONG_COLUMN_COUNT),
+    (b'"3","a","b","c"', ingest.WRONG_COLUMN_COUNT),
+    (b"", ingest.WRONG_COLUMN_COUNT),
+    (b'"3","unterminated, text', ingest.UNTERMINATED_QUOTE),
+    (b'"3","a"x,"b"', ingest.BAD_QUOTING),
+    (b'"5","title","text"', ingest.LABEL_NOT_1_TO_4),
+    (b'"0","title","text"', ingest.LABEL_NOT_1_TO_4),
+    (b'"World","title","text"', ingest.LABEL_NOT_1_TO_4),
+    (b'"2","  ",""', ingest.EMPTY_TEXT),
+    (b'"2","caf\xe9","latin-1 bytes"', ingest.INVALID_UTF8),
+    (b'"2","' + b"x" * 11 + b'","ok"', ingest.FIELD_TOO_LONG),
+])
+def test_bad_lines_get_their_reason(line, reason):
+    assert ingest.parse_line(line, max_field_chars=10) == reason
+
+
+def test_good_line_keeps_text_as_written_and_shifts_label():
+    assert ingest.parse_line(GOOD) == (2, "Oil prices rise", "Crude oil rose #36;2 on Monday.")
+    assert ingest.parse_line(b'"1","He said ""no""","a\\nb"') == (0, 'He said "no"', "a\\nb")
+    assert ingest.parse_line(b'"4","title only",""') == (3, "title only", "")
+
+
+def _run_example_gen(tmp_path, data_dir, max_bad_fraction):
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    input_config = example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name="train", pattern="train*.csv*"),
+        example_gen_pb2.Input.Split(name="test", pattern="test*.csv*")])
+    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=9),
+        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)]))
+    exec_properties = {
+        "input_base": str(data_dir),
+        "input_config": proto_utils.proto_to_json(input_config),
+        "output_config": proto_utils.proto_to_json(output_config),
+        "custom_config": proto_utils.proto_to_json(
+            ingest.IngestSettings(max_bad_fraction, 10_000).to_custom_config()),
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+    }
+    error = None
+    try:
+        ingest.Executor().Do({}, {"examples": [examples]}, exec_properties)
+    except ingest.IngestError as raised:
+        error = raised
+    return examples, error
+
+
+def _count_examples(examples, split):
+    pattern = f"{examples.uri}/Split-{split}/*"
+    return sum(1 for _ in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type="GZIP"))
+
+
+def _mixed_data(tmp_path, good_count):
+    """train.csv.gz with bad lines at known places, and a clean test.csv."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = sample_lines(good_count)
+    bad = {3: b'"9","bad label","x"', 10: b'"2","cut short', 11: b'"1","",""',
+           20: b'"1","caf\xe9","x"', 25: b'"1","a"'}
+    for number in sorted(bad):
+        lines.insert(number - 1, bad[number])
+    with gzip.open(data / "train.csv.gz", "wb") as handle:
+        handle.write(b"\n".join(lines) + b"\n")
+    (data / "test.csv").write_bytes(b"\n".join(sample_lines(40)[-7:]) + b"\n")
+    return data, bad, len(lines)
+
+
+def _rejected_rows(examples):
+    with open(f"{examples.uri}/{ingest.REJECTED_FILE_NAME}", newline="", encoding="utf-8") as handle:
+        return sorted(csv.DictReader(handle), key=lambda row: int(row["line_number"]))
+
+
+def test_every_row_is_an_example_or_a_rejected_row_with_its_line(tmp_path):
+    data, bad, total = _mixed_data(tmp_path, good_count=600)
+    examples, error = _run_example_gen(tmp_path, data, max_bad_fraction=0.01)
+    assert error is None  # 5 bad of 605 rows is below 1%
+    rejected = _rejected_rows(examples)
+    assert [(r["source_file"], int(r["line_number"]), r["reason"]) for r in rejected] == [
+        ("train.csv.gz", 3, ingest.LABEL_NOT_1_TO_4), ("train.csv.gz", 10, ingest.UNTERMINATED_QUOTE),
+        ("train.csv.gz", 11, ingest.EMPTY_TEXT), ("train.csv.gz", 20, ingest.INVALID_UTF8),
+        ("train.csv.gz", 25, ingest.WRONG_COLUMN_COUNT)]
+    assert rejected[0]["raw_line"] == bad[3].decode()
+    assert rejected[3]["raw_line"] == '"1","caf\\xe9","x"'
+    train, evaluation, test = (_count_examples(examples, s) for s in ("train", "eval", "test"))
+    assert train + evaluation + len(rejected) == total
+    assert 0 < evaluation < train and test == 7
+    summary = ingest.read_summary(examples.uri)
+    assert summary[ingest.ACCEPTED] == total - len(bad) + 7
+    assert examples.split_names == '["train", "eval", "test"]'
+
+
+def test_too_many_bad_rows_stop_the_run_naming_the_rejected_file(tmp_path):
+    data, bad, total = _mixed_data(tmp_path, good_count=100)
+    examples, error = _run_example_gen(tmp_path, data, max_bad_fraction=0.01)
+    assert error is not None
+    message = str(error)
+    assert f"5 of {total + 7} input rows" in message and "--max-bad-fraction" in message
+    assert f"{examples.uri}/{ingest.REJECTED_FILE_NAME}" in message
+    assert len(_rejected_rows(examples)) == 5  # kept for inspection even though the run stops
+
+
+def test_examples_carry_the_contract_features(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_bytes(GOOD + b"\n")
+    examples, error = _run_example_gen(tmp_path, data, max_bad_fraction=0.0)
+    assert error is None
+    files = tf.io.gfile.glob(f"{examples.uri}/Split-*/*")
+    (record,) = list(tf.data.TFRecordDataset(files, compression_type="GZIP"))
+    example = tf.train.Example.FromString(record.numpy())
+    feature = example.features.feature
+    assert feature[features.LABEL_KEY].int64_list.value == [2]
+    assert feature[features.TITLE_KEY].bytes_list.value == [b"Oil prices rise"]
+    assert feature[features.DESCRIPTION_KEY].bytes_list.value == [b"Crude oil rose #36;2 on Monday."]
+    assert json.loads(open(f"{examples.uri}/{ingest.SUMMARY_FILE_NAME}").read()) == {ingest.ACCEPTED: 1}
