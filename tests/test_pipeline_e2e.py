@@ -1,0 +1,102 @@
+"""The whole pipeline under LocalDagRunner on 300 rows: blesses, pushes, serves, caches."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from components import features
+from pipeline import cli
+
+# Runs in a fresh interpreter with nothing of this project, TFX or Keras 2 on purpose.
+LOAD_WITH_TENSORFLOW_ONLY = r"""
+import json, sys
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+out = model.signatures["serving_default"](
+    title=tf.constant(["Stocks slide as oil prices climb", ""]),
+    description=tf.constant(["Wall Street fell on Monday.", ""]))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tfx", "tensorflow_transform", "components", "tf_keras"))
+print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
+                  "class_id": out["class_id"].numpy().tolist(),
+                  "label": [v.decode() for v in out["label"].numpy()],
+                  "signatures": sorted(model.signatures), "foreign_modules": loaded}))
+"""
+
+UPSTREAM = ("FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+            "Transform", "Trainer")
+
+
+def _last_states(metadata_path: str) -> dict[str, int]:
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    states = {}
+    for node in UPSTREAM + ("Evaluator", "Pusher"):
+        context = store.get_context_by_type_and_name("node", f"agnews.{node}")
+        executions = store.get_executions_by_context(context.id)
+        states[node] = max(executions, key=lambda e: e.id).last_known_state
+    return states
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    from .conftest import sample_lines
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    data.mkdir()
+    (data / "train.csv").write_bytes(b"\n".join(sample_lines(300)) + b"\n")
+    args = ["run", "--data", str(data), "--pipeline-root", str(root / "pipeline"),
+            "--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving"),
+            "--epochs", "1", "--batch-size", "32", "--min-accuracy", "0"]
+    assert cli.main(args) == 0
+    return root, args
+
+
+def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
+    root, _ = first_run
+    versions = [p for p in (root / "serving").iterdir() if p.is_dir()]
+    assert len(versions) == 1 and versions[0].name.isdigit()
+    assert (versions[0] / "saved_model.pb").is_file()
+    assert (versions[0] / "assets" / features.VOCAB_NAME).is_file()
+
+
+def test_pushed_model_serves_raw_text_with_tensorflow_alone(first_run):
+    root, _ = first_run
+    (version,) = [p for p in (root / "serving").iterdir() if p.is_dir()]
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    done = subprocess.run([sys.executable, "-c", LOAD_WITH_TENSORFLOW_ONLY, str(version)],
+                          capture_output=True, text=True, env=env, cwd="/", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["foreign_modules"] == []
+    assert result["signatures"] == sorted([features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE,
+                                           features.TRANSFORM_FEATURES])
+    for probabilities, class_id, label in zip(result["probabilities"], result["class_id"], result["label"]):
+        assert len(probabilities) == features.NUM_CLASSES
+        assert abs(sum(probabilities) - 1) < 1e-4 and min(probabilities) >= 0
+        assert class_id == probabilities.index(max(probabilities))
+        assert label == features.LABEL_NAMES[class_id]
+
+
+def test_predict_command_prints_a_label_per_headline(first_run, capsys):
+    root, _ = first_run
+    assert cli.main(["predict", "--model", str(root / "serving"), "Oil prices rise", "Mets win"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("Model: ")
+    assert len(lines) == 3
+    assert all(line.split()[0] in features.LABEL_NAMES for line in lines[1:])
+
+
+def test_second_run_takes_unchanged_upstream_components_from_cache(first_run):
+    root, args = first_run
+    assert cli.main(args) == 0
+    states = _last_states(str(root / "metadata.sqlite"))
+    assert {node: states[node] for node in UPSTREAM} == {
+        node: metadata_store_pb2.Execution.CACHED for node in UPSTREAM}
+    assert states["Evaluator"] == metadata_store_pb2.Execution.COMPLETE  # new baseline to compare
