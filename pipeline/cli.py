@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+
+# TensorFlow's C++ info and warning lines (dozens per model load in TFMA) drown the useful output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 from components import ingest
