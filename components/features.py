@@ -9,6 +9,12 @@ LABEL_KEY = "label"
 LABEL_NAMES = ("World", "Sports", "Business", "Sci/Tech")
 NUM_CLASSES = len(LABEL_NAMES)
 
+# Which raw text the model reads: the mission's model reads both fields; the lesson's
+# first models read the title alone.
+TEXT_TITLE_AND_DESCRIPTION = "title+description"
+TEXT_TITLE = "title"
+TEXT_CHOICES = (TEXT_TITLE_AND_DESCRIPTION, TEXT_TITLE)
+
 # Transform's outputs.
 TOKEN_IDS_KEY = "token_ids"
 NUM_TOKENS_KEY = "num_tokens"

@@ -1,4 +1,5 @@
-"""ExampleGen for canonical AG News CSV: every input line becomes an example or a rejected row.
+"""ExampleGen for canonical AG News CSV (or TFDS ag_news_subset): every input row becomes an
+example or a rejected row.
 
 The canonical files are headerless (class 1-4, title, description), which TFX's
 CsvExampleGen cannot read, and real copies carry damaged lines. This executor keeps each
@@ -46,6 +47,9 @@ REJECTED_HEADER = "source_file,line_number,reason,raw_line"
 SUMMARY_FILE_NAME = "ingest_summary.json"
 ACCEPTED = "accepted"
 
+SOURCE_CSV = "csv"
+SOURCE_TFDS = "tfds"
+
 DEFAULT_MAX_BAD_FRACTION = 0.01
 DEFAULT_MAX_FIELD_CHARS = 10_000
 
@@ -58,6 +62,7 @@ class IngestError(RuntimeError):
 class IngestSettings:
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+    source: str = SOURCE_CSV  # SOURCE_CSV: input_base holds CSV files; SOURCE_TFDS: a prepared TFDS dir
 
     def to_custom_config(self) -> example_gen_pb2.CustomConfig:
         """Packs the settings the way FileBasedExampleGen carries executor options."""
@@ -76,7 +81,8 @@ class IngestSettings:
         config.custom_config.Unpack(values)
         values = json_format.MessageToDict(values)
         return cls(max_bad_fraction=float(values["max_bad_fraction"]),
-                   max_field_chars=int(values["max_field_chars"]))
+                   max_field_chars=int(values["max_field_chars"]),
+                   source=values.get("source", SOURCE_CSV))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +100,21 @@ class Rejection:
         return out.getvalue()
 
 
+def check_fields(label: int, title: str, description: str,
+                 max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> str | None:
+    """The reason a decoded row breaks the contract, or None. Shared by the CSV and TFDS sources."""
+    if label not in range(features.NUM_CLASSES):
+        return LABEL_NOT_1_TO_4
+    if not title.strip() and not description.strip():
+        return EMPTY_TEXT
+    if max(len(title), len(description)) > max_field_chars:
+        return FIELD_TOO_LONG
+    return None
+
+
 def parse_line(raw_line: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
                ) -> tuple[int, str, str] | str:
-    """Returns (label 0-3, title, description) for a good line, else the reason to reject it."""
+    """Returns (label 0-3, title, description) for a good CSV line, else the reason to reject it."""
     try:
         line = raw_line.decode("utf-8")
     except UnicodeDecodeError:
@@ -110,11 +128,19 @@ def parse_line(raw_line: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
     class_index, title, description = rows[0]
     if class_index.strip() not in ("1", "2", "3", "4"):
         return LABEL_NOT_1_TO_4
-    if not title.strip() and not description.strip():
-        return EMPTY_TEXT
-    if max(len(title), len(description)) > max_field_chars:
-        return FIELD_TOO_LONG
-    return int(class_index) - 1, title, description
+    label = int(class_index) - 1
+    return check_fields(label, title, description, max_field_chars) or (label, title, description)
+
+
+def parse_tfds_record(record: dict, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+                      ) -> tuple[int, str, str] | str:
+    """The same contract for a TFDS ag_news_subset record (label already 0-3, text as bytes)."""
+    try:
+        title, description = (record[k].decode("utf-8") for k in features.TEXT_KEYS)
+    except UnicodeDecodeError:
+        return INVALID_UTF8
+    label = int(record[features.LABEL_KEY])
+    return check_fields(label, title, description, max_field_chars) or (label, title, description)
 
 
 def make_example(label: int, title: str, description: str) -> "tf.train.Example":
@@ -137,21 +163,43 @@ def read_numbered_lines(path: str) -> Iterator[tuple[str, int, bytes]]:
             yield path, number, line.rstrip(b"\r\n")
 
 
-class _ParseLine(beam.DoFn):
-    def __init__(self, max_field_chars: int):
+def read_tfds_records(input_base: str, split: str) -> Iterator[tuple[str, int, dict]]:
+    """Yields (source, 1-based record number, record) of a prepared TFDS dataset directory."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(input_base)
+    dataset = builder.as_dataset(split=split, shuffle_files=False)
+    for number, record in enumerate(tfds.as_numpy(dataset), start=1):
+        yield f"tfds:{builder.name}/{split}", number, record
+
+
+def _raw_tfds_record(record: dict) -> bytes:
+    return json.dumps({k: v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else int(v)
+                       for k, v in record.items()}, sort_keys=True).encode()
+
+
+class _ParseRow(beam.DoFn):
+    """(source, number, raw CSV line or TFDS record) to a tf.Example or a tagged Rejection."""
+
+    def __init__(self, source: str, max_field_chars: int):
+        self._source = source
         self._max_field_chars = max_field_chars
 
-    def process(self, numbered_line):
-        path, number, raw_line = numbered_line
-        parsed = parse_line(raw_line, self._max_field_chars)
+    def process(self, numbered_row):
+        origin, number, raw = numbered_row
+        if self._source == SOURCE_TFDS:
+            parsed = parse_tfds_record(raw, self._max_field_chars)
+        else:
+            parsed = parse_line(raw, self._max_field_chars)
         if isinstance(parsed, str):
+            raw_line = _raw_tfds_record(raw) if self._source == SOURCE_TFDS else raw
             yield beam.pvalue.TaggedOutput(
-                "rejected", Rejection(os.path.basename(path), number, parsed, raw_line))
+                "rejected", Rejection(os.path.basename(origin), number, parsed, raw_line))
         else:
             yield make_example(*parsed)
 
 
-def _hash_bucket_split(example, num_partitions: int, bucket_ends: list[int]) -> int:
+def hash_split_index(example, num_partitions: int, bucket_ends: list[int]) -> int:
     """Same rule as TFX's own ExampleGen: sha256 of the whole example, so duplicates stay together."""
     del num_partitions
     key = example.SerializeToString(deterministic=True)
@@ -188,20 +236,27 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         rejected_pcolls, outcome_pcolls = [], []
         with self._make_beam_pipeline() as pipeline:
             for split in input_config.splits:
-                files = FileSystems.match([os.path.join(input_base, split.pattern)])[0].metadata_list
+                if settings.source == SOURCE_TFDS:
+                    rows = (pipeline
+                            | f"Split[{split.name}]" >> beam.Create([(input_base, split.name)])
+                            | f"ReadTfds[{split.name}]" >> beam.FlatMapTuple(read_tfds_records))
+                else:
+                    files = FileSystems.match([os.path.join(input_base, split.pattern)])[0].metadata_list
+                    rows = (pipeline
+                            | f"ListFiles[{split.name}]" >> beam.Create(sorted(m.path for m in files))
+                            | f"ReadLines[{split.name}]" >> beam.FlatMap(read_numbered_lines))
                 parsed = (
-                    pipeline
-                    | f"ListFiles[{split.name}]" >> beam.Create(sorted(m.path for m in files))
-                    | f"ReadLines[{split.name}]" >> beam.FlatMap(read_numbered_lines)
+                    rows
                     | f"Spread[{split.name}]" >> beam.Reshuffle()
                     | f"Parse[{split.name}]" >> beam.ParDo(
-                        _ParseLine(settings.max_field_chars)).with_outputs("rejected", main="examples"))
+                        _ParseRow(settings.source, settings.max_field_chars)
+                    ).with_outputs("rejected", main="examples"))
                 rejected_pcolls.append(parsed.rejected)
                 outcome_pcolls.append(parsed.examples | f"Accepted[{split.name}]" >> beam.Map(
                     lambda _: ACCEPTED))
                 if split.name == "train":
                     outputs = dict(zip(train_splits, parsed.examples | "HashSplit" >> beam.Partition(
-                        _hash_bucket_split, len(bucket_ends), bucket_ends)))
+                        hash_split_index, len(bucket_ends), bucket_ends)))
                 else:
                     outputs = {split.name: parsed.examples}
                 for name, pcoll in outputs.items():

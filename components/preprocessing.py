@@ -22,12 +22,17 @@ def _never_empty(token_ids: tf.RaggedTensor) -> tf.RaggedTensor:
 def preprocessing_fn(inputs, custom_config=None):
     """Maps raw title/description/label to `token_ids` (variable length), `num_tokens`, `label`.
 
+    custom_config: `max_tokens` (length cap) and `text` (one of features.TEXT_CHOICES).
     The vocabulary keeps the VOCAB_SIZE - 2 most frequent tokens of the whole text (before
     the length cap); id 0 is padding, id 1 any other token.
     """
-    max_tokens = int((custom_config or {}).get("max_tokens", features.DEFAULT_MAX_TOKENS))
-    tokens = text.tokenize(_squeeze(inputs[features.TITLE_KEY]),
-                           _squeeze(inputs[features.DESCRIPTION_KEY]))
+    config = custom_config or {}
+    max_tokens = int(config.get("max_tokens", features.DEFAULT_MAX_TOKENS))
+    title = _squeeze(inputs[features.TITLE_KEY])
+    description = _squeeze(inputs[features.DESCRIPTION_KEY])
+    if config.get("text", features.TEXT_TITLE_AND_DESCRIPTION) == features.TEXT_TITLE:
+        description = tf.zeros_like(description)  # empty strings: the title alone counts
+    tokens = text.tokenize(title, description)
     vocabulary = tft.vocabulary(
         tokens, top_k=features.VOCAB_SIZE - features.NUM_RESERVED_IDS,
         vocab_filename=features.VOCAB_NAME)

@@ -10,7 +10,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
-from components import ingest
+from components import features, ingest, model, validation
 from pipeline.config import PipelineConfig
 
 
@@ -18,14 +18,24 @@ def _add_run_parser(subparsers) -> None:
     defaults = PipelineConfig()
     run = subparsers.add_parser("run", help="Run the whole pipeline locally (LocalDagRunner).")
     run.add_argument("--data", default=defaults.data,
-                     help="Directory of canonical AG News CSV: train*.csv[.gz], optional test*.csv[.gz] "
-                          "(default: the embedded 3,000-row sample).")
+                     help="Directory of canonical AG News CSV: train*.csv[.gz], optional test*.csv[.gz], "
+                          "or tfds:ag_news_subset[:DATA_DIR] (default: the embedded 3,000-row sample).")
     run.add_argument("--pipeline-root", default=defaults.pipeline_root)
     run.add_argument("--metadata-path", default=defaults.metadata_path,
                      help="MLMD sqlite file (default: %(default)s).")
     run.add_argument("--serving-dir", default=defaults.serving_dir,
                      help="Pusher's TF Serving base directory (default: %(default)s).")
-    run.add_argument("--epochs", type=int, default=defaults.epochs)
+    run.add_argument("--model", choices=model.MODEL_NAMES, default=defaults.model,
+                     help="bilstm2: the masked two-layer BiLSTM; lstm: LSTM(8); simple_rnn: "
+                          "SimpleRNN(16) (default: %(default)s).")
+    run.add_argument("--text", choices=features.TEXT_CHOICES, default=defaults.text,
+                     help="Text the model reads (default: %(default)s).")
+    run.add_argument("--mixed-precision", action="store_true",
+                     help="float16 compute on GPUs (the softmax stays float32).")
+    run.add_argument("--epochs", type=int, default=defaults.epochs,
+                     help="Most epochs; training stops earlier when eval loss stops improving "
+                          "for --patience epochs and keeps the best weights (default: %(default)s).")
+    run.add_argument("--patience", type=int, default=defaults.patience)
     run.add_argument("--batch-size", type=int, default=defaults.batch_size)
     run.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     run.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
@@ -55,11 +65,17 @@ def _run(args) -> int:
     config = _config_from_args(args)
     try:
         summary = local_runner.run(config)
-    except (ingest.IngestError, FileNotFoundError) as error:
+    except (ingest.IngestError, validation.DataContractError, FileNotFoundError) as error:
         print(f"agnews run failed: {error}", file=sys.stderr)
         return 1
-    accuracy = "unknown" if summary.eval_accuracy is None else f"{summary.eval_accuracy:.4f}"
-    print(f"Eval accuracy: {accuracy}")
+    rejected = {k: v for k, v in summary.rows.items() if k != ingest.ACCEPTED}
+    print(f"Input rows: {sum(summary.rows.values())}, accepted {summary.rows.get(ingest.ACCEPTED, 0)}, "
+          f"rejected {sum(rejected.values())}"
+          + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(rejected.items()))}; "
+             f"see {summary.rejected_rows_file})" if rejected else ""))
+    for split, accuracy in (("Eval", summary.eval_accuracy), ("Test", summary.test_accuracy)):
+        if accuracy is not None:
+            print(f"{split} accuracy: {accuracy:.4f}")
     if summary.pushed:
         print(f"Model pushed to: {summary.pushed_to}")
     else:

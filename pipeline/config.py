@@ -26,8 +26,11 @@ class PipelineConfig:
     max_field_chars: int = ingest.DEFAULT_MAX_FIELD_CHARS
     # Transform and training.
     max_tokens: int = features.DEFAULT_MAX_TOKENS
+    text: str = features.TEXT_TITLE_AND_DESCRIPTION
     model: str = model.DEFAULT_MODEL
+    mixed_precision: bool = False
     epochs: int = trainer.DEFAULT_EPOCHS
+    patience: int = trainer.DEFAULT_PATIENCE
     batch_size: int = trainer.DEFAULT_BATCH_SIZE
     learning_rate: float = trainer.DEFAULT_LEARNING_RATE
     # Push gate. 0.60 blesses a model trained on the 3,000-row embedded sample (eval
@@ -38,7 +41,13 @@ class PipelineConfig:
     enable_cache: bool = True
 
     @property
+    def transform_config(self) -> dict:
+        """What preprocessing_fn reads from its custom_config."""
+        return {"max_tokens": self.max_tokens, "text": self.text}
+
+    @property
     def train_config(self) -> dict:
         """What run_fn reads from fn_args.custom_config."""
-        return {"model": self.model, "epochs": self.epochs, "batch_size": self.batch_size,
-                "learning_rate": self.learning_rate}
+        return {"model": self.model, "epochs": self.epochs, "patience": self.patience,
+                "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                "mixed_precision": self.mixed_precision}

@@ -6,6 +6,7 @@ import os
 
 from tfx import v1 as tfx
 
+from components import ingest
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
@@ -15,23 +16,21 @@ class RunSummary:
     pushed: bool
     pushed_to: str | None
     eval_accuracy: float | None
+    test_accuracy: float | None
     evaluation_uri: str | None
+    rows: dict[str, int]  # ExampleGen's count per outcome: accepted or a rejection reason
+    rejected_rows_file: str | None
 
 
 def run(config: PipelineConfig) -> RunSummary:
     os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
-    return summarize(metadata)
-
-
-def _latest_artifact(store, type_name: str):
-    artifacts = store.get_artifacts_by_type(type_name)
-    return max(artifacts, key=lambda a: a.id) if artifacts else None
+    return summarize(metadata, config.pipeline_name)
 
 
 def _overall_accuracy(evaluation_uri: str) -> float | None:
-    """The candidate model's accuracy on the whole eval split, as TFMA stored it."""
+    """The candidate model's accuracy on the whole split, as TFMA stored it."""
     import tensorflow_model_analysis as tfma
 
     for metrics in tfma.load_metrics(evaluation_uri):
@@ -45,18 +44,31 @@ def _overall_accuracy(evaluation_uri: str) -> float | None:
     return None
 
 
-def summarize(metadata_connection_config) -> RunSummary:
-    """What the newest Evaluator and Pusher outputs in MLMD say about the last run."""
+def summarize(metadata_connection_config, pipeline_name: str) -> RunSummary:
+    """What the newest outputs of ExampleGen, the Evaluators and Pusher in MLMD say."""
     from ml_metadata.metadata_store import metadata_store
 
     store = metadata_store.MetadataStore(metadata_connection_config)
-    pushed_model = _latest_artifact(store, "PushedModel")
-    evaluation = _latest_artifact(store, "ModelEvaluation")
+
+    def latest_output(node_id: str, type_name: str):
+        context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
+        if context is None:
+            return None
+        type_id = store.get_artifact_type(type_name).id
+        artifacts = [a for a in store.get_artifacts_by_context(context.id) if a.type_id == type_id]
+        return max(artifacts, key=lambda a: a.id) if artifacts else None
+
+    pushed_model = latest_output("Pusher", "PushedModel")
+    evaluation = latest_output("Evaluator", "ModelEvaluation")
+    test_evaluation = latest_output("test_evaluator", "ModelEvaluation")
+    examples = latest_output("FileBasedExampleGen", "Examples")
     pushed = bool(pushed_model and pushed_model.custom_properties["pushed"].int_value)
-    accuracy = _overall_accuracy(evaluation.uri) if evaluation else None
     return RunSummary(
         pushed=pushed,
         pushed_to=pushed_model.custom_properties["pushed_destination"].string_value
         if pushed else None,
-        eval_accuracy=accuracy,
-        evaluation_uri=evaluation.uri if evaluation else None)
+        eval_accuracy=_overall_accuracy(evaluation.uri) if evaluation else None,
+        test_accuracy=_overall_accuracy(test_evaluation.uri) if test_evaluation else None,
+        evaluation_uri=evaluation.uri if evaluation else None,
+        rows=ingest.read_summary(examples.uri) if examples else {},
+        rejected_rows_file=os.path.join(examples.uri, ingest.REJECTED_FILE_NAME) if examples else None)

@@ -1,6 +1,7 @@
 """The agnews TFX pipeline, defined once for every orchestrator."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import tensorflow_model_analysis as tfma
@@ -9,7 +10,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
-from components import features, ingest
+from components import features, ingest, validation
 from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
@@ -18,22 +19,57 @@ TRAIN_PATTERN = "train*.csv*"
 TEST_PATTERN = "test*.csv*"
 
 
-def input_config(data: str) -> example_gen_pb2.Input:
-    """Split `train` from train*.csv[.gz]; split `test` too when such files exist."""
+TFDS_PREFIX = "tfds:"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """Where ExampleGen reads: its input_base, one input split per source split, the reader."""
+    input_base: str
+    splits: tuple[str, ...]
+    kind: str
+    input_config: example_gen_pb2.Input
+
+    @property
+    def has_test(self) -> bool:
+        return "test" in self.splits
+
+
+def _source(input_base: str, patterns: dict[str, str], kind: str) -> DataSource:
     import tensorflow as tf
 
-    if not tf.io.gfile.glob(os.path.join(data, TRAIN_PATTERN)):
+    present = {name: pattern for name, pattern in patterns.items()
+               if tf.io.gfile.glob(os.path.join(input_base, pattern))}
+    if "train" not in present:
         raise FileNotFoundError(
-            f"No training files {TRAIN_PATTERN} in {data}: --data needs a directory of canonical "
-            "AG News CSV files (train.csv or train.csv.gz, optionally test.csv).")
-    splits = [example_gen_pb2.Input.Split(name="train", pattern=TRAIN_PATTERN)]
-    if tf.io.gfile.glob(os.path.join(data, TEST_PATTERN)):
-        splits.append(example_gen_pb2.Input.Split(name="test", pattern=TEST_PATTERN))
-    return example_gen_pb2.Input(splits=splits)
+            f"No training data {patterns['train']} in {input_base}: --data takes a directory of "
+            "canonical AG News CSV files (train.csv or train.csv.gz, optionally test.csv) or "
+            "tfds:ag_news_subset[:DATA_DIR].")
+    return DataSource(input_base, tuple(present), kind, example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name=name, pattern=pattern) for name, pattern in present.items()]))
 
 
-def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """Accuracy must clear an absolute bar and may not fall below the last blessed model's."""
+def resolve_data_source(data: str) -> DataSource:
+    """`DIR` of train*.csv[.gz] (+ test*.csv[.gz]) or `tfds:NAME[:DATA_DIR]`.
+
+    For TFDS, a dataset not yet prepared under DATA_DIR (default ~/tensorflow_datasets) is
+    downloaded and prepared by TFDS itself, which needs internet access.
+    """
+    if not data.startswith(TFDS_PREFIX):
+        return _source(data, {"train": TRAIN_PATTERN, "test": TEST_PATTERN}, ingest.SOURCE_CSV)
+    import tensorflow_datasets as tfds
+
+    name, _, data_dir = data[len(TFDS_PREFIX):].partition(":")
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    if not builder.is_prepared():
+        builder.download_and_prepare()
+    return _source(builder.data_dir, {split: f"{builder.name}-{split}.*" for split in ("train", "test")},
+                   ingest.SOURCE_TFDS)
+
+
+def eval_config(config: PipelineConfig, thresholds: bool = True) -> tfma.EvalConfig:
+    """Accuracy must clear an absolute bar and may not fall below the last blessed model's
+    (`thresholds=False`: the same metrics, reported only)."""
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             signature_name=features.SERVING_TF_EXAMPLE,
@@ -50,32 +86,35 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                         lower_bound={"value": config.min_accuracy}),
                     change_threshold=tfma.GenericChangeThreshold(
                         direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                        absolute={"value": -config.max_accuracy_drop}))),
+                        absolute={"value": -config.max_accuracy_drop})) if thresholds else None),
         ])])
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    source = resolve_data_source(config.data)
     example_gen = FileBasedExampleGen(
-        input_base=config.data,
-        input_config=input_config(config.data),
+        input_base=source.input_base,
+        input_config=source.input_config,
         output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
             example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=config.train_buckets),
             example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=config.eval_buckets)])),
         custom_config=ingest.IngestSettings(
-            config.max_bad_fraction, config.max_field_chars).to_custom_config(),
+            config.max_bad_fraction, config.max_field_chars, source.kind).to_custom_config(),
         custom_executor_spec=executor_spec.BeamExecutorSpec(ingest.Executor))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=os.path.join(config.schema_dir, "schema.pbtxt"))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    anomalies_gate = validation.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         splits_config=tfx.proto.SplitsConfig(
             analyze=["train"], transform=["train", "eval"]),
-        custom_config={"max_tokens": config.max_tokens})
+        custom_config=config.transform_config)
+    transform.add_upstream_node(anomalies_gate)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -94,6 +133,12 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
         eval_config=eval_config(config))
+    # The test split is reported on, never used to bless: that is the eval split's job.
+    test_evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        example_splits=["test"],
+        eval_config=eval_config(config, thresholds=False)).with_id("test_evaluator")
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
@@ -102,8 +147,9 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                    trainer, baseline_resolver, evaluator, pusher],
+        components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
+                    transform, trainer, baseline_resolver, evaluator,
+                    *([test_evaluator] if source.has_test else []), pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_args)

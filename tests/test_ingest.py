@@ -5,13 +5,9 @@ import json
 
 import pytest
 import tensorflow as tf
-from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts
-from tfx.utils import proto_utils
-
 from components import features, ingest
 
-from .conftest import sample_lines
+from .conftest import read_examples, run_example_gen, sample_lines
 
 GOOD = b'"3","Oil prices rise","Crude oil rose #36;2 on Monday."'
 
@@ -40,33 +36,12 @@ def test_good_line_keeps_text_as_written_and_shifts_label():
 
 
 def _run_example_gen(tmp_path, data_dir, max_bad_fraction):
-    examples = standard_artifacts.Examples()
-    examples.uri = str(tmp_path / "examples")
-    input_config = example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name="train", pattern="train*.csv*"),
-        example_gen_pb2.Input.Split(name="test", pattern="test*.csv*")])
-    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=9),
-        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)]))
-    exec_properties = {
-        "input_base": str(data_dir),
-        "input_config": proto_utils.proto_to_json(input_config),
-        "output_config": proto_utils.proto_to_json(output_config),
-        "custom_config": proto_utils.proto_to_json(
-            ingest.IngestSettings(max_bad_fraction, 10_000).to_custom_config()),
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-    }
-    error = None
-    try:
-        ingest.Executor().Do({}, {"examples": [examples]}, exec_properties)
-    except ingest.IngestError as raised:
-        error = raised
-    return examples, error
+    return run_example_gen(tmp_path / "examples", ingest.IngestSettings(max_bad_fraction), str(data_dir),
+                           {"train": "train*.csv*", "test": "test*.csv*"})
 
 
 def _count_examples(examples, split):
-    pattern = f"{examples.uri}/Split-{split}/*"
-    return sum(1 for _ in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type="GZIP"))
+    return len(read_examples(examples, split))
 
 
 def _mixed_data(tmp_path, good_count):
@@ -124,9 +99,7 @@ def test_examples_carry_the_contract_features(tmp_path):
     (data / "train.csv").write_bytes(GOOD + b"\n")
     examples, error = _run_example_gen(tmp_path, data, max_bad_fraction=0.0)
     assert error is None
-    files = tf.io.gfile.glob(f"{examples.uri}/Split-*/*")
-    (record,) = list(tf.data.TFRecordDataset(files, compression_type="GZIP"))
-    example = tf.train.Example.FromString(record.numpy())
+    (example,) = read_examples(examples, "train") + read_examples(examples, "eval")
     feature = example.features.feature
     assert feature[features.LABEL_KEY].int64_list.value == [2]
     assert feature[features.TITLE_KEY].bytes_list.value == [b"Oil prices rise"]

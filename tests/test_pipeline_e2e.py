@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
@@ -41,21 +40,6 @@ def _last_states(metadata_path: str) -> dict[str, int]:
         executions = store.get_executions_by_context(context.id)
         states[node] = max(executions, key=lambda e: e.id).last_known_state
     return states
-
-
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    from .conftest import sample_lines
-
-    root = tmp_path_factory.mktemp("e2e")
-    data = root / "data"
-    data.mkdir()
-    (data / "train.csv").write_bytes(b"\n".join(sample_lines(300)) + b"\n")
-    args = ["run", "--data", str(data), "--pipeline-root", str(root / "pipeline"),
-            "--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving"),
-            "--epochs", "1", "--batch-size", "32", "--min-accuracy", "0"]
-    assert cli.main(args) == 0
-    return root, args
 
 
 def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):

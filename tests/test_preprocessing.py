@@ -74,3 +74,11 @@ def test_unseen_tokens_are_oov_and_empty_text_is_one_oov_token(transformed):
     assert _ids(new_out[1]) == [features.OOV_ID]
     assert _ids(new_out[2]) == [features.OOV_ID]
     assert features.PAD_ID not in _ids(new_out[0]) + _ids(new_out[1])
+
+
+def test_title_only_text_ignores_the_description(tmp_path):
+    fn = functools.partial(preprocessing.preprocessing_fn, custom_config={"text": features.TEXT_TITLE})
+    with tft_beam.Context(temp_dir=str(tmp_path)):
+        (out, _), _ = (TRAIN_ROWS, RAW_METADATA) | tft_beam.AnalyzeAndTransformDataset(
+            fn, output_record_batches=False)
+    assert [row[features.NUM_TOKENS_KEY] for row in out] == [3, 2, 2]

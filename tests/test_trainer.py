@@ -1,0 +1,82 @@
+"""run_fn and its input pipeline on the real Transform output of the end-to-end run."""
+import glob
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx.components.util import tfxio_utils
+from tfx.types import standard_artifacts
+
+from components import features, model, trainer
+
+
+def _transform_outputs(root):
+    """(transformed examples artifact, transform graph dir) of the first pipeline run."""
+    examples = standard_artifacts.Examples()
+    (examples.uri,) = glob.glob(str(root / "pipeline" / "Transform" / "transformed_examples" / "*"))
+    examples.split_names = '["train", "eval"]'
+    (graph,) = glob.glob(str(root / "pipeline" / "Transform" / "transform_graph" / "*"))
+    return examples, graph
+
+
+def _fn_args(root, tmp_path, custom_config):
+    examples, graph = _transform_outputs(root)
+    factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], [])
+    return tfx.components.FnArgs(
+        train_files=[f"{examples.uri}/Split-train/*"], eval_files=[f"{examples.uri}/Split-eval/*"],
+        transform_output=graph, serving_model_dir=str(tmp_path / "serving_model"),
+        model_run_dir=str(tmp_path / "logs"), custom_config=custom_config,
+        data_accessor=tfx.components.DataAccessor(
+            tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None))
+
+
+def test_no_row_reaching_the_model_is_fully_masked(first_run, tmp_path):
+    root, _ = first_run
+    args = _fn_args(root, tmp_path, {})
+    tf_transform_output = tft.TFTransformOutput(args.transform_output)
+    rows = oov_only = 0
+    for files in (args.train_files, args.eval_files):
+        examples = trainer.read_examples(files, args.data_accessor, tf_transform_output, shuffle=False)
+        for token_ids, _ in trainer.batch_examples(examples, batch_size=8):
+            real = token_ids.numpy() != features.PAD_ID
+            assert real.any(axis=1).all()
+            assert (real[:, 0]).all()  # right padding: real tokens first
+            rows += len(real)
+            oov_only += int(((token_ids.numpy() == features.OOV_ID).sum(axis=1) == real.sum(axis=1)).sum())
+    assert rows == 301  # 300 sample rows + the punctuation-only row, none lost
+    assert oov_only >= 1  # the punctuation-only row became a single OOV token
+
+
+def test_bucketing_pads_less_than_plain_padded_batches():
+    lengths = np.random.default_rng(0).integers(1, 120, size=512)
+    examples = tf.data.Dataset.from_generator(
+        lambda: ((np.arange(2, n + 2, dtype=np.int64), np.int64(0)) for n in lengths),
+        output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)))
+    bucketed = trainer.padding_fraction(trainer.batch_examples(examples, 32, bucketing=True))
+    plain = trainer.padding_fraction(trainer.batch_examples(examples, 32, bucketing=False))
+    assert bucketed < plain / 3
+    rows = sum(int(ids.shape[0]) for ids, _ in trainer.batch_examples(examples, 32))
+    assert rows == 512
+
+
+@pytest.mark.parametrize("name", model.MODEL_NAMES)
+def test_every_variant_trains_and_exports_a_serving_model(first_run, tmp_path, name):
+    root, _ = first_run
+    args = _fn_args(root, tmp_path, {"model": name, "epochs": 1, "batch_size": 32})
+    trainer.run_fn(args)
+    serve = tf.saved_model.load(args.serving_model_dir).signatures[features.SERVING_DEFAULT]
+    out = serve(title=tf.constant(["Oil prices rise"]), description=tf.constant([""]))
+    assert out[features.PROBABILITIES_KEY].shape == (1, features.NUM_CLASSES)
+    assert glob.glob(str(tmp_path / "logs" / "train" / "events.out.tfevents.*"))
+
+
+def test_mixed_precision_keeps_a_float32_softmax():
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        classifier = model.build_model("lstm")
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert classifier.layers[1].compute_dtype == "float16"
+    assert classifier.output.dtype == tf.float32
