@@ -12,15 +12,21 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 ARGS ?=
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-airflow bench clean
 
 .tools/bin/uv:
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
 	$(PYTHON) -m venv .tools && .tools/bin/pip install --quiet uv
 
+# The kubeflow extra is small and makes `agnews compile kubeflow` work out of the box; Airflow
+# conflicts with it (see pyproject.toml) and lives in its own environment, .venv-airflow.
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
-	$(UV) sync --frozen --python "$(PYTHON)"
+	$(UV) sync --frozen --extra kubeflow --python "$(PYTHON)"
+	@touch $@
+
+.venv-airflow/.synced: pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=.venv-airflow $(UV) sync --frozen --extra airflow --python "$(PYTHON)"
 	@touch $@
 
 setup: $(VENV)/.synced
@@ -30,6 +36,14 @@ run: setup  ## Run the whole pipeline on the embedded sample (ARGS="--data DIR .
 
 test: setup  ## Unit tests plus one end-to-end pipeline run on tiny data.
 	$(VENV)/bin/pytest $(ARGS)
+
+test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by `airflow dags test`.
+	.venv-airflow/bin/pytest -m airflow $(ARGS)
+
+bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, ingest + Transform, serving.
+	$(VENV)/bin/python bench/train_vs_seed.py
+	$(VENV)/bin/python bench/ingest_transform.py
+	$(VENV)/bin/python bench/serve.py
 
 clean:
 	rm -rf artifacts

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import tempfile
 from pathlib import Path
 
@@ -17,10 +16,10 @@ import components  # noqa: F401  (Keras 2 before TensorFlow)
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
+from publish import publish
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
-RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
 MODES = {
     "in_memory": ["--direct_running_mode=in_memory"],
@@ -75,11 +74,7 @@ def main() -> None:
              "| --- | --- | --- | --- | --- |"]
     table += [f"| {r['rows']:,} | {r['mode']} | {r['FileBasedExampleGen_s']:.1f} | {r['Transform_s']:.1f} "
               f"| {r['rows_per_s']:,.0f} |" for r in results]
-    text = "\n".join(table)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest_transform.md").write_text(text + "\n")
-    (RESULTS / "ingest_transform.json").write_text(json.dumps(results, indent=2) + "\n")
+    publish("ingest_transform", "\n".join(table), results)
 
 
 if __name__ == "__main__":

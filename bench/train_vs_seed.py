@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,8 +25,8 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components import features, ingest, model, preprocessing, trainer
+from publish import publish
 
-RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
 
 
@@ -154,12 +153,7 @@ def main() -> None:
                  f"padding without bucketing at batch {args.batch_size}: "
                  f"{ours['padding_fraction_without_bucketing']:.3f}. "
                  f"{len(train)} train rows, {len(evaluation)} eval rows, {args.data.name}.")
-    text = "\n".join(table)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_vs_seed.md").write_text(text + "\n")
-    (RESULTS / "train_vs_seed.json").write_text(json.dumps(
-        {"seed": seed, "ours_1_epoch": ours, "ours_full": full}, indent=2) + "\n")
+    publish("train_vs_seed", "\n".join(table), {"seed": seed, "ours_1_epoch": ours, "ours_full": full})
 
 
 if __name__ == "__main__":

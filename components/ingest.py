@@ -22,6 +22,7 @@ import os
 from typing import Any, Iterator
 
 import apache_beam as beam
+import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen import write_split
@@ -143,9 +144,7 @@ def parse_tfds_record(record: dict, max_field_chars: int = DEFAULT_MAX_FIELD_CHA
     return check_fields(label, title, description, max_field_chars) or (label, title, description)
 
 
-def make_example(label: int, title: str, description: str) -> "tf.train.Example":
-    import tensorflow as tf
-
+def make_example(label: int, title: str, description: str) -> tf.train.Example:
     def _bytes(value: str) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
 

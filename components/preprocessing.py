@@ -19,8 +19,15 @@ def _never_empty(token_ids: tf.RaggedTensor) -> tf.RaggedTensor:
     return tf.concat([token_ids, filler], axis=1)
 
 
+def length_bucket(num_tokens: tf.Tensor) -> tf.Tensor:
+    """"short", "medium" or "long" by token count, for slicing the evaluation."""
+    return tf.where(num_tokens <= features.SHORT_MAX_TOKENS, "short",
+                    tf.where(num_tokens <= features.MEDIUM_MAX_TOKENS, "medium", "long"))
+
+
 def preprocessing_fn(inputs, custom_config=None):
-    """Maps raw title/description/label to `token_ids` (variable length), `num_tokens`, `label`.
+    """Maps raw title/description/label to `token_ids` (variable length), `num_tokens`,
+    `length_bucket` and `label`.
 
     custom_config: `max_tokens` (length cap) and `text` (one of features.TEXT_CHOICES).
     The vocabulary keeps the VOCAB_SIZE - 2 most frequent tokens of the whole text (before
@@ -42,5 +49,6 @@ def preprocessing_fn(inputs, custom_config=None):
     return {
         features.TOKEN_IDS_KEY: _never_empty(token_ids).to_sparse(),
         features.NUM_TOKENS_KEY: tokens.row_lengths(),
+        features.LENGTH_BUCKET_KEY: length_bucket(tokens.row_lengths()),
         features.LABEL_KEY: _squeeze(inputs[features.LABEL_KEY]),
     }

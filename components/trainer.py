@@ -1,6 +1,9 @@
 """Trainer's run_fn: trains the chosen model on Transform's output and exports it for serving."""
 from __future__ import annotations
 
+import json
+import os
+
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
@@ -13,6 +16,7 @@ DEFAULT_PATIENCE = 2
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_LEARNING_RATE = 1e-3
 SEED = 42
+HISTORY_FILE_NAME = "history.json"  # per-epoch Keras metrics, in the Trainer's model_run artifact
 SHUFFLE_BUFFER = 10_000
 _READ_BATCH = 256
 # Token-count edges of the length buckets: AG News title + description is mostly 20-60 tokens.
@@ -20,9 +24,13 @@ BUCKET_BOUNDARIES = (12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 80, 96, 128
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
-    """Mirrors over every visible GPU (one CPU replica when there is none)."""
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers (Vertex AI, a Kubeflow
+    TFJob), else MirroredStrategy over every visible GPU (one CPU replica when there is none)."""
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.MirroredStrategy()
 
 
@@ -34,9 +42,9 @@ def read_examples(file_pattern, data_accessor, tf_transform_output: tft.TFTransf
         tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, label_key=features.LABEL_KEY,
                                        num_epochs=1, shuffle=shuffle, shuffle_seed=SEED),
         tf_transform_output.transformed_metadata.schema)
-    dataset = dataset.map(
-        lambda batch, label: (tf.RaggedTensor.from_sparse(batch[features.TOKEN_IDS_KEY]), label),
-        num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    dataset = dataset.map(lambda batch, label: (batch[features.TOKEN_IDS_KEY], label)).unbatch()
+    dataset = dataset.map(lambda token_ids, label: (tf.sparse.to_dense(token_ids), label),
+                          num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
         dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=SEED, reshuffle_each_iteration=True)
     return dataset
@@ -84,7 +92,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             config.get("model", model.DEFAULT_MODEL),
             float(config.get("learning_rate", DEFAULT_LEARNING_RATE)))
     classifier.summary(print_fn=print)
-    classifier.fit(
+    history = classifier.fit(
         train, validation_data=evaluation,
         epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
         callbacks=[
@@ -94,4 +102,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
         ],
         verbose=2)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE_NAME), "w") as handle:
+        json.dump({k: [float(v) for v in values] for k, values in history.history.items()}, handle)
     signatures.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)

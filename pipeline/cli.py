@@ -5,64 +5,108 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 
-# TensorFlow's C++ info and warning lines (dozens per model load in TFMA) drown the useful output.
+# TensorFlow's C++ info and warning lines (dozens per model load in TFMA) and Google client
+# libraries' Python-version notices drown the useful output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 from components import features, ingest, model, validation
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, load_config
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """Flags that override the config (defaults, then --config FILE, then flags)."""
+    d = PipelineConfig()
+    option = parser.add_argument
+    option("--config", dest="config_file", metavar="FILE",
+           help="JSON file of PipelineConfig fields (see --print-config) applied before the flags.")
+    option("--print-config", action="store_true", help="Print the effective configuration and exit.")
+    option("--data", help="Directory of canonical AG News CSV: train*.csv[.gz], optional "
+                          "test*.csv[.gz], or tfds:ag_news_subset[:DATA_DIR] (default: the embedded "
+                          "3,000-row sample).")
+    option("--pipeline-root", help=f"TFX artifacts (default: {d.pipeline_root}).")
+    option("--metadata-path", help=f"MLMD sqlite file (default: {d.metadata_path}).")
+    option("--serving-dir", help=f"Pusher's TF Serving base directory (default: {d.serving_dir}).")
+    option("--model", choices=model.MODEL_NAMES,
+           help=f"bilstm2: the masked two-layer BiLSTM; lstm: LSTM(8); simple_rnn: SimpleRNN(16) "
+                f"(default: {d.model}).")
+    option("--text", choices=features.TEXT_CHOICES, help=f"Text the model reads (default: {d.text}).")
+    option("--mixed-precision", action="store_true", help="float16 compute on GPUs (float32 softmax).")
+    option("--epochs", type=int, help=f"Most epochs; training stops earlier when eval loss stops "
+                                      f"improving for --patience epochs (default: {d.epochs}).")
+    option("--patience", type=int, help=f"(default: {d.patience})")
+    option("--batch-size", type=int, help=f"(default: {d.batch_size})")
+    option("--learning-rate", type=float, help=f"(default: {d.learning_rate})")
+    option("--max-tokens", type=int, help=f"Tokens kept per example (default: {d.max_tokens}).")
+    option("--min-accuracy", type=float,
+           help=f"Eval accuracy a model needs to be blessed and pushed (default: {d.min_accuracy}).")
+    option("--max-accuracy-drop", type=float,
+           help=f"How far below the last blessed model's accuracy a candidate may fall "
+                f"(default: {d.max_accuracy_drop}).")
+    option("--max-bad-fraction", type=float,
+           help=f"Fail the run when more input rows than this are rejected (default: {d.max_bad_fraction}).")
+    option("--beam-arg", action="append", dest="beam_args",
+           help="A Beam pipeline option for every Beam-powered component, e.g. "
+                "--beam-arg=--direct_num_workers=2 (repeatable).")
+    option("--no-cache", action="store_false", dest="enable_cache",
+           help="Re-run every component even when its inputs did not change.")
+
+
+def _add_compile_parser(subparsers) -> None:
+    from pipeline.kubeflow_runner import DEFAULT_IMAGE
+
+    parser = subparsers.add_parser(
+        "compile", argument_default=argparse.SUPPRESS,
+        help="Compile the pipeline for an orchestrator (kubeflow: KFP v2 IR for Kubeflow/Vertex).")
+    parser.add_argument("orchestrator", choices=["kubeflow"])
+    parser.add_argument("--output", default="pipeline.json", help="IR file to write (default: %(default)s).")
+    parser.add_argument("--image", default=DEFAULT_IMAGE,
+                        help="Pipeline image built from the Dockerfile (default: %(default)s).")
+    parser.add_argument("--test-split", action="store_true",
+                        help="The data directory has test*.csv[.gz] files (it is not listed at compile time).")
+    _add_pipeline_options(parser)
+
+
+def _compile(args) -> int:
+    from pipeline import kubeflow_runner
+
+    config = _config_from_args(args)
+    config = dataclasses.replace(config, test_split=bool(getattr(args, "test_split", False)))
+    if getattr(args, "print_config", False):
+        print(kubeflow_runner.for_image(config).to_json())
+        return 0
+    path = kubeflow_runner.compile_pipeline(config, args.output, args.image)
+    print(f"KFP v2 pipeline written to {path}: upload it to Kubeflow Pipelines or Vertex AI Pipelines.")
+    return 0
 
 
 def _add_run_parser(subparsers) -> None:
-    defaults = PipelineConfig()
-    run = subparsers.add_parser("run", help="Run the whole pipeline locally (LocalDagRunner).")
-    run.add_argument("--data", default=defaults.data,
-                     help="Directory of canonical AG News CSV: train*.csv[.gz], optional test*.csv[.gz], "
-                          "or tfds:ag_news_subset[:DATA_DIR] (default: the embedded 3,000-row sample).")
-    run.add_argument("--pipeline-root", default=defaults.pipeline_root)
-    run.add_argument("--metadata-path", default=defaults.metadata_path,
-                     help="MLMD sqlite file (default: %(default)s).")
-    run.add_argument("--serving-dir", default=defaults.serving_dir,
-                     help="Pusher's TF Serving base directory (default: %(default)s).")
-    run.add_argument("--model", choices=model.MODEL_NAMES, default=defaults.model,
-                     help="bilstm2: the masked two-layer BiLSTM; lstm: LSTM(8); simple_rnn: "
-                          "SimpleRNN(16) (default: %(default)s).")
-    run.add_argument("--text", choices=features.TEXT_CHOICES, default=defaults.text,
-                     help="Text the model reads (default: %(default)s).")
-    run.add_argument("--mixed-precision", action="store_true",
-                     help="float16 compute on GPUs (the softmax stays float32).")
-    run.add_argument("--epochs", type=int, default=defaults.epochs,
-                     help="Most epochs; training stops earlier when eval loss stops improving "
-                          "for --patience epochs and keeps the best weights (default: %(default)s).")
-    run.add_argument("--patience", type=int, default=defaults.patience)
-    run.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    run.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    run.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
-                     help="Tokens kept per example (default: %(default)s).")
-    run.add_argument("--min-accuracy", type=float, default=defaults.min_accuracy,
-                     help="Eval accuracy a model needs to be blessed and pushed (default: %(default)s).")
-    run.add_argument("--max-accuracy-drop", type=float, default=defaults.max_accuracy_drop,
-                     help="How far below the last blessed model's accuracy a candidate may fall "
-                          "(default: %(default)s).")
-    run.add_argument("--max-bad-fraction", type=float, default=defaults.max_bad_fraction,
-                     help="Fail the run when more input rows than this are rejected (default: %(default)s).")
-    run.add_argument("--beam-arg", action="append", default=[], dest="beam_args",
-                     help="A Beam pipeline option for ExampleGen/StatisticsGen/Transform/Evaluator, "
-                          "e.g. --beam-arg=--direct_num_workers=2 (repeatable).")
-    run.add_argument("--no-cache", action="store_false", dest="enable_cache",
-                     help="Re-run every component even when its inputs did not change.")
+    run = subparsers.add_parser("run", argument_default=argparse.SUPPRESS,
+                                help="Run the whole pipeline locally (LocalDagRunner).")
+    _add_pipeline_options(run)
+    run.add_argument("--require-push", action="store_true", default=False,
+                     help="Exit with status 2 when the model was not blessed and so not pushed.")
+    run.add_argument("--keep", type=int, default=None, metavar="N",
+                     help="After pushing, delete all but the newest N versions in --serving-dir "
+                          "(default: keep every version).")
 
 
 def _config_from_args(args) -> PipelineConfig:
     names = {f.name for f in dataclasses.fields(PipelineConfig)}
-    return PipelineConfig(**{k: v for k, v in vars(args).items() if k in names})
+    return load_config(getattr(args, "config_file", None),
+                       **{k: v for k, v in vars(args).items() if k in names})
 
 
 def _run(args) -> int:
     from pipeline import local_runner
 
     config = _config_from_args(args)
+    if getattr(args, "print_config", False):
+        print(config.to_json())
+        return 0
     try:
         summary = local_runner.run(config)
     except (ingest.IngestError, validation.DataContractError, FileNotFoundError) as error:
@@ -76,12 +120,55 @@ def _run(args) -> int:
     for split, accuracy in (("Eval", summary.eval_accuracy), ("Test", summary.test_accuracy)):
         if accuracy is not None:
             print(f"{split} accuracy: {accuracy:.4f}")
+    _print_report(os.path.dirname(os.path.abspath(config.metadata_path)), config)
     if summary.pushed:
         print(f"Model pushed to: {summary.pushed_to}")
-    else:
-        print(f"Model NOT pushed: it was not blessed (min accuracy {config.min_accuracy}, "
-              f"see {summary.evaluation_uri}).")
+        if args.keep is not None:
+            for removed in prune_versions(config.serving_dir, args.keep):
+                print(f"Removed old version: {removed}")
+        return 0
+    print(f"Model NOT pushed: it was not blessed (eval accuracy must be at least "
+          f"{config.min_accuracy} and at most {config.max_accuracy_drop} below the last blessed "
+          f"model; TFMA's report: {summary.evaluation_uri}). The served version is unchanged.")
+    return 2 if args.require_push else 0
+
+
+def _print_report(run_dir: str, config: PipelineConfig) -> None:
+    from pipeline import report
+
+    report_path, headline = report.write_report(run_dir, config.pipeline_name, config.metadata_path)
+    print(headline)
+    print(f"Report: {report_path}")
+
+
+def _add_report_parser(subparsers) -> None:
+    parser = subparsers.add_parser("report", help="Rewrite report.md and its plots for a run directory.")
+    parser.add_argument("run_dir", nargs="?", default=os.path.dirname(PipelineConfig().metadata_path),
+                        metavar="RUN", help="Directory holding metadata.sqlite (default: %(default)s).")
+
+
+def _report(args) -> int:
+    try:
+        _print_report(args.run_dir, PipelineConfig(
+            metadata_path=os.path.join(args.run_dir, "metadata.sqlite")))
+    except FileNotFoundError as error:
+        print(f"agnews report failed: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def prune_versions(serving_dir: str, keep: int) -> list[str]:
+    """Deletes all but the newest `keep` numeric versions; returns the deleted directories."""
+    import tensorflow as tf
+
+    from pipeline.predict import model_versions
+
+    if keep < 1:
+        raise ValueError("--keep must be at least 1: the newest version is always kept.")
+    doomed = [f"{serving_dir}/{v}" for v in model_versions(serving_dir)[:-keep]]
+    for directory in doomed:
+        tf.io.gfile.rmtree(directory)
+    return doomed
 
 
 def _add_predict_parser(subparsers) -> None:
@@ -109,13 +196,45 @@ def _predict(args) -> int:
     return 0
 
 
+def _add_serve_parser(subparsers) -> None:
+    from pipeline import serve
+
+    parser = subparsers.add_parser("serve", help="Serve the pushed model over TF Serving's REST API.")
+    parser.add_argument("--model", default=PipelineConfig().serving_dir,
+                        help="Base directory of numeric versions (default: %(default)s).")
+    parser.add_argument("--host", default=serve.DEFAULT_HOST,
+                        help="Address to bind (default: %(default)s, this machine only).")
+    parser.add_argument("--port", type=int, default=serve.DEFAULT_PORT)
+    parser.add_argument("--max-body-bytes", type=int, default=serve.DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--max-batch", type=int, default=serve.DEFAULT_MAX_BATCH)
+
+
+def _serve(args) -> int:
+    from pipeline import serve
+
+    server = serve.make_serving_server(args.model, args.host, args.port, args.max_body_bytes,
+                                       args.max_batch)
+    print(f"Serving {args.model} as model '{serve.MODEL_NAME}' on "
+          f"http://{args.host}:{server.server_port}/v1/models/{serve.MODEL_NAME} (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agnews", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(subparsers)
     _add_predict_parser(subparsers)
+    _add_serve_parser(subparsers)
+    _add_report_parser(subparsers)
+    _add_compile_parser(subparsers)
     args = parser.parse_args(argv)
-    return {"run": _run, "predict": _predict}[args.command](args)
+    commands = {"run": _run, "predict": _predict, "serve": _serve, "report": _report,
+                "compile": _compile}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from components import features, ingest, model, trainer
@@ -19,6 +20,9 @@ class PipelineConfig:
     metadata_path: str = "artifacts/metadata.sqlite"
     serving_dir: str = "artifacts/serving/agnews"
     schema_dir: str = str(SCHEMA_DIR)
+    # Whether `data` has test files: None looks (local runs); compiling for a cluster whose
+    # storage this machine cannot list says it (True/False).
+    test_split: bool | None = None
     # Ingestion: share of the train files' rows hashed into the eval split, in tenths.
     eval_buckets: int = 1
     train_buckets: int = 9
@@ -51,3 +55,18 @@ class PipelineConfig:
         return {"model": self.model, "epochs": self.epochs, "patience": self.patience,
                 "batch_size": self.batch_size, "learning_rate": self.learning_rate,
                 "mixed_precision": self.mixed_precision}
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def load_config(path: str | None = None, **overrides) -> PipelineConfig:
+    """Defaults, then the JSON file at `path` (if any), then `overrides` (e.g. CLI flags)."""
+    values = json.loads(Path(path).read_text()) if path else {}
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown settings in {path}: {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}.")
+    values.update(overrides)
+    return PipelineConfig(**values)

@@ -8,19 +8,23 @@ import tensorflow as tf
 from components import features
 
 
+def model_versions(base_dir: str) -> list[int]:
+    """The numeric version directories under `base_dir` that hold a SavedModel, oldest first."""
+    names = [n.rstrip("/") for n in (tf.io.gfile.listdir(base_dir) if tf.io.gfile.isdir(base_dir) else [])]
+    return sorted(int(n) for n in names
+                  if n.isdigit() and tf.io.gfile.exists(os.path.join(base_dir, n, "saved_model.pb")))
+
+
 def resolve_version_dir(model_dir: str) -> str:
     """`model_dir` itself if it holds a saved_model.pb, else its newest numeric version."""
     if tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
         return model_dir
-    versions = [name.rstrip("/") for name in
-                (tf.io.gfile.listdir(model_dir) if tf.io.gfile.isdir(model_dir) else [])]
-    versions = [v for v in versions if v.isdigit()
-                and tf.io.gfile.exists(os.path.join(model_dir, v, "saved_model.pb"))]
+    versions = model_versions(model_dir)
     if not versions:
         raise FileNotFoundError(
             f"No SavedModel in {model_dir} or in a numeric version directory under it: "
             "run `agnews run` first or point --model at a pushed model.")
-    return os.path.join(model_dir, max(versions, key=int))
+    return os.path.join(model_dir, str(versions[-1]))
 
 
 def predict(version_dir: str, titles: list[str], descriptions: list[str]) -> list[dict]:

@@ -4,7 +4,6 @@ import gzip
 import json
 
 import pytest
-import tensorflow as tf
 from components import features, ingest
 
 from .conftest import read_examples, run_example_gen, sample_lines

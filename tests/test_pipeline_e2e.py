@@ -42,9 +42,13 @@ def _last_states(metadata_path: str) -> dict[str, int]:
     return states
 
 
+def _versions(root):
+    return sorted((p for p in (root / "serving").iterdir() if p.is_dir()), key=lambda p: int(p.name))
+
+
 def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
     root, _ = first_run
-    versions = [p for p in (root / "serving").iterdir() if p.is_dir()]
+    versions = _versions(root)
     assert len(versions) == 1 and versions[0].name.isdigit()
     assert (versions[0] / "saved_model.pb").is_file()
     assert (versions[0] / "assets" / features.VOCAB_NAME).is_file()
@@ -52,7 +56,7 @@ def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
 
 def test_pushed_model_serves_raw_text_with_tensorflow_alone(first_run):
     root, _ = first_run
-    (version,) = [p for p in (root / "serving").iterdir() if p.is_dir()]
+    version = _versions(root)[-1]
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     done = subprocess.run([sys.executable, "-c", LOAD_WITH_TENSORFLOW_ONLY, str(version)],
                           capture_output=True, text=True, env=env, cwd="/", timeout=300)
@@ -77,6 +81,30 @@ def test_predict_command_prints_a_label_per_headline(first_run, capsys):
     assert all(line.split()[0] in features.LABEL_NAMES for line in lines[1:])
 
 
+def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
+    from pipeline import report
+
+    root, _ = first_run
+    report_dir = root / "report"
+    for name in (report.REPORT_FILE_NAME, report.CURVES_FILE_NAME, report.CONFUSION_FILE_NAME):
+        (report_dir / name).unlink()
+    assert cli.main(["report", str(root)]) == 0
+    text = (report_dir / report.REPORT_FILE_NAME).read_text()
+    assert (report_dir / report.CURVES_FILE_NAME).stat().st_size > 1000
+    assert (report_dir / report.CONFUSION_FILE_NAME).stat().st_size > 1000
+    assert "| eval accuracy |" in text and "## Per class" in text
+    (evaluation_uri,) = [line.split("evaluation ")[1].split(",")[0]
+                         for line in text.splitlines() if line.startswith("Sources:")]
+    evaluation = report.load_evaluation(evaluation_uri)
+    overall = evaluation.metrics[""]
+    assert evaluation.confusion.sum() == overall["example_count"] > 0
+    assert set(evaluation.per_class["recall"]) == set(range(features.NUM_CLASSES))
+    assert any(name.startswith("label=") for name in evaluation.metrics)
+    assert any(name.startswith("length_bucket=") for name in evaluation.metrics)
+    assert sum(values["example_count"] for name, values in evaluation.metrics.items()
+               if name.startswith("label=")) == overall["example_count"]
+
+
 def test_second_run_takes_unchanged_upstream_components_from_cache(first_run):
     root, args = first_run
     assert cli.main(args) == 0
@@ -84,3 +112,36 @@ def test_second_run_takes_unchanged_upstream_components_from_cache(first_run):
     assert {node: states[node] for node in UPSTREAM} == {
         node: metadata_store_pb2.Execution.CACHED for node in UPSTREAM}
     assert states["Evaluator"] == metadata_store_pb2.Execution.COMPLETE  # new baseline to compare
+
+
+def test_saved_model_cli_shows_every_signature_and_runs_serving_default(first_run):
+    root, _ = first_run
+    version = str(_versions(root)[-1])
+    saved_model_cli = str(Path(sys.executable).parent / "saved_model_cli")
+    show = subprocess.run([saved_model_cli, "show", "--all", "--dir", version],
+                          capture_output=True, text=True, timeout=300)
+    assert show.returncode == 0, show.stderr[-2000:]
+    for name in (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE, features.TRANSFORM_FEATURES):
+        assert f"signature_def['{name}']" in show.stdout
+    run = subprocess.run(
+        [saved_model_cli, "run", "--dir", version, "--tag_set", "serve",
+         "--signature_def", features.SERVING_DEFAULT,
+         "--input_exprs", "title=['Oil prices rise', 'Mets win'];description=['', '']"],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Result for output key probabilities" in run.stdout
+    assert "Result for output key label" in run.stdout
+
+
+def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
+    root, args = first_run
+    served_before = [p.name for p in _versions(root)]
+    # 0 epochs: an untrained model, about 1 in 4 right, against a bar of 0.5.
+    worse = [a for a in args] + ["--epochs", "0", "--min-accuracy", "0.5", "--require-push"]
+    assert cli.main(worse) == 2
+    assert "Model NOT pushed" in capsys.readouterr().out
+    assert [p.name for p in _versions(root)] == served_before
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(str(root / "metadata.sqlite")))
+    blessings = store.get_artifacts_by_type("ModelBlessing")
+    assert max(blessings, key=lambda a: a.id).custom_properties["blessed"].int_value == 0

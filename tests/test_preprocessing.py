@@ -65,6 +65,7 @@ def test_token_ids_reserve_padding_and_oov_and_cap_length(transformed):
     assert all(len(_ids(row)) <= 4 for row in train_out)
     assert all(min(_ids(row)) >= features.NUM_RESERVED_IDS for row in train_out)
     assert [row[features.NUM_TOKENS_KEY] for row in train_out] == [7, 5, 11]
+    assert [row[features.LENGTH_BUCKET_KEY] for row in train_out] == [b"short"] * 3
     assert [row[features.LABEL_KEY] for row in train_out] == [2, 2, 1]
 
 
@@ -82,3 +83,9 @@ def test_title_only_text_ignores_the_description(tmp_path):
         (out, _), _ = (TRAIN_ROWS, RAW_METADATA) | tft_beam.AnalyzeAndTransformDataset(
             fn, output_record_batches=False)
     assert [row[features.NUM_TOKENS_KEY] for row in out] == [3, 2, 2]
+
+
+def test_length_buckets_edges():
+    counts = tf.constant([0, 30, 31, 45, 46, 300], tf.int64)
+    assert [b.decode() for b in preprocessing.length_bucket(counts).numpy()] == [
+        "short", "short", "medium", "medium", "long", "long"]

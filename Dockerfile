@@ -1,0 +1,18 @@
+# Pipeline image for Kubeflow Pipelines / Vertex AI: TFX's own image of the pinned version,
+# plus this project and its locked dependencies. Build from the repository root:
+#   docker build -t REGISTRY/agnews-pipeline:TAG . && docker push REGISTRY/agnews-pipeline:TAG
+FROM gcr.io/tfx-oss-public/tfx:1.16.0
+
+ENV TF_USE_LEGACY_KERAS=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /pipeline
+RUN python -m pip install --no-cache-dir uv
+COPY pyproject.toml uv.lock README.md ./
+# The locked versions go into the image's own Python, which runs the TFX executors.
+RUN uv export --frozen --no-dev --no-hashes --no-emit-project --extra kubeflow > /tmp/requirements.txt \
+    && uv pip install --system --no-cache -r /tmp/requirements.txt
+COPY components components
+COPY pipeline pipeline
+COPY schemas schemas
+COPY data data
+RUN uv pip install --system --no-cache --no-deps .

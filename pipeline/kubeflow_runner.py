@@ -1,0 +1,37 @@
+"""Compiles the pipeline to KFP v2 IR (PipelineJob JSON) for Kubeflow Pipelines or Vertex AI.
+
+The compiled file names the pipeline image (Dockerfile at the repository root) and paths as
+they are inside it: the project lives at IMAGE_PROJECT_DIR there, so the curated schema and
+the embedded sample are rewritten to that directory. Data, pipeline root and serving
+directory should be URLs the cluster reaches (e.g. gs://).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from tfx import v1 as tfx
+
+from pipeline.config import PROJECT_DIR, PipelineConfig
+from pipeline.pipeline import create_pipeline
+
+IMAGE_PROJECT_DIR = "/pipeline"
+DEFAULT_IMAGE = "agnews-pipeline:latest"
+
+
+def for_image(config: PipelineConfig) -> PipelineConfig:
+    """The same config with this checkout's paths replaced by their place in the image."""
+    def moved(path: str) -> str:
+        inside = os.path.relpath(path, PROJECT_DIR) if os.path.isabs(path) else None
+        return path if inside is None or inside.startswith("..") else f"{IMAGE_PROJECT_DIR}/{inside}"
+    return dataclasses.replace(config, data=moved(config.data), schema_dir=moved(config.schema_dir))
+
+
+def compile_pipeline(config: PipelineConfig, output: str, image: str = DEFAULT_IMAGE) -> str:
+    """Writes the KFP v2 IR to `output` and returns its path."""
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=os.path.dirname(os.path.abspath(output)),
+        output_filename=os.path.basename(output))
+    runner.run(create_pipeline(for_image(config)), write_out=True)
+    return output

@@ -1,0 +1,204 @@
+"""The run report a person reads: report.md with the headline table, per-class metrics and
+slices, plus PNG plots of the training curves and the confusion matrix.
+
+Everything comes from what the run stored: MLMD for which artifacts are the newest, TFMA's
+evaluation (metrics and plots) and the Trainer's Keras history.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow_model_analysis as tfma  # noqa: E402
+from ml_metadata.metadata_store import metadata_store  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+
+from components import features, ingest, trainer  # noqa: E402
+
+REPORT_FILE_NAME = "report.md"
+CURVES_FILE_NAME = "training_curves.png"
+CONFUSION_FILE_NAME = "confusion_matrix.png"
+ACCURACY = "sparse_categorical_accuracy"
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """One TFMA evaluation: metrics per slice ('' = overall) and the confusion matrix."""
+    metrics: dict[str, dict[str, float]]        # slice -> metric name -> value
+    per_class: dict[str, dict[int, float]]      # metric name -> class id -> value (overall)
+    confusion: np.ndarray                       # [actual, predicted] example counts
+
+
+def _slice_name(slice_key) -> str:
+    parts = []
+    for key in slice_key.single_slice_keys:
+        value = key.bytes_value.decode() if key.HasField("bytes_value") else (
+            key.int64_value if key.HasField("int64_value") else key.float_value)
+        if key.column == features.LABEL_KEY:
+            value = features.LABEL_NAMES[int(value)]
+        parts.append(f"{key.column}={value}")
+    return ", ".join(parts)
+
+
+def load_evaluation(uri: str) -> Evaluation:
+    metrics: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    per_class: dict[str, dict[int, float]] = collections.defaultdict(dict)
+    for for_slice in tfma.load_metrics(uri):
+        name = _slice_name(for_slice.slice_key)
+        for item in for_slice.metric_keys_and_values:
+            key = item.key
+            if key.is_diff or key.model_name not in ("", "candidate") or not item.value.HasField("double_value"):
+                continue
+            if key.sub_key.HasField("class_id"):
+                if not name:
+                    per_class[key.name][key.sub_key.class_id.value] = item.value.double_value.value
+            else:
+                metrics[name][key.name] = item.value.double_value.value
+    confusion = np.zeros((features.NUM_CLASSES, features.NUM_CLASSES))
+    for for_slice in tfma.load_plots(uri):
+        if for_slice.slice_key.single_slice_keys:
+            continue
+        for item in for_slice.plot_keys_and_values:
+            if item.key.model_name not in ("", "candidate"):
+                continue
+            matrices = item.value.multi_class_confusion_matrix_at_thresholds.matrices
+            for entry in (matrices[0].entries if matrices else []):  # threshold 0: the top class
+                if 0 <= entry.actual_class_id < features.NUM_CLASSES and \
+                        0 <= entry.predicted_class_id < features.NUM_CLASSES:
+                    confusion[entry.actual_class_id, entry.predicted_class_id] = entry.num_weighted_examples
+    return Evaluation(dict(metrics), dict(per_class), confusion)
+
+
+def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, label in (("", "train"), ("val_", "eval")):
+            values = history.get(prefix + metric, [])
+            axis.plot(range(1, len(values) + 1), values, marker="o", label=label)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_confusion(confusion: np.ndarray, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.imshow(confusion, cmap="Blues")
+    axis.set_xticks(range(features.NUM_CLASSES), features.LABEL_NAMES, rotation=30)
+    axis.set_yticks(range(features.NUM_CLASSES), features.LABEL_NAMES)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for (row, column), count in np.ndenumerate(confusion):
+        axis.text(column, row, f"{count:.0f}", ha="center", va="center",
+                  color="white" if count > confusion.max() / 2 else "black")
+    axis.set_title("Confusion matrix (eval split)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
+    wanted = {"examples": ("FileBasedExampleGen", "Examples"), "model_run": ("Trainer", "ModelRun"),
+              "evaluation": ("Evaluator", "ModelEvaluation"), "blessing": ("Evaluator", "ModelBlessing"),
+              "test_evaluation": ("test_evaluator", "ModelEvaluation"), "pushed": ("Pusher", "PushedModel")}
+    found = {}
+    for name, (node, type_name) in wanted.items():
+        context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
+        artifact_type = store.get_artifact_type(type_name) if context else None
+        artifacts = [a for a in store.get_artifacts_by_context(context.id)
+                     if a.type_id == artifact_type.id] if context else []
+        found[name] = max(artifacts, key=lambda a: a.id) if artifacts else None
+    return found
+
+
+def write_report(run_dir: str, pipeline_name: str = "agnews",
+                 metadata_path: str | None = None) -> tuple[Path, str]:
+    """Writes `<run_dir>/report/` from the newest run in `<run_dir>/metadata.sqlite`;
+    returns the report path and its headline table."""
+    metadata_path = metadata_path or os.path.join(run_dir, "metadata.sqlite")
+    if not os.path.exists(metadata_path):
+        raise FileNotFoundError(f"No ML Metadata at {metadata_path}: run `agnews run` first.")
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    outputs = _latest_outputs(store, pipeline_name)
+    if outputs["evaluation"] is None:
+        raise FileNotFoundError(f"The runs recorded in {metadata_path} have no evaluation yet.")
+    out_dir = Path(run_dir) / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    evaluation = load_evaluation(outputs["evaluation"].uri)
+    test = load_evaluation(outputs["test_evaluation"].uri) if outputs["test_evaluation"] else None
+    history = {}
+    if outputs["model_run"] is not None:
+        history_path = os.path.join(outputs["model_run"].uri, trainer.HISTORY_FILE_NAME)
+        if os.path.exists(history_path):
+            history = json.loads(Path(history_path).read_text())
+    rows = ingest.read_summary(outputs["examples"].uri) if outputs["examples"] else {}
+    blessed = bool(outputs["blessing"] and outputs["blessing"].custom_properties["blessed"].int_value)
+    pushed = outputs["pushed"]
+    pushed_to = (pushed.custom_properties["pushed_destination"].string_value
+                 if pushed and pushed.custom_properties["pushed"].int_value else None)
+
+    overall = evaluation.metrics.get("", {})
+    headline = _markdown_table(["", "value"], [
+        ["eval accuracy", _fmt(overall.get(ACCURACY))],
+        ["test accuracy", _fmt(test.metrics.get("", {}).get(ACCURACY) if test else None)],
+        ["eval examples", f"{overall.get('example_count', 0):.0f}"],
+        ["epochs trained", len(history.get("loss", [])) or "–"],
+        ["input rows (accepted / rejected)",
+         f"{rows.get(ingest.ACCEPTED, 0)} / {sum(v for k, v in rows.items() if k != ingest.ACCEPTED)}"],
+        ["blessed", "yes" if blessed else "NO"],
+        ["pushed to", pushed_to or "not pushed"],
+    ])
+    per_class = _markdown_table(["class", "precision", "recall", "F1"], [
+        [name, _fmt(evaluation.per_class.get("precision", {}).get(i)),
+         _fmt(evaluation.per_class.get("recall", {}).get(i)),
+         _fmt(evaluation.per_class.get("f1_score", {}).get(i))]
+        for i, name in enumerate(features.LABEL_NAMES)])
+    slices = _markdown_table(["slice", "examples", "accuracy"], [
+        [name, f"{values.get('example_count', 0):.0f}", _fmt(values.get(ACCURACY))]
+        for name, values in sorted(evaluation.metrics.items()) if name])
+    confusion = _markdown_table(["true \\ predicted", *features.LABEL_NAMES], [
+        [name, *(f"{v:.0f}" for v in evaluation.confusion[i])]
+        for i, name in enumerate(features.LABEL_NAMES)])
+
+    if history:
+        _plot_curves(history, out_dir / CURVES_FILE_NAME)
+    _plot_confusion(evaluation.confusion, out_dir / CONFUSION_FILE_NAME)
+    text = "\n\n".join([
+        "# agnews run report",
+        headline,
+        "## Per class (eval split)", per_class,
+        "## Slices (eval split): by true class and by text length "
+        f"(short ≤ {features.SHORT_MAX_TOKENS} tokens < medium ≤ {features.MEDIUM_MAX_TOKENS} < long)",
+        slices,
+        "## Confusion matrix (eval split)", confusion,
+        f"![confusion matrix]({CONFUSION_FILE_NAME})",
+        *([f"## Training curves\n\n![training curves]({CURVES_FILE_NAME})"] if history else []),
+        f"Sources: evaluation {outputs['evaluation'].uri}"
+        + (f", Trainer run {outputs['model_run'].uri}" if outputs["model_run"] else ""),
+    ]) + "\n"
+    report_path = out_dir / REPORT_FILE_NAME
+    report_path.write_text(text)
+    return report_path, headline

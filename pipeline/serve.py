@@ -1,0 +1,193 @@
+"""`agnews serve`: TF Serving's REST API for the pushed model, for local use and tests.
+
+Client code written against it works unchanged against `tensorflow/serving` (README). It
+serves the newest numeric version under the model directory, notices a newly pushed version
+without a restart, keeps answering with the old one while the new one loads, and answers every
+bad request with TF Serving's `{"error": ...}` body instead of a stack trace.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from typing import Any
+
+import tensorflow as tf
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from components import features
+from pipeline.predict import model_versions
+
+MODEL_NAME = "agnews"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8501
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_MAX_BATCH = 1024
+INPUT_KEYS = (features.TITLE_KEY, features.DESCRIPTION_KEY)
+OUTPUT_KEYS = (features.PROBABILITIES_KEY, features.CLASS_ID_KEY, features.LABEL_NAME_KEY)
+
+_ROUTE = re.compile(r"^/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<verb>:predict)?$")
+
+
+class BadRequest(Exception):
+    """Answered with HTTP 400 and TF Serving's error body."""
+
+
+class NotFound(Exception):
+    """Answered with HTTP 404 and TF Serving's error body."""
+
+
+class ModelVersions:
+    """Numeric version directories under `base_dir`, loaded on first use and cached."""
+
+    def __init__(self, base_dir: str):
+        self.base_dir = base_dir
+        self._loaded: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def available(self) -> list[int]:
+        return model_versions(self.base_dir)
+
+    def latest(self) -> int:
+        versions = self.available()
+        if not versions:
+            raise NotFound(f"Servable not found for request: Latest({MODEL_NAME})")
+        return versions[-1]
+
+    def signature(self, version: int):
+        if version not in self.available():
+            raise NotFound(f"Servable not found for request: Specific({MODEL_NAME}, {version})")
+        with self._lock:
+            if version not in self._loaded:
+                self._loaded[version] = tf.saved_model.load(os.path.join(self.base_dir, str(version)))
+            return self._loaded[version].signatures[features.SERVING_DEFAULT]
+
+
+def _columns_from_instances(instances: Any) -> dict[str, list[str]]:
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest("'instances' must be a non-empty list of objects with 'title' and 'description'.")
+    columns: dict[str, list[str]] = {key: [] for key in INPUT_KEYS}
+    for index, instance in enumerate(instances):
+        if not isinstance(instance, dict):
+            raise BadRequest(f"Failed to process element: {index} of 'instances' list. "
+                             "Error: Invalid argument: expected a JSON object with named inputs.")
+        for key in INPUT_KEYS:
+            if key not in instance:
+                raise BadRequest(f"Failed to process element: {index} key: {key} of 'instances' list. "
+                                 f"Error: Invalid argument: JSON object: does not have named input: {key}")
+            columns[key].append(instance[key])
+    return columns
+
+
+def _columns_from_inputs(inputs: Any) -> dict[str, list[str]]:
+    if not isinstance(inputs, dict):
+        raise BadRequest("'inputs' must be an object with 'title' and 'description' lists.")
+    missing = [key for key in INPUT_KEYS if key not in inputs]
+    if missing:
+        raise BadRequest(f"Invalid argument: 'inputs' does not have named input: {missing[0]}")
+    columns = {key: inputs[key] if isinstance(inputs[key], list) else [inputs[key]] for key in INPUT_KEYS}
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) != 1:
+        raise BadRequest("Invalid argument: 'title' and 'description' must have the same length.")
+    if 0 in lengths:
+        raise BadRequest("Invalid argument: empty batch.")
+    return columns
+
+
+def parse_predict_request(body: bytes, max_batch: int) -> tuple[dict[str, list[str]], bool]:
+    """(columns of strings, row_format) from a TF Serving predict body, or BadRequest."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadRequest(f"JSON Parse error: {error}") from None
+    if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
+        raise BadRequest("Missing 'inputs' or 'instances' key (exactly one of them is required).")
+    signature = request.get("signature_name", features.SERVING_DEFAULT)
+    if signature != features.SERVING_DEFAULT:
+        raise BadRequest(f"Serving signature name: \"{signature}\" not found in signature def")
+    row_format = "instances" in request
+    columns = (_columns_from_instances(request["instances"]) if row_format
+               else _columns_from_inputs(request["inputs"]))
+    for key, values in columns.items():
+        if not all(isinstance(value, str) for value in values):
+            raise BadRequest(f"Invalid argument: '{key}' values must be strings.")
+    if len(columns[features.TITLE_KEY]) > max_batch:
+        raise BadRequest(f"Invalid argument: batch of {len(columns[features.TITLE_KEY])} is larger "
+                         f"than the limit of {max_batch}.")
+    return columns, row_format
+
+
+def predict_response(signature, columns: dict[str, list[str]], row_format: bool) -> dict:
+    outputs = signature(**{key: tf.constant(values, tf.string) for key, values in columns.items()})
+    lists = {key: outputs[key].numpy().tolist() for key in OUTPUT_KEYS}
+    lists[features.LABEL_NAME_KEY] = [v.decode() for v in lists[features.LABEL_NAME_KEY]]
+    if row_format:
+        return {"predictions": [dict(zip(OUTPUT_KEYS, row)) for row in zip(*lists.values())]}
+    return {"outputs": lists}
+
+
+class ServingApp:
+    """The WSGI application: routes, limits and errors of TF Serving's REST API."""
+
+    def __init__(self, model_dir: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 max_batch: int = DEFAULT_MAX_BATCH):
+        self.versions = ModelVersions(model_dir)
+        self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
+
+    def _version(self, requested: str | None) -> int:
+        if requested is None:
+            return self.versions.latest()
+        if not requested.isdigit():
+            raise NotFound(f"Servable not found for request: Specific({MODEL_NAME}, {requested})")
+        return int(requested)
+
+    def _status(self, version: int) -> dict:
+        if version not in self.versions.available():
+            raise NotFound(f"Could not find version {version} of model {MODEL_NAME}")
+        return {"model_version_status": [{"version": str(version), "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+
+    def handle(self, request: Request) -> tuple[int, dict]:
+        route = _ROUTE.match(request.path)
+        if not route or route["model"] != MODEL_NAME:
+            name = route["model"] if route else request.path
+            raise NotFound(f"Servable not found for request: Latest({name})")
+        version = self._version(route["version"])
+        if not route["verb"]:
+            if request.method != "GET":
+                raise BadRequest(f"{request.method} is not supported here; use GET.")
+            return 200, self._status(version)
+        if request.method != "POST":
+            raise BadRequest("Predict requests must be POST.")
+        if (request.content_length or 0) > self.max_body_bytes:
+            raise BadRequest(f"Request body larger than {self.max_body_bytes} bytes.")
+        body = request.get_data(cache=False)
+        if len(body) > self.max_body_bytes:
+            raise BadRequest(f"Request body larger than {self.max_body_bytes} bytes.")
+        columns, row_format = parse_predict_request(body, self.max_batch)
+        return 200, predict_response(self.versions.signature(version), columns, row_format)
+
+    def __call__(self, environ, start_response):
+        request = Request(environ, max_content_length=None)
+        try:
+            status, payload = self.handle(request)
+        except BadRequest as error:
+            status, payload = 400, {"error": str(error)}
+        except NotFound as error:
+            status, payload = 404, {"error": str(error)}
+        except HTTPException as error:
+            status, payload = error.code or 400, {"error": error.description or str(error)}
+        except Exception as error:  # noqa: BLE001  (a server answers; it does not crash)
+            status, payload = 500, {"error": f"Internal error: {type(error).__name__}: {error}"}
+        return Response(json.dumps(payload), status=status, mimetype="application/json")(
+            environ, start_response)
+
+
+def make_serving_server(model_dir: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH):
+    """A threaded werkzeug server; `.serve_forever()` to run, `.shutdown()` to stop."""
+    return make_server(host, port, ServingApp(model_dir, max_body_bytes, max_batch), threaded=True)

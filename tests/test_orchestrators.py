@@ -1,0 +1,96 @@
+"""One pipeline, three orchestrators: the KFP v2 IR and the Airflow DAG have the local graph."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+
+from pipeline.config import PipelineConfig, SAMPLE_DATA_DIR
+from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR, compile_pipeline
+from pipeline.pipeline import create_pipeline
+
+from .conftest import sample_lines
+
+
+def local_graph(config: PipelineConfig) -> dict[str, set[str]]:
+    """Component id -> ids of the components it runs after, as LocalDagRunner sees them."""
+    return {c.id: {u.id for u in c.upstream_nodes} for c in create_pipeline(config).components}
+
+
+def test_kubeflow_ir_is_a_pipeline_spec_with_the_local_graph(tmp_path):
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    cluster = PipelineConfig(data="gs://bucket/ag_news", pipeline_root="gs://bucket/root",
+                             serving_dir="gs://bucket/serving/agnews", test_split=True,
+                             beam_args=["--runner=DataflowRunner", "--region=europe-west4"])
+    path = compile_pipeline(cluster, str(tmp_path / "pipeline.json"), image="registry.example/agnews:1")
+    text = Path(path).read_text()
+    job = json_format.Parse(text, pipeline_spec_pb2.PipelineJob(), ignore_unknown_fields=True)
+    spec = json_format.ParseDict(json_format.MessageToDict(job.pipeline_spec), pipeline_spec_pb2.PipelineSpec(),
+                                 ignore_unknown_fields=True)
+    assert spec.pipeline_info.name == "agnews"
+    # KFP runs the latest-blessed-model Resolver as two tasks, "<id>-model-blessing-resolver"
+    # and "<id>-model-resolver": fold them back into the one node they are.
+    tasks: dict[str, set[str]] = {}
+    for name, task in spec.root.dag.tasks.items():
+        tasks.setdefault(name.split("-")[0], set()).update(d.split("-")[0] for d in task.dependent_tasks)
+
+    # The same graph as a local run over data with a test split.
+    local_data = tmp_path / "data"
+    local_data.mkdir()
+    for split in ("train", "test"):
+        (local_data / f"{split}.csv").write_bytes(b"\n".join(sample_lines(20)) + b"\n")
+    expected = local_graph(PipelineConfig(data=str(local_data)))
+    assert tasks == expected
+    executors = json.loads(text)["pipelineSpec"]["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values() if "container" in e} == {
+        "registry.example/agnews:1"}
+    assert f"{IMAGE_PROJECT_DIR}/schemas/schema.pbtxt" in text
+    assert "gs://bucket/ag_news" in text and "--runner=DataflowRunner" in text
+
+
+def test_print_config_shows_the_effective_values(tmp_path, capsys):
+    from pipeline import cli
+
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 7, "model": "lstm"}))
+    assert cli.main(["run", "--config", str(tmp_path / "c.json"), "--epochs", "5", "--print-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["epochs"], shown["model"], shown["data"]) == (5, "lstm", str(SAMPLE_DATA_DIR))
+
+
+@pytest.mark.airflow
+def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_bytes(b"\n".join(sample_lines(300)) + b"\n")
+    config = {"data": str(data), "pipeline_root": str(tmp_path / "root"),
+              "metadata_path": str(tmp_path / "metadata.sqlite"),
+              "serving_dir": str(tmp_path / "serving"), "epochs": 1, "batch_size": 32,
+              "min_accuracy": 0.0}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "agnews_dag.py").symlink_to(Path(__file__).resolve().parents[1] / "pipeline" / "airflow_dag.py")
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AGNEWS_CONFIG": str(tmp_path / "config.json"),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "TF_USE_LEGACY_KERAS": "1"}
+    airflow = str(Path(sys.executable).parent / "airflow")
+
+    def run(*args, timeout=1500):
+        done = subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+        return done.stdout
+
+    run("db", "migrate", timeout=600)
+    assert "No data found" in run("dags", "list-import-errors", timeout=600)
+    graph = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json, pipeline.airflow_dag as m; print(json.dumps("
+         "{t.task_id: sorted(t.upstream_task_ids) for t in m.DAG.tasks}))"],
+        env=env, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()[-1])
+    assert {k: set(v) for k, v in graph.items()} == local_graph(PipelineConfig(**config))
+    run("dags", "test", "agnews", "2024-01-02")
+    versions = [p for p in (tmp_path / "serving").iterdir() if p.name.isdigit()]
+    assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
