@@ -172,9 +172,8 @@ class ServingApp:
         return 200, predict_response(self.versions.signature(version), columns, row_format)
 
     def __call__(self, environ, start_response):
-        request = Request(environ, max_content_length=None)
         try:
-            status, payload = self.handle(request)
+            status, payload = self.handle(Request(environ))
         except BadRequest as error:
             status, payload = 400, {"error": str(error)}
         except NotFound as error:

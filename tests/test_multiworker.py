@@ -20,7 +20,8 @@ options = tf.data.Options()
 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 data = tf.data.Dataset.from_tensor_slices((ids, labels)).batch(8).repeat().with_options(options)
 history = classifier.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
-print(json.dumps({"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+print(json.dumps({"multi_worker": multi_worker, "replicas": strategy.num_replicas_in_sync,
                   "loss": history.history["loss"][0]}))
 """
 
@@ -44,6 +45,6 @@ def test_two_local_workers_train_a_few_steps_together():
         stdout, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
         results.append(json.loads(stdout.strip().splitlines()[-1]))
-    assert [r["strategy"] for r in results] == ["MultiWorkerMirroredStrategy"] * 2
+    assert [r["multi_worker"] for r in results] == [True, True]
     assert [r["replicas"] for r in results] == [2, 2]
     assert results[0]["loss"] == results[1]["loss"]  # one model, all-reduced across the workers

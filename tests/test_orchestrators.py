@@ -76,12 +76,14 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
     (dags / "agnews_dag.py").symlink_to(Path(__file__).resolve().parents[1] / "pipeline" / "airflow_dag.py")
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AGNEWS_CONFIG": str(tmp_path / "config.json"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           # Importing TensorFlow + TFX alone can take longer than Airflow's default 30 s.
+           "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
            "TF_USE_LEGACY_KERAS": "1"}
     airflow = str(Path(sys.executable).parent / "airflow")
 
     def run(*args, timeout=1500):
         done = subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=timeout)
-        assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+        assert done.returncode == 0, f"airflow {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
         return done.stdout
 
     run("db", "migrate", timeout=600)
