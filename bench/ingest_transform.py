@@ -26,8 +26,6 @@ MODES = {
     "multi_processing x2": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
 }
 TIMED = ("FileBasedExampleGen", "Transform")
-UP_TO_TRANSFORM = {"FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-                   "AnomaliesGate", "Transform"}
 
 
 def ingest_and_transform_seconds(data_dir: Path, beam_args: list[str], work: Path) -> dict[str, float]:
@@ -35,13 +33,9 @@ def ingest_and_transform_seconds(data_dir: Path, beam_args: list[str], work: Pat
     ExampleGen and Transform."""
     config = PipelineConfig(data=str(data_dir), pipeline_root=str(work / "root"),
                             beam_args=beam_args, enable_cache=False)
-    full = create_pipeline(config)
-    keep = UP_TO_TRANSFORM
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(work / "m.sqlite"))
-    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
-        pipeline_name=config.pipeline_name, pipeline_root=config.pipeline_root,
-        components=[c for c in full.components if c.id in keep], enable_cache=False,
-        metadata_connection_config=metadata, beam_pipeline_args=beam_args))
+    tfx.orchestration.LocalDagRunner().run(
+        create_pipeline(config, metadata, through_transform_only=True))
     store = metadata_store.MetadataStore(metadata)
     seconds = {}
     for node in TIMED:

@@ -13,6 +13,7 @@ Both read title + description of the same train rows and are scored on the same 
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import tempfile
 import time
@@ -75,7 +76,7 @@ def run_seed(train, evaluation) -> dict:
             "batch_size": 16}
 
 
-def transform(train, evaluation, temp_dir: str) -> tuple[list, list]:
+def transform(train, evaluation, temp_dir: str, min_token_count: int) -> tuple[list, list]:
     """Our preprocessing_fn through TFT's Beam implementation: vocabulary from train only."""
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec({
         features.TITLE_KEY: tf.io.FixedLenFeature([1], tf.string),
@@ -88,7 +89,9 @@ def transform(train, evaluation, temp_dir: str) -> tuple[list, list]:
 
     with tft_beam.Context(temp_dir=temp_dir):
         (train_out, _), transform_fn = (instances(train), metadata) | tft_beam.AnalyzeAndTransformDataset(
-            preprocessing.preprocessing_fn, output_record_batches=False)
+            functools.partial(preprocessing.preprocessing_fn,
+                              custom_config={"min_token_count": min_token_count}),
+            output_record_batches=False)
         eval_out, _ = ((instances(evaluation), metadata), transform_fn) | tft_beam.TransformDataset(
             output_record_batches=False)
     return train_out, eval_out
@@ -102,7 +105,7 @@ def examples_dataset(rows, shuffle: bool) -> tf.data.Dataset:
     return dataset.shuffle(trainer.SHUFFLE_BUFFER, seed=trainer.SEED) if shuffle else dataset
 
 
-def run_ours(train_rows, eval_rows, batch_size: int, epochs: int) -> dict:
+def run_ours(train_rows, eval_rows, batch_size: int, learning_rate: float, epochs: int) -> dict:
     tf.keras.utils.set_random_seed(trainer.SEED)
     train_ds = trainer.batch_examples(examples_dataset(train_rows, shuffle=True), batch_size)
     eval_ds = trainer.batch_examples(examples_dataset(eval_rows, shuffle=False), batch_size)
@@ -110,12 +113,13 @@ def run_ours(train_rows, eval_rows, batch_size: int, epochs: int) -> dict:
     padded_plain = trainer.padding_fraction(trainer.batch_examples(
         examples_dataset(train_rows, shuffle=True), batch_size, bucketing=False))
     with trainer.distribution_strategy().scope():
-        classifier = model.build_model()
+        classifier = model.build_model(learning_rate=learning_rate)
+    # Like the seed, the 1-epoch run is timed without a validation pass.
+    validation = {} if epochs == 1 else {"validation_data": eval_ds, "callbacks": [
+        tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=trainer.DEFAULT_PATIENCE,
+                                         restore_best_weights=True)]}
     started = time.perf_counter()
-    history = classifier.fit(
-        train_ds, validation_data=eval_ds, epochs=epochs, verbose=2,
-        callbacks=[tf.keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=trainer.DEFAULT_PATIENCE, restore_best_weights=True)])
+    history = classifier.fit(train_ds, epochs=epochs, verbose=2, **validation)
     seconds = time.perf_counter() - started
     _, accuracy = classifier.evaluate(eval_ds, verbose=0)
     ran = len(history.history["loss"])
@@ -128,15 +132,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--batch-size", type=int, default=trainer.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--learning-rate", type=float, default=trainer.DEFAULT_LEARNING_RATE)
+    parser.add_argument("--min-token-count", type=int, default=features.DEFAULT_MIN_TOKEN_COUNT)
     parser.add_argument("--full-epochs", type=int, default=trainer.DEFAULT_EPOCHS)
     args = parser.parse_args()
 
     train, evaluation = load_split_rows(args.data)
     seed = run_seed(train, evaluation)
     with tempfile.TemporaryDirectory() as temp_dir:
-        train_rows, eval_rows = transform(train, evaluation, temp_dir)
-    ours = run_ours(train_rows, eval_rows, args.batch_size, epochs=1)
-    full = run_ours(train_rows, eval_rows, args.batch_size, epochs=args.full_epochs)
+        train_rows, eval_rows = transform(train, evaluation, temp_dir, args.min_token_count)
+    ours = run_ours(train_rows, eval_rows, args.batch_size, args.learning_rate, epochs=1)
+    full = run_ours(train_rows, eval_rows, args.batch_size, args.learning_rate, epochs=args.full_epochs)
     for result in (seed, ours, full):
         result["examples_per_s"] = len(train) / result["s_per_epoch"]
 

@@ -30,6 +30,7 @@ NUM_RESERVED_IDS = 2
 VOCAB_SIZE = 20_000
 VOCAB_NAME = "tokens"
 DEFAULT_MAX_TOKENS = 256
+DEFAULT_MIN_TOKEN_COUNT = 1  # a token must occur this often in train to get its own id
 
 # Serving signature names and outputs.
 SERVING_DEFAULT = "serving_default"

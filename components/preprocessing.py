@@ -29,7 +29,8 @@ def preprocessing_fn(inputs, custom_config=None):
     """Maps raw title/description/label to `token_ids` (variable length), `num_tokens`,
     `length_bucket` and `label`.
 
-    custom_config: `max_tokens` (length cap) and `text` (one of features.TEXT_CHOICES).
+    custom_config: `max_tokens` (length cap), `min_token_count` (rarer tokens are OOV) and
+    `text` (one of features.TEXT_CHOICES).
     The vocabulary keeps the VOCAB_SIZE - 2 most frequent tokens of the whole text (before
     the length cap); id 0 is padding, id 1 any other token.
     """
@@ -42,6 +43,7 @@ def preprocessing_fn(inputs, custom_config=None):
     tokens = text.tokenize(title, description)
     vocabulary = tft.vocabulary(
         tokens, top_k=features.VOCAB_SIZE - features.NUM_RESERVED_IDS,
+        frequency_threshold=int(config.get("min_token_count", features.DEFAULT_MIN_TOKEN_COUNT)),
         vocab_filename=features.VOCAB_NAME)
     token_ids = tft.apply_vocabulary(
         tokens[:, :max_tokens], vocabulary,

@@ -108,7 +108,10 @@ def eval_config(config: PipelineConfig, thresholds: bool = True) -> tfma.EvalCon
         ])
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
+                    through_transform_only: bool = False) -> tfx.dsl.Pipeline:
+    """The whole pipeline; `through_transform_only` stops after Transform (data preparation
+    alone, e.g. to measure or debug ingestion)."""
     source = resolve_data_source(config.data, config.test_split)
     example_gen = FileBasedExampleGen(
         input_base=source.input_base,
@@ -133,6 +136,10 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
             analyze=["train"], transform=["train", "eval"]),
         custom_config=config.transform_config)
     transform.add_upstream_node(anomalies_gate)
+    data_components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
+                       transform]
+    if through_transform_only:
+        return _pipeline(config, data_components, metadata_connection_config)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -162,12 +169,16 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)))
+    return _pipeline(config, [*data_components, trainer, baseline_resolver, evaluator,
+                              *([test_evaluator] if source.has_test else []), pusher],
+                     metadata_connection_config)
+
+
+def _pipeline(config: PipelineConfig, components, metadata_connection_config) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                    transform, trainer, baseline_resolver, evaluator,
-                    *([test_evaluator] if source.has_test else []), pusher],
+        components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_args)
