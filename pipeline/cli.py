@@ -83,13 +83,19 @@ def _compile(args) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
+    return int(text)
+
+
 def _add_run_parser(subparsers) -> None:
     run = subparsers.add_parser("run", argument_default=argparse.SUPPRESS,
                                 help="Run the whole pipeline locally (LocalDagRunner).")
     _add_pipeline_options(run)
     run.add_argument("--require-push", action="store_true", default=False,
                      help="Exit with status 2 when the model was not blessed and so not pushed.")
-    run.add_argument("--keep", type=int, default=None, metavar="N",
+    run.add_argument("--keep", type=_at_least_one, default=None, metavar="N",
                      help="After pushing, delete all but the newest N versions in --serving-dir "
                           "(default: keep every version).")
 
