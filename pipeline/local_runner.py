@@ -31,37 +31,33 @@ def run(config: PipelineConfig) -> RunSummary:
 
 def _overall_accuracy(evaluation_uri: str) -> float | None:
     """The candidate model's accuracy on the whole split, as TFMA stored it."""
-    import tensorflow_model_analysis as tfma
+    from pipeline import report
 
-    for metrics in tfma.load_metrics(evaluation_uri):
-        if metrics.slice_key.single_slice_keys:
-            continue
-        for item in metrics.metric_keys_and_values:
-            key = item.key
-            if (key.name == "sparse_categorical_accuracy" and not key.is_diff
-                    and key.model_name in ("", "candidate")):
-                return item.value.double_value.value
-    return None
+    return report.load_evaluation(evaluation_uri).metrics.get("", {}).get(report.ACCURACY)
+
+
+def latest_output(store, pipeline_name: str, node_id: str, type_name: str):
+    """The newest artifact of `type_name` around pipeline node `node_id` in MLMD, or None."""
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
+    if context is None:
+        return None
+    type_id = store.get_artifact_type(type_name).id
+    artifacts = [a for a in store.get_artifacts_by_context(context.id) if a.type_id == type_id]
+    return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
 def summarize(metadata_connection_config, pipeline_name: str) -> RunSummary:
     """What the newest outputs of ExampleGen, the Evaluators and Pusher in MLMD say."""
+    import functools
+
     from ml_metadata.metadata_store import metadata_store
 
-    store = metadata_store.MetadataStore(metadata_connection_config)
-
-    def latest_output(node_id: str, type_name: str):
-        context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
-        if context is None:
-            return None
-        type_id = store.get_artifact_type(type_name).id
-        artifacts = [a for a in store.get_artifacts_by_context(context.id) if a.type_id == type_id]
-        return max(artifacts, key=lambda a: a.id) if artifacts else None
-
-    pushed_model = latest_output("Pusher", "PushedModel")
-    evaluation = latest_output("Evaluator", "ModelEvaluation")
-    test_evaluation = latest_output("test_evaluator", "ModelEvaluation")
-    examples = latest_output("FileBasedExampleGen", "Examples")
+    latest = functools.partial(latest_output, metadata_store.MetadataStore(metadata_connection_config),
+                               pipeline_name)
+    pushed_model = latest("Pusher", "PushedModel")
+    evaluation = latest("Evaluator", "ModelEvaluation")
+    test_evaluation = latest("test_evaluator", "ModelEvaluation")
+    examples = latest("FileBasedExampleGen", "Examples")
     pushed = bool(pushed_model and pushed_model.custom_properties["pushed"].int_value)
     return RunSummary(
         pushed=pushed,

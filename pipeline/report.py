@@ -22,6 +22,7 @@ from ml_metadata.metadata_store import metadata_store  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
 from components import features, ingest, trainer  # noqa: E402
+from pipeline.local_runner import latest_output  # noqa: E402
 
 REPORT_FILE_NAME = "report.md"
 CURVES_FILE_NAME = "training_curves.png"
@@ -122,14 +123,8 @@ def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
     wanted = {"examples": ("FileBasedExampleGen", "Examples"), "model_run": ("Trainer", "ModelRun"),
               "evaluation": ("Evaluator", "ModelEvaluation"), "blessing": ("Evaluator", "ModelBlessing"),
               "test_evaluation": ("test_evaluator", "ModelEvaluation"), "pushed": ("Pusher", "PushedModel")}
-    found = {}
-    for name, (node, type_name) in wanted.items():
-        context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
-        artifact_type = store.get_artifact_type(type_name) if context else None
-        artifacts = [a for a in store.get_artifacts_by_context(context.id)
-                     if a.type_id == artifact_type.id] if context else []
-        found[name] = max(artifacts, key=lambda a: a.id) if artifacts else None
-    return found
+    return {name: latest_output(store, pipeline_name, node, type_name)
+            for name, (node, type_name) in wanted.items()}
 
 
 def write_report(run_dir: str, pipeline_name: str = "agnews",
