@@ -123,9 +123,6 @@ def _run(args) -> int:
           f"rejected {sum(rejected.values())}"
           + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(rejected.items()))}; "
              f"see {summary.rejected_rows_file})" if rejected else ""))
-    for split, accuracy in (("Eval", summary.eval_accuracy), ("Test", summary.test_accuracy)):
-        if accuracy is not None:
-            print(f"{split} accuracy: {accuracy:.4f}")
     _print_report(os.path.dirname(os.path.abspath(config.metadata_path)), config)
     if summary.pushed:
         print(f"Model pushed to: {summary.pushed_to}")

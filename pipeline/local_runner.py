@@ -15,8 +15,6 @@ from pipeline.pipeline import create_pipeline
 class RunSummary:
     pushed: bool
     pushed_to: str | None
-    eval_accuracy: float | None
-    test_accuracy: float | None
     evaluation_uri: str | None
     rows: dict[str, int]  # ExampleGen's count per outcome: accepted or a rejection reason
     rejected_rows_file: str | None
@@ -27,13 +25,6 @@ def run(config: PipelineConfig) -> RunSummary:
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
     return summarize(metadata, config.pipeline_name)
-
-
-def _overall_accuracy(evaluation_uri: str) -> float | None:
-    """The candidate model's accuracy on the whole split, as TFMA stored it."""
-    from pipeline import report
-
-    return report.load_evaluation(evaluation_uri).metrics.get("", {}).get(report.ACCURACY)
 
 
 def latest_output(store, pipeline_name: str, node_id: str, type_name: str):
@@ -47,7 +38,8 @@ def latest_output(store, pipeline_name: str, node_id: str, type_name: str):
 
 
 def summarize(metadata_connection_config, pipeline_name: str) -> RunSummary:
-    """What the newest outputs of ExampleGen, the Evaluators and Pusher in MLMD say."""
+    """What the newest outputs of ExampleGen, the Evaluator and Pusher in MLMD say (the
+    metrics themselves are read by pipeline.report)."""
     import functools
 
     from ml_metadata.metadata_store import metadata_store
@@ -56,15 +48,12 @@ def summarize(metadata_connection_config, pipeline_name: str) -> RunSummary:
                                pipeline_name)
     pushed_model = latest("Pusher", "PushedModel")
     evaluation = latest("Evaluator", "ModelEvaluation")
-    test_evaluation = latest("test_evaluator", "ModelEvaluation")
     examples = latest("FileBasedExampleGen", "Examples")
     pushed = bool(pushed_model and pushed_model.custom_properties["pushed"].int_value)
     return RunSummary(
         pushed=pushed,
         pushed_to=pushed_model.custom_properties["pushed_destination"].string_value
         if pushed else None,
-        eval_accuracy=_overall_accuracy(evaluation.uri) if evaluation else None,
-        test_accuracy=_overall_accuracy(test_evaluation.uri) if test_evaluation else None,
         evaluation_uri=evaluation.uri if evaluation else None,
         rows=ingest.read_summary(examples.uri) if examples else {},
         rejected_rows_file=os.path.join(examples.uri, ingest.REJECTED_FILE_NAME) if examples else None)
