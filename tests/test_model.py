@@ -36,3 +36,24 @@ def test_every_variant_outputs_a_probability_row(name):
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="bilstm2"):
         model.build_model("transformer")
+
+
+def test_training_does_not_transpile_keras_code(monkeypatch):
+    """AutoGraph converting tf_keras's train step costs ~13 s before the first batch."""
+    from tensorflow.python.autograph.impl import api as autograph_api
+
+    converted = []
+    transform = autograph_api._TRANSPILER.transform
+
+    def record(function, user_context):
+        converted.append(f"{getattr(function, '__module__', '')}.{getattr(function, '__name__', '')}")
+        return transform(function, user_context)
+
+    monkeypatch.setattr(autograph_api._TRANSPILER, "transform", record)
+    classifier = model.build_model("simple_rnn")
+    ids = np.array([[3, 4, 0], [9, 0, 0]], dtype=np.int64)
+    history = classifier.fit(ids, np.array([0, 1]), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    keras_model_code = [name for name in converted
+                        if name.endswith(".train_step") or name.startswith("tf_keras.src.layers.")]
+    assert converted and not keras_model_code  # fit's own loop is still converted
