@@ -3,7 +3,7 @@ import tensorflow as tf
 
 from components import features
 
-# Each variant: the layers between the token ids and the softmax head.
+# Each variant: its embedding, then the recurrent layers before the softmax head.
 _VARIANTS = {
     # The mission's model: the lesson's final masked two-layer bidirectional LSTM.
     "bilstm2": lambda: [
@@ -22,15 +22,26 @@ _VARIANTS = {
 }
 MODEL_NAMES = tuple(_VARIANTS)
 DEFAULT_MODEL = "bilstm2"
+# Share of embedding channels dropped per example while training (identity at serving).
+# 10,818 training rows are few for 2.56M embedding weights: without it the model overfits
+# after two epochs (eval accuracy 0.882); this keeps the LSTMs cuDNN-eligible, unlike
+# recurrent dropout, and costs nothing on CPU, unlike LSTM input dropout.
+DEFAULT_EMBEDDING_DROPOUT = 0.6
+# Global gradient-norm bound: without it, eval loss jumped 3x in some epochs.
+GRADIENT_CLIP_NORM = 1.0
 
 
-def build_model(name: str = DEFAULT_MODEL, learning_rate: float = 1e-3) -> tf.keras.Model:
+def build_model(name: str = DEFAULT_MODEL, learning_rate: float = 1e-3,
+                embedding_dropout: float = DEFAULT_EMBEDDING_DROPOUT) -> tf.keras.Model:
     """A compiled classifier from right-padded int64 token ids [batch, time] to class probabilities."""
     if name not in _VARIANTS:
         raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
     token_ids = tf.keras.Input(shape=(None,), dtype=tf.int64, name=features.TOKEN_IDS_KEY)
-    hidden = token_ids
-    for layer in _VARIANTS[name]():
+    embedding, *recurrent = _VARIANTS[name]()
+    hidden = embedding(token_ids)
+    if embedding_dropout:
+        hidden = tf.keras.layers.SpatialDropout1D(embedding_dropout)(hidden)
+    for layer in recurrent:
         hidden = layer(hidden)
     # float32 softmax keeps probabilities exact under mixed precision too.
     probabilities = tf.keras.layers.Dense(
@@ -38,7 +49,7 @@ def build_model(name: str = DEFAULT_MODEL, learning_rate: float = 1e-3) -> tf.ke
         name=features.PROBABILITIES_KEY)(hidden)
     model = tf.keras.Model(token_ids, probabilities, name=name)
     model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate),
+        optimizer=tf.keras.optimizers.Adam(learning_rate, global_clipnorm=GRADIENT_CLIP_NORM),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     _run_keras_steps_as_written(model)

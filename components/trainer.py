@@ -15,6 +15,8 @@ DEFAULT_EPOCHS = 10
 DEFAULT_PATIENCE = 2
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_LEARNING_RATE = 1e-3
+# Learning rate x this after every epoch that does not lower eval loss.
+LEARNING_RATE_DECAY_ON_PLATEAU = 0.3
 SEED = 42
 HISTORY_FILE_NAME = "history.json"  # per-epoch Keras metrics, in the Trainer's model_run artifact
 SHUFFLE_BUFFER = 10_000
@@ -43,8 +45,11 @@ def read_examples(file_pattern, data_accessor, tf_transform_output: tft.TFTransf
                                        num_epochs=1, shuffle=shuffle, shuffle_seed=SEED),
         tf_transform_output.transformed_metadata.schema)
     dataset = dataset.map(lambda batch, label: (batch[features.TOKEN_IDS_KEY], label)).unbatch()
-    dataset = dataset.map(lambda token_ids, label: (tf.sparse.to_dense(token_ids), label),
-                          num_parallel_calls=tf.data.AUTOTUNE)
+    # An unbatched row keeps its read batch's dense shape (the longest of 256 rows): shrinking
+    # it to the row's own tokens keeps that padding out of the length buckets.
+    dataset = dataset.map(
+        lambda token_ids, label: (tf.sparse.to_dense(tf.sparse.reset_shape(token_ids)), label),
+        num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
         dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=SEED, reshuffle_each_iteration=True)
     return dataset
@@ -75,6 +80,21 @@ def padding_fraction(batches: tf.data.Dataset) -> float:
     return padded / max(total, 1)
 
 
+def fit(classifier: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.Dataset,
+        epochs: int, patience: int = DEFAULT_PATIENCE, callbacks=()) -> tf.keras.callbacks.History:
+    """Trains until eval loss stops improving for `patience` epochs, keeping the best weights;
+    each epoch without improvement also cuts the learning rate."""
+    return classifier.fit(
+        train, validation_data=evaluation, epochs=epochs,
+        callbacks=[tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                    restore_best_weights=True, verbose=1),
+                   tf.keras.callbacks.ReduceLROnPlateau(
+                       monitor="val_loss", factor=LEARNING_RATE_DECAY_ON_PLATEAU, patience=0,
+                       verbose=1),
+                   *callbacks],
+        verbose=2)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = fn_args.custom_config or {}
     batch_size = int(config.get("batch_size", DEFAULT_BATCH_SIZE))
@@ -90,18 +110,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     with distribution_strategy().scope():
         classifier = model.build_model(
             config.get("model", model.DEFAULT_MODEL),
-            float(config.get("learning_rate", DEFAULT_LEARNING_RATE)))
+            float(config.get("learning_rate", DEFAULT_LEARNING_RATE)),
+            float(config.get("embedding_dropout", model.DEFAULT_EMBEDDING_DROPOUT)))
     classifier.summary(print_fn=print)
-    history = classifier.fit(
-        train, validation_data=evaluation,
-        epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
-        callbacks=[
-            tf.keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(config.get("patience", DEFAULT_PATIENCE)),
-                restore_best_weights=True, verbose=1),
-            tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-        ],
-        verbose=2)
+    history = fit(classifier, train, evaluation, epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
+                  patience=int(config.get("patience", DEFAULT_PATIENCE)),
+                  callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE_NAME), "w") as handle:
         json.dump({k: [float(v) for v in values] for k, values in history.history.items()}, handle)
     signatures.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)

@@ -40,6 +40,8 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     option("--patience", type=int, help=f"(default: {d.patience})")
     option("--batch-size", type=int, help=f"(default: {d.batch_size})")
     option("--learning-rate", type=float, help=f"(default: {d.learning_rate})")
+    option("--embedding-dropout", type=float,
+           help=f"Share of embedding channels dropped while training (default: {d.embedding_dropout}).")
     option("--max-tokens", type=int, help=f"Tokens kept per example (default: {d.max_tokens}).")
     option("--min-accuracy", type=float,
            help=f"Eval accuracy a model needs to be blessed and pushed (default: {d.min_accuracy}).")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from components import features, ingest, model, trainer
+from components.model import DEFAULT_EMBEDDING_DROPOUT
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SAMPLE_DATA_DIR = PROJECT_DIR / "data" / "ag_news_sample"
@@ -37,6 +38,7 @@ class PipelineConfig:
     patience: int = trainer.DEFAULT_PATIENCE
     batch_size: int = trainer.DEFAULT_BATCH_SIZE
     learning_rate: float = trainer.DEFAULT_LEARNING_RATE
+    embedding_dropout: float = DEFAULT_EMBEDDING_DROPOUT  # `model` is a field name here
     # Push gate. 0.60 blesses a model trained on the 3,000-row embedded sample (eval
     # accuracy about 0.8); for the full training set use --min-accuracy 0.88 or so.
     min_accuracy: float = 0.60
@@ -54,6 +56,7 @@ class PipelineConfig:
         """What run_fn reads from fn_args.custom_config."""
         return {"model": self.model, "epochs": self.epochs, "patience": self.patience,
                 "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                "embedding_dropout": self.embedding_dropout,
                 "mixed_precision": self.mixed_precision}
 
     def to_json(self) -> str:

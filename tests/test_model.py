@@ -9,14 +9,24 @@ def test_default_model_is_the_masked_two_layer_bilstm():
     classifier = model.build_model()
     layers = classifier.layers[1:]  # after the Input
     assert [type(layer).__name__ for layer in layers] == [
-        "Embedding", "Bidirectional", "Bidirectional", "Dense"]
-    embedding, first, second, head = layers
+        "Embedding", "SpatialDropout1D", "Bidirectional", "Bidirectional", "Dense"]
+    embedding, dropout, first, second, head = layers
+    assert dropout.rate == model.DEFAULT_EMBEDDING_DROPOUT
     assert (embedding.input_dim, embedding.output_dim, embedding.mask_zero) == (features.VOCAB_SIZE, 128, True)
     assert isinstance(first.forward_layer, tf.keras.layers.LSTM)
     assert (first.forward_layer.units, first.forward_layer.return_sequences) == (64, True)
     assert (second.forward_layer.units, second.forward_layer.return_sequences) == (64, False)
     assert (head.units, head.activation.__name__) == (features.NUM_CLASSES, "softmax")
     assert type(classifier).__module__.startswith("tf_keras")  # Keras 2, as TFT and TFMA need
+
+
+def test_embedding_dropout_acts_in_training_only():
+    classifier = model.build_model(embedding_dropout=0.5)
+    ids = np.array([[5, 17, 42, 7, 9]], dtype=np.int64)
+    np.testing.assert_allclose(classifier(ids).numpy(), classifier(ids).numpy())
+    assert not np.allclose(classifier(ids, training=True).numpy(), classifier(ids).numpy())
+    assert "SpatialDropout1D" not in [type(layer).__name__
+                                      for layer in model.build_model(embedding_dropout=0).layers]
 
 
 def test_padding_does_not_change_the_prediction():

@@ -43,6 +43,7 @@ def test_no_row_reaching_the_model_is_fully_masked(first_run, tmp_path):
             real = token_ids.numpy() != features.PAD_ID
             assert real.any(axis=1).all()
             assert (real[:, 0]).all()  # right padding: real tokens first
+            assert real[:, -1].any()  # padded to the batch's own longest row, no further
             rows += len(real)
             oov_only += int(((token_ids.numpy() == features.OOV_ID).sum(axis=1) == real.sum(axis=1)).sum())
     assert rows == 301  # 300 sample rows + the punctuation-only row, none lost
