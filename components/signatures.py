@@ -42,18 +42,18 @@ def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTrans
             features.LABEL_NAME_KEY: tf.gather(label_names, class_id),
         }
 
-    @tf.function(input_signature=[
+    @tf.function(autograph=False, input_signature=[
         tf.TensorSpec([None], tf.string, name=features.TITLE_KEY),
         tf.TensorSpec([None], tf.string, name=features.DESCRIPTION_KEY)])
     def serve_text(title, description):
         return predict({features.TITLE_KEY: _as_column(title),
                         features.DESCRIPTION_KEY: _as_column(description)})
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(serialized):
         return predict(tf.io.parse_example(serialized, unlabeled_spec))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):
         transformed = model.tft_layer(tf.io.parse_example(serialized, raw_spec))
         transformed[features.TOKEN_IDS_KEY] = dense_token_ids(transformed[features.TOKEN_IDS_KEY])
