@@ -70,10 +70,14 @@ class TrainingClock(tf.keras.callbacks.Callback):
         self.training.append(self._last)
 
 
-def timing(clock: TrainingClock, rows: int, epoch: int = 0) -> dict:
-    """s/epoch and examples/s of one epoch, with and without its start-up (first batch)."""
-    seconds, start_up = clock.training[epoch], clock.first_batch[epoch]
-    return {"s_per_epoch": seconds, "start_up_s": start_up, "examples_per_s": rows / seconds}
+def timing(clock: TrainingClock, rows: int, epochs: int | None = None) -> dict:
+    """Mean s/epoch and examples/s over the first `epochs` epochs (all when None), with and
+    without the start-up (the first epoch's first batch)."""
+    seconds = clock.training[:epochs]
+    start_up = clock.first_batch[0]
+    return {"epochs": len(seconds), "s_per_epoch": sum(seconds) / len(seconds),
+            "start_up_s": start_up, "examples_per_s": rows * len(seconds) / sum(seconds),
+            "examples_per_s_after_start_up": rows * len(seconds) / (sum(seconds) - start_up)}
 
 
 def seed_model(titles: list[str]) -> tf.keras.Model:
@@ -104,7 +108,7 @@ def run_seed(train, evaluation) -> dict:
     seed.fit(train_ds, epochs=1, verbose=2, callbacks=[clock])
     _, accuracy = seed.evaluate(text_dataset(evaluation), verbose=0)
     return {**timing(clock, len(train)), "padding_fraction": padded, "eval_accuracy": accuracy,
-            "batch_size": 16, "epochs": 1}
+            "batch_size": 16}
 
 
 def transform(train, evaluation, temp_dir: str, min_token_count: int) -> tuple[list, list]:
@@ -142,7 +146,7 @@ def run_ours(train_rows, eval_rows, batch_size: int, learning_rate: float, epoch
     tf.keras.utils.set_random_seed(trainer.SEED)
     train_ds = trainer.batch_examples(examples_dataset(train_rows, shuffle=True), batch_size)
     eval_ds = trainer.batch_examples(examples_dataset(eval_rows, shuffle=False), batch_size)
-    padded = trainer.padding_fraction(train_ds)  # also fills the cache: reading is not timed
+    padded = trainer.padding_fraction(train_ds)  # also fills the caches: reading is not timed
     trainer.padding_fraction(eval_ds)
     padded_plain = trainer.padding_fraction(trainer.batch_examples(
         examples_dataset(train_rows, shuffle=True), batch_size, bucketing=False))
@@ -151,15 +155,11 @@ def run_ours(train_rows, eval_rows, batch_size: int, learning_rate: float, epoch
     clock = TrainingClock()
     history = trainer.fit(classifier, train_ds, eval_ds, epochs=epochs, callbacks=[clock])
     _, accuracy = classifier.evaluate(eval_ds, verbose=0)
-    ran = len(clock.training)
     common = {"padding_fraction": padded, "padding_fraction_without_bucketing": padded_plain,
               "batch_size": batch_size}
-    first = {**timing(clock, len(train_rows)), **common, "epochs": 1,
+    first = {**timing(clock, len(train_rows), epochs=1), **common,
              "eval_accuracy": history.history["val_accuracy"][0]}
-    seconds = sum(clock.training)
-    full = {**common, "epochs": ran, "s_per_epoch": seconds / ran, "start_up_s": clock.first_batch[0],
-            "examples_per_s": ran * len(train_rows) / seconds, "eval_accuracy": accuracy}
-    return first, full
+    return first, {**timing(clock, len(train_rows)), **common, "eval_accuracy": accuracy}
 
 
 def in_fresh_process(function, *args):
@@ -183,9 +183,6 @@ def main() -> None:
         train_rows, eval_rows = transform(train, evaluation, temp_dir, args.min_token_count)
     ours, full = in_fresh_process(run_ours, train_rows, eval_rows, args.batch_size,
                                   args.learning_rate, args.full_epochs)
-    for result in (seed, ours, full):
-        result["examples_per_s_after_start_up"] = (
-            len(train) / (result["s_per_epoch"] - result["start_up_s"] / result["epochs"]))
 
     table = [
         "| run | batch | start-up s | s/epoch | examples/s | examples/s after start-up "
