@@ -26,14 +26,22 @@ def _as_column(values: tf.Tensor) -> tf.Tensor:
 
 def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
                          export_dir: str) -> None:
-    """Saves `model` with the serving_default, serving_tf_example and transform_features signatures."""
-    model.tft_layer = tf_transform_output.transform_features_layer()
+    """Saves `model` with the serving_default, serving_tf_example and transform_features signatures.
+
+    The SavedModel holds these signatures, the weights and the Transform graph, and not Keras's
+    own traced layer functions: `model.save` wrote those too (44 MB instead of 13 MB here), and
+    restoring them made every load 9x slower (10.8 s instead of 1.2 s), in TF Serving, the
+    Evaluator and `agnews predict` alike. Nothing loads the model back as a Keras model.
+    """
+    servable = tf.Module()
+    servable.weights = list(model.variables)  # tracked, so the signatures' captures are saved
+    servable.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     unlabeled_spec = {k: v for k, v in raw_spec.items() if k != features.LABEL_KEY}
     label_names = tf.constant(features.LABEL_NAMES)
 
     def predict(raw_features):
-        transformed = model.tft_layer(raw_features)
+        transformed = servable.tft_layer(raw_features)
         probabilities = model(dense_token_ids(transformed[features.TOKEN_IDS_KEY]))
         class_id = tf.argmax(probabilities, axis=-1)
         return {
@@ -55,11 +63,11 @@ def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTrans
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):
-        transformed = model.tft_layer(tf.io.parse_example(serialized, raw_spec))
+        transformed = servable.tft_layer(tf.io.parse_example(serialized, raw_spec))
         transformed[features.TOKEN_IDS_KEY] = dense_token_ids(transformed[features.TOKEN_IDS_KEY])
         return transformed
 
-    model.save(export_dir, save_format="tf", signatures={
+    tf.saved_model.save(servable, export_dir, signatures={
         features.SERVING_DEFAULT: serve_text,
         features.SERVING_TF_EXAMPLE: serve_tf_examples,
         features.TRANSFORM_FEATURES: transform_features,
