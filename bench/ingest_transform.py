@@ -14,10 +14,11 @@ from pathlib import Path
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 from ml_metadata.metadata_store import metadata_store
-from tfx import v1 as tfx
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from publish import publish
 from pipeline.config import PipelineConfig
+from pipeline.metadata import sqlite_connection_config
 from pipeline.pipeline import create_pipeline
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
@@ -33,8 +34,8 @@ def ingest_and_transform_seconds(data_dir: Path, beam_args: list[str], work: Pat
     ExampleGen and Transform."""
     config = PipelineConfig(data=str(data_dir), pipeline_root=str(work / "root"),
                             beam_args=beam_args, enable_cache=False)
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(work / "m.sqlite"))
-    tfx.orchestration.LocalDagRunner().run(
+    metadata = sqlite_connection_config(str(work / "m.sqlite"))
+    LocalDagRunner().run(
         create_pipeline(config, metadata, through_transform_only=True))
     store = metadata_store.MetadataStore(metadata)
     seconds = {}

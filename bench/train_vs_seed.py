@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components import features, ingest, model, preprocessing, trainer
+from components import features, ingest, model, preprocessing, settings, trainer
 from publish import publish
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
@@ -171,10 +171,10 @@ def in_fresh_process(function, *args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--batch-size", type=int, default=trainer.DEFAULT_BATCH_SIZE)
-    parser.add_argument("--learning-rate", type=float, default=trainer.DEFAULT_LEARNING_RATE)
+    parser.add_argument("--batch-size", type=int, default=settings.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--learning-rate", type=float, default=settings.DEFAULT_LEARNING_RATE)
     parser.add_argument("--min-token-count", type=int, default=features.DEFAULT_MIN_TOKEN_COUNT)
-    parser.add_argument("--full-epochs", type=int, default=trainer.DEFAULT_EPOCHS)
+    parser.add_argument("--full-epochs", type=int, default=settings.DEFAULT_EPOCHS)
     args = parser.parse_args()
 
     train, evaluation = load_split_rows(args.data)

@@ -33,6 +33,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components import features
+from components.artifacts import ACCEPTED, REJECTED_FILE_NAME, SUMMARY_FILE_NAME, read_summary
+from components.settings import DEFAULT_MAX_BAD_FRACTION, DEFAULT_MAX_FIELD_CHARS
 
 # Reasons a line is rejected, as written in rejected.csv.
 WRONG_COLUMN_COUNT = "wrong_column_count"
@@ -43,16 +45,10 @@ EMPTY_TEXT = "empty_title_and_description"
 INVALID_UTF8 = "invalid_utf8"
 FIELD_TOO_LONG = "field_too_long"
 
-REJECTED_FILE_NAME = "rejected.csv"
 REJECTED_HEADER = "source_file,line_number,reason,raw_line"
-SUMMARY_FILE_NAME = "ingest_summary.json"
-ACCEPTED = "accepted"
 
 SOURCE_CSV = "csv"
 SOURCE_TFDS = "tfds"
-
-DEFAULT_MAX_BAD_FRACTION = 0.01
-DEFAULT_MAX_FIELD_CHARS = 10_000
 
 
 class IngestError(RuntimeError):
@@ -282,12 +278,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             examples.set_int_custom_property(f"rows_{key}", value)
         check_bad_fraction(counts, settings.max_bad_fraction,
                            os.path.join(examples.uri, REJECTED_FILE_NAME))
-
-
-def read_summary(examples_uri: str) -> dict[str, int]:
-    """Rows per outcome (`accepted` or a rejection reason) of one ExampleGen run."""
-    with FileSystems.open(os.path.join(examples_uri, SUMMARY_FILE_NAME)) as handle:
-        return json.loads(handle.read())
 
 
 def check_bad_fraction(counts: dict[str, int], max_bad_fraction: float, rejected_path: str) -> None:

@@ -2,6 +2,7 @@
 import tensorflow as tf
 
 from components import features
+from components.settings import DEFAULT_EMBEDDING_DROPOUT, DEFAULT_MODEL, MODEL_NAMES
 
 # Each variant: its embedding, then the recurrent layers before the softmax head.
 _VARIANTS = {
@@ -20,13 +21,7 @@ _VARIANTS = {
         tf.keras.layers.SimpleRNN(16),
     ],
 }
-MODEL_NAMES = tuple(_VARIANTS)
-DEFAULT_MODEL = "bilstm2"
-# Share of embedding channels dropped per example while training (identity at serving).
-# 10,818 training rows are few for 2.56M embedding weights: without it the model overfits
-# after two epochs (eval accuracy 0.882); this keeps the LSTMs cuDNN-eligible, unlike
-# recurrent dropout, and costs nothing on CPU, unlike LSTM input dropout.
-DEFAULT_EMBEDDING_DROPOUT = 0.6
+assert tuple(_VARIANTS) == MODEL_NAMES, "components.settings.MODEL_NAMES lists every variant"
 # Global gradient-norm bound: without it, eval loss jumped 3x in some epochs.
 GRADIENT_CLIP_NORM = 1.0
 

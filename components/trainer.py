@@ -6,19 +6,17 @@ import os
 
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.public import tfxio
 
 from components import features, model, signatures
+from components.artifacts import HISTORY_FILE_NAME
+from components.settings import (DEFAULT_BATCH_SIZE, DEFAULT_EMBEDDING_DROPOUT, DEFAULT_EPOCHS,
+                                 DEFAULT_LEARNING_RATE, DEFAULT_MODEL, DEFAULT_PATIENCE)
 
-DEFAULT_EPOCHS = 10
-DEFAULT_PATIENCE = 2
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_LEARNING_RATE = 1e-3
 # Learning rate x this after every epoch that does not lower eval loss.
 LEARNING_RATE_DECAY_ON_PLATEAU = 0.3
 SEED = 42
-HISTORY_FILE_NAME = "history.json"  # per-epoch Keras metrics, in the Trainer's model_run artifact
 SHUFFLE_BUFFER = 10_000
 _READ_BATCH = 256
 # Token-count edges of the length buckets: AG News title + description is mostly 20-60 tokens.
@@ -95,7 +93,7 @@ def fit(classifier: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.
         verbose=2)
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     config = fn_args.custom_config or {}
     batch_size = int(config.get("batch_size", DEFAULT_BATCH_SIZE))
     tf.keras.utils.set_random_seed(SEED)
@@ -109,9 +107,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
     with distribution_strategy().scope():
         classifier = model.build_model(
-            config.get("model", model.DEFAULT_MODEL),
+            config.get("model", DEFAULT_MODEL),
             float(config.get("learning_rate", DEFAULT_LEARNING_RATE)),
-            float(config.get("embedding_dropout", model.DEFAULT_EMBEDDING_DROPOUT)))
+            float(config.get("embedding_dropout", DEFAULT_EMBEDDING_DROPOUT)))
     classifier.summary(print_fn=print)
     history = fit(classifier, train, evaluation, epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
                   patience=int(config.get("patience", DEFAULT_PATIENCE)),

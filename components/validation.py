@@ -3,8 +3,9 @@ before Transform, with a message naming each feature and anomaly."""
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 
 ANOMALIES_FILE_NAME = "SchemaDiff.pb"
 
@@ -30,9 +31,8 @@ def describe_anomalies(anomalies_uri: str, split_names: list[str]) -> list[str]:
     return lines
 
 
-@tfx.dsl.components.component
-def AnomaliesGate(anomalies: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleAnomalies]) -> None:
+@component
+def AnomaliesGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]) -> None:
     """Raises DataContractError when ExampleValidator found any anomaly."""
     problems = describe_anomalies(
         anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))

@@ -8,10 +8,10 @@ import datetime
 import os
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
-from tfx import v1 as tfx
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
 from pipeline.config import load_config
+from pipeline.metadata import sqlite_connection_config
 from pipeline.pipeline import create_pipeline
 
 _config = load_config(os.environ.get("AGNEWS_CONFIG"))
@@ -23,4 +23,4 @@ DAG = AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config={
     "start_date": datetime.datetime(2024, 1, 1),
     "catchup": False,
 })).run(create_pipeline(
-    _config, tfx.orchestration.metadata.sqlite_metadata_connection_config(_config.metadata_path)))
+    _config, sqlite_connection_config(_config.metadata_path)))

@@ -1,4 +1,8 @@
-"""`agnews`: run the pipeline and query a pushed model."""
+"""`agnews`: run the pipeline and query a pushed model.
+
+Each command imports only what it needs, when it runs: help and --print-config need no
+TensorFlow; predict, serve and report need TensorFlow but not TFX, TFT, TFMA or Beam.
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
-from components import features, ingest, model, validation
+from components import features, settings
+from components.artifacts import ACCEPTED
+from components import quiet
 from pipeline.config import PipelineConfig, load_config
 
 
@@ -30,7 +36,7 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     option("--pipeline-root", help=f"TFX artifacts (default: {d.pipeline_root}).")
     option("--metadata-path", help=f"MLMD sqlite file (default: {d.metadata_path}).")
     option("--serving-dir", help=f"Pusher's TF Serving base directory (default: {d.serving_dir}).")
-    option("--model", choices=model.MODEL_NAMES,
+    option("--model", choices=settings.MODEL_NAMES,
            help=f"bilstm2: the masked two-layer BiLSTM; lstm: LSTM(8); simple_rnn: SimpleRNN(16) "
                 f"(default: {d.model}).")
     option("--text", choices=features.TEXT_CHOICES, help=f"Text the model reads (default: {d.text}).")
@@ -58,14 +64,12 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_compile_parser(subparsers) -> None:
-    from pipeline.kubeflow_runner import DEFAULT_IMAGE
-
     parser = subparsers.add_parser(
         "compile", argument_default=argparse.SUPPRESS,
         help="Compile the pipeline for an orchestrator (kubeflow: KFP v2 IR for Kubeflow/Vertex).")
     parser.add_argument("orchestrator", choices=["kubeflow"])
     parser.add_argument("--output", default="pipeline.json", help="IR file to write (default: %(default)s).")
-    parser.add_argument("--image", default=DEFAULT_IMAGE,
+    parser.add_argument("--image", default=settings.DEFAULT_KUBEFLOW_IMAGE,
                         help="Pipeline image built from the Dockerfile (default: %(default)s).")
     parser.add_argument("--test-split", action="store_true",
                         help="The data directory has test*.csv[.gz] files (it is not listed at compile time).")
@@ -109,19 +113,21 @@ def _config_from_args(args) -> PipelineConfig:
 
 
 def _run(args) -> int:
-    from pipeline import local_runner
-
     config = _config_from_args(args)
     if getattr(args, "print_config", False):
         print(config.to_json())
         return 0
+    from components import ingest, validation
+    from pipeline import local_runner
+
+    quiet.drop_tfx_notices()
     try:
         summary = local_runner.run(config)
     except (ingest.IngestError, validation.DataContractError, FileNotFoundError) as error:
         print(f"agnews run failed: {error}", file=sys.stderr)
         return 1
-    rejected = {k: v for k, v in summary.rows.items() if k != ingest.ACCEPTED}
-    print(f"Input rows: {sum(summary.rows.values())}, accepted {summary.rows.get(ingest.ACCEPTED, 0)}, "
+    rejected = {k: v for k, v in summary.rows.items() if k != ACCEPTED}
+    print(f"Input rows: {sum(summary.rows.values())}, accepted {summary.rows.get(ACCEPTED, 0)}, "
           f"rejected {sum(rejected.values())}"
           + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(rejected.items()))}; "
              f"see {summary.rejected_rows_file})" if rejected else ""))
@@ -194,24 +200,24 @@ def _predict(args) -> int:
     except FileNotFoundError as error:
         print(f"agnews predict failed: {error}", file=sys.stderr)
         return 1
-    print(f"Model: {version_dir}")
-    for row in predict.predict(version_dir, args.text, [args.description] * len(args.text)):
+    print(f"Model: {version_dir}", flush=True)
+    with quiet.filtered_stderr():
+        rows = predict.predict(version_dir, args.text, [args.description] * len(args.text))
+    for row in rows:
         probabilities = "  ".join(f"{name}={p:.3f}" for name, p in row["probabilities"].items())
         print(f"{row['label']:<9} {probabilities}  | {row['title']}")
     return 0
 
 
 def _add_serve_parser(subparsers) -> None:
-    from pipeline import serve
-
     parser = subparsers.add_parser("serve", help="Serve the pushed model over TF Serving's REST API.")
     parser.add_argument("--model", default=PipelineConfig().serving_dir,
                         help="Base directory of numeric versions (default: %(default)s).")
-    parser.add_argument("--host", default=serve.DEFAULT_HOST,
+    parser.add_argument("--host", default=settings.DEFAULT_SERVE_HOST,
                         help="Address to bind (default: %(default)s, this machine only).")
-    parser.add_argument("--port", type=int, default=serve.DEFAULT_PORT)
-    parser.add_argument("--max-body-bytes", type=int, default=serve.DEFAULT_MAX_BODY_BYTES)
-    parser.add_argument("--max-batch", type=int, default=serve.DEFAULT_MAX_BATCH)
+    parser.add_argument("--port", type=int, default=settings.DEFAULT_SERVE_PORT)
+    parser.add_argument("--max-body-bytes", type=int, default=settings.DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--max-batch", type=int, default=settings.DEFAULT_MAX_BATCH)
 
 
 def _serve(args) -> int:
@@ -237,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_report_parser(subparsers)
     _add_compile_parser(subparsers)
     args = parser.parse_args(argv)
+    if not getattr(args, "print_config", False):
+        quiet.import_tensorflow()  # every other command needs it: import it once, without its noise
     commands = {"run": _run, "predict": _predict, "serve": _serve, "report": _report,
                 "compile": _compile}
     return commands[args.command](args)

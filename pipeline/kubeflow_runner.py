@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from tfx import v1 as tfx
+from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import (KubeflowV2DagRunner,
+                                                              KubeflowV2DagRunnerConfig)
 
+from components.settings import DEFAULT_KUBEFLOW_IMAGE
 from pipeline.config import PROJECT_DIR, PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 IMAGE_PROJECT_DIR = "/pipeline"
-DEFAULT_IMAGE = "agnews-pipeline:latest"
 
 
 def for_image(config: PipelineConfig) -> PipelineConfig:
@@ -27,10 +28,10 @@ def for_image(config: PipelineConfig) -> PipelineConfig:
     return dataclasses.replace(config, data=moved(config.data), schema_dir=moved(config.schema_dir))
 
 
-def compile_pipeline(config: PipelineConfig, output: str, image: str = DEFAULT_IMAGE) -> str:
+def compile_pipeline(config: PipelineConfig, output: str, image: str = DEFAULT_KUBEFLOW_IMAGE) -> str:
     """Writes the KFP v2 IR to `output` and returns its path."""
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+    runner = KubeflowV2DagRunner(
+        config=KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(os.path.abspath(output)),
         output_filename=os.path.basename(output))
     runner.run(create_pipeline(for_image(config)), write_out=True)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
-from tfx import v1 as tfx
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-from components import ingest
+from components.artifacts import REJECTED_FILE_NAME, read_summary
+from pipeline import metadata
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
@@ -22,29 +24,15 @@ class RunSummary:
 
 def run(config: PipelineConfig) -> RunSummary:
     os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
-    return summarize(metadata, config.pipeline_name)
+    LocalDagRunner().run(create_pipeline(
+        config, metadata.sqlite_connection_config(config.metadata_path)))
+    return summarize(config.metadata_path, config.pipeline_name)
 
 
-def latest_output(store, pipeline_name: str, node_id: str, type_name: str):
-    """The newest artifact of `type_name` around pipeline node `node_id` in MLMD, or None."""
-    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
-    if context is None:
-        return None
-    type_id = store.get_artifact_type(type_name).id
-    artifacts = [a for a in store.get_artifacts_by_context(context.id) if a.type_id == type_id]
-    return max(artifacts, key=lambda a: a.id) if artifacts else None
-
-
-def summarize(metadata_connection_config, pipeline_name: str) -> RunSummary:
+def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
     """What the newest outputs of ExampleGen, the Evaluator and Pusher in MLMD say (the
     metrics themselves are read by pipeline.report)."""
-    import functools
-
-    from ml_metadata.metadata_store import metadata_store
-
-    latest = functools.partial(latest_output, metadata_store.MetadataStore(metadata_connection_config),
+    latest = functools.partial(metadata.latest_output, metadata.open_store(metadata_path),
                                pipeline_name)
     pushed_model = latest("Pusher", "PushedModel")
     evaluation = latest("Evaluator", "ModelEvaluation")
@@ -55,5 +43,5 @@ def summarize(metadata_connection_config, pipeline_name: str) -> RunSummary:
         pushed_to=pushed_model.custom_properties["pushed_destination"].string_value
         if pushed else None,
         evaluation_uri=evaluation.uri if evaluation else None,
-        rows=ingest.read_summary(examples.uri) if examples else {},
-        rejected_rows_file=os.path.join(examples.uri, ingest.REJECTED_FILE_NAME) if examples else None)
+        rows=read_summary(examples.uri) if examples else {},
+        rejected_rows_file=os.path.join(examples.uri, REJECTED_FILE_NAME) if examples else None)

@@ -2,7 +2,9 @@
 slices, plus PNG plots of the training curves and the confusion matrix.
 
 Everything comes from what the run stored: MLMD for which artifacts are the newest, TFMA's
-evaluation (metrics and plots) and the Trainer's Keras history.
+evaluation (metrics and plots) and the Trainer's Keras history. TFMA is read once per
+evaluation, by the run that made it, and kept as JSON beside the report, so `agnews report`
+rewrites the report without importing TFMA, TFX or Beam.
 """
 from __future__ import annotations
 
@@ -17,14 +19,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow_model_analysis as tfma  # noqa: E402
-from ml_metadata.metadata_store import metadata_store  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
 
-from components import features, ingest, trainer  # noqa: E402
-from pipeline.local_runner import latest_output  # noqa: E402
+from components import features  # noqa: E402
+from components.artifacts import ACCEPTED, HISTORY_FILE_NAME, read_json, read_summary  # noqa: E402
+from pipeline import metadata  # noqa: E402
 
 REPORT_FILE_NAME = "report.md"
+EVALUATIONS_DIR_NAME = "evaluations"  # <report dir>/evaluations/<MLMD artifact id>.json
 CURVES_FILE_NAME = "training_curves.png"
 CONFUSION_FILE_NAME = "confusion_matrix.png"
 ACCURACY = "sparse_categorical_accuracy"
@@ -50,6 +51,9 @@ def _slice_name(slice_key) -> str:
 
 
 def load_evaluation(uri: str) -> Evaluation:
+    """Reads a TFMA evaluation with TFMA itself (imported here: it loads Beam and TFX)."""
+    import tensorflow_model_analysis as tfma
+
     metrics: dict[str, dict[str, float]] = collections.defaultdict(dict)
     per_class: dict[str, dict[int, float]] = collections.defaultdict(dict)
     for for_slice in tfma.load_metrics(uri):
@@ -76,6 +80,23 @@ def load_evaluation(uri: str) -> Evaluation:
                         0 <= entry.predicted_class_id < features.NUM_CLASSES:
                     confusion[entry.actual_class_id, entry.predicted_class_id] = entry.num_weighted_examples
     return Evaluation(dict(metrics), dict(per_class), confusion)
+
+
+def cached_evaluation(artifact, cache_dir: Path) -> Evaluation:
+    """The evaluation of a ModelEvaluation artifact, read with TFMA the first time and from
+    `cache_dir/<artifact id>.json` after that (an artifact's files never change)."""
+    path = cache_dir / f"{artifact.id}.json"
+    if path.exists():
+        cached = json.loads(path.read_text())
+        return Evaluation(cached["metrics"],
+                          {name: {int(k): v for k, v in values.items()}
+                           for name, values in cached["per_class"].items()},
+                          np.array(cached["confusion"]))
+    evaluation = load_evaluation(artifact.uri)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": evaluation.metrics, "per_class": evaluation.per_class,
+                                "confusion": evaluation.confusion.tolist()}))
+    return evaluation
 
 
 def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
@@ -123,7 +144,7 @@ def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
     wanted = {"examples": ("FileBasedExampleGen", "Examples"), "model_run": ("Trainer", "ModelRun"),
               "evaluation": ("Evaluator", "ModelEvaluation"), "blessing": ("Evaluator", "ModelBlessing"),
               "test_evaluation": ("test_evaluator", "ModelEvaluation"), "pushed": ("Pusher", "PushedModel")}
-    return {name: latest_output(store, pipeline_name, node, type_name)
+    return {name: metadata.latest_output(store, pipeline_name, node, type_name)
             for name, (node, type_name) in wanted.items()}
 
 
@@ -134,22 +155,21 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
     metadata_path = metadata_path or os.path.join(run_dir, "metadata.sqlite")
     if not os.path.exists(metadata_path):
         raise FileNotFoundError(f"No ML Metadata at {metadata_path}: run `agnews run` first.")
-    store = metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
-    outputs = _latest_outputs(store, pipeline_name)
+    outputs = _latest_outputs(metadata.open_store(metadata_path), pipeline_name)
     if outputs["evaluation"] is None:
         raise FileNotFoundError(f"The runs recorded in {metadata_path} have no evaluation yet.")
     out_dir = Path(run_dir) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    evaluation = load_evaluation(outputs["evaluation"].uri)
-    test = load_evaluation(outputs["test_evaluation"].uri) if outputs["test_evaluation"] else None
+    evaluation = cached_evaluation(outputs["evaluation"], out_dir / EVALUATIONS_DIR_NAME)
+    test = (cached_evaluation(outputs["test_evaluation"], out_dir / EVALUATIONS_DIR_NAME)
+            if outputs["test_evaluation"] else None)
     history = {}
     if outputs["model_run"] is not None:
-        history_path = os.path.join(outputs["model_run"].uri, trainer.HISTORY_FILE_NAME)
+        history_path = os.path.join(outputs["model_run"].uri, HISTORY_FILE_NAME)
         if os.path.exists(history_path):
-            history = json.loads(Path(history_path).read_text())
-    rows = ingest.read_summary(outputs["examples"].uri) if outputs["examples"] else {}
+            history = read_json(history_path)
+    rows = read_summary(outputs["examples"].uri) if outputs["examples"] else {}
     blessed = bool(outputs["blessing"] and outputs["blessing"].custom_properties["blessed"].int_value)
     pushed = outputs["pushed"]
     pushed_to = (pushed.custom_properties["pushed_destination"].string_value
@@ -162,7 +182,7 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
         ["eval examples", f"{overall.get('example_count', 0):.0f}"],
         ["epochs trained", len(history.get("loss", [])) or "–"],
         ["input rows (accepted / rejected)",
-         f"{rows.get(ingest.ACCEPTED, 0)} / {sum(v for k, v in rows.items() if k != ingest.ACCEPTED)}"],
+         f"{rows.get(ACCEPTED, 0)} / {sum(v for k, v in rows.items() if k != ACCEPTED)}"],
         ["blessed", "yes" if blessed else "NO"],
         ["pushed to", pushed_to or "not pushed"],
     ])

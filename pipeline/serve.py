@@ -18,14 +18,14 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from components import features
+from components import features, settings
 from pipeline.predict import model_versions
 
-MODEL_NAME = "agnews"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8501
-DEFAULT_MAX_BODY_BYTES = 1 << 20
-DEFAULT_MAX_BATCH = 1024
+MODEL_NAME = settings.SERVING_MODEL_NAME
+DEFAULT_HOST = settings.DEFAULT_SERVE_HOST
+DEFAULT_PORT = settings.DEFAULT_SERVE_PORT
+DEFAULT_MAX_BODY_BYTES = settings.DEFAULT_MAX_BODY_BYTES
+DEFAULT_MAX_BATCH = settings.DEFAULT_MAX_BATCH
 INPUT_KEYS = (features.TITLE_KEY, features.DESCRIPTION_KEY)
 OUTPUT_KEYS = (features.PROBABILITIES_KEY, features.CLASS_ID_KEY, features.LABEL_NAME_KEY)
 

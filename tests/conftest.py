@@ -69,3 +69,31 @@ def first_run(tmp_path_factory):
             "--epochs", "1", "--batch-size", "32", "--min-accuracy", "0"]
     assert cli.main(args) == 0
     return root, args
+
+
+# Runs `agnews ARGS` in a fresh interpreter and reports which heavy stacks it imported.
+_CLI_PROBE = r"""
+import json, sys
+from pipeline import cli
+try:
+    code = cli.main(sys.argv[1:])
+except SystemExit as stop:
+    code = stop.code
+sys.stdout.flush()
+print(json.dumps({"exit": code, "loaded": sorted(m for m in json.loads(os_heavy) if m in sys.modules)}))
+""".replace("os_heavy", repr(
+    '["tensorflow", "tfx", "tensorflow_transform", "tensorflow_model_analysis", "apache_beam", '
+    '"google.cloud.aiplatform", "matplotlib"]'))
+
+
+def agnews_subprocess(*args: str):
+    """(exit code, heavy modules imported, stdout without the probe line, stderr) of `agnews ARGS`."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CLI_PROBE, *args], capture_output=True, text=True,
+                          timeout=600)
+    *output, probe = done.stdout.rstrip("\n").splitlines()
+    result = json.loads(probe)
+    return result["exit"], set(result["loaded"]), "\n".join(output), done.stderr

@@ -3,6 +3,8 @@ import pytest
 
 from pipeline import cli
 
+from .conftest import agnews_subprocess
+
 
 def _fake_versions(base, names):
     for name in names:
@@ -35,3 +37,43 @@ def test_keep_zero_is_refused_before_anything_runs(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "--keep", "0"])
     assert "--keep: must be a whole number of at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["serve"], ["report"], ["compile"]])
+def test_help_imports_no_tensorflow_tfx_or_beam(command):
+    code, loaded, out, _ = agnews_subprocess(*command, "--help")
+    assert code == 0
+    assert out.startswith("usage: agnews")
+    assert loaded == set()
+
+
+def test_print_config_needs_no_tensorflow():
+    code, loaded, out, _ = agnews_subprocess("run", "--model", "lstm", "--print-config")
+    assert code == 0 and '"model": "lstm"' in out
+    assert loaded == set()
+
+
+def test_help_shows_choices_and_defaults_from_the_settings():
+    from components import features, settings
+
+    _, _, out, _ = agnews_subprocess("run", "--help")
+    assert "{" + ",".join(settings.MODEL_NAMES) + "}" in out
+    assert "{" + ",".join(features.TEXT_CHOICES) + "}" in out
+    assert f"(default: {settings.DEFAULT_EMBEDDING_DROPOUT})" in out
+
+
+def test_known_tensorflow_noise_is_dropped_and_real_errors_are_kept():
+    import subprocess
+    import sys
+
+    script = (
+        "import os\n"
+        "from components import quiet\n"
+        "with quiet.filtered_stderr():\n"
+        "    os.write(2, b'E cuda_fft.cc:479] Unable to register cuFFT factory: Attempting...\\n')\n"
+        "    os.write(2, b'E some_op.cc:1] Invalid argument: a real error\\n')\n"
+        "    os.write(2, b'E util.cc:131] oneDNN supports DT_INT64 only on platforms with AVX-512.\\n')\n"
+        "print('done')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "done\n"
+    assert done.stderr == "E some_op.cc:1] Invalid argument: a real error\n"

@@ -4,7 +4,7 @@ import gzip
 import json
 
 import pytest
-from components import features, ingest
+from components import artifacts, features, ingest
 
 from .conftest import read_examples, run_example_gen, sample_lines
 
@@ -59,7 +59,7 @@ def _mixed_data(tmp_path, good_count):
 
 
 def _rejected_rows(examples):
-    with open(f"{examples.uri}/{ingest.REJECTED_FILE_NAME}", newline="", encoding="utf-8") as handle:
+    with open(f"{examples.uri}/{artifacts.REJECTED_FILE_NAME}", newline="", encoding="utf-8") as handle:
         return sorted(csv.DictReader(handle), key=lambda row: int(row["line_number"]))
 
 
@@ -77,8 +77,8 @@ def test_every_row_is_an_example_or_a_rejected_row_with_its_line(tmp_path):
     train, evaluation, test = (_count_examples(examples, s) for s in ("train", "eval", "test"))
     assert train + evaluation + len(rejected) == total
     assert 0 < evaluation < train and test == 7
-    summary = ingest.read_summary(examples.uri)
-    assert summary[ingest.ACCEPTED] == total - len(bad) + 7
+    summary = artifacts.read_summary(examples.uri)
+    assert summary[artifacts.ACCEPTED] == total - len(bad) + 7
     assert examples.split_names == '["train", "eval", "test"]'
 
 
@@ -88,7 +88,7 @@ def test_too_many_bad_rows_stop_the_run_naming_the_rejected_file(tmp_path):
     assert error is not None
     message = str(error)
     assert f"5 of {total + 7} input rows" in message and "--max-bad-fraction" in message
-    assert f"{examples.uri}/{ingest.REJECTED_FILE_NAME}" in message
+    assert f"{examples.uri}/{artifacts.REJECTED_FILE_NAME}" in message
     assert len(_rejected_rows(examples)) == 5  # kept for inspection even though the run stops
 
 
@@ -103,4 +103,4 @@ def test_examples_carry_the_contract_features(tmp_path):
     assert feature[features.LABEL_KEY].int64_list.value == [2]
     assert feature[features.TITLE_KEY].bytes_list.value == [b"Oil prices rise"]
     assert feature[features.DESCRIPTION_KEY].bytes_list.value == [b"Crude oil rose #36;2 on Monday."]
-    assert json.loads(open(f"{examples.uri}/{ingest.SUMMARY_FILE_NAME}").read()) == {ingest.ACCEPTED: 1}
+    assert json.loads(open(f"{examples.uri}/{artifacts.SUMMARY_FILE_NAME}").read()) == {artifacts.ACCEPTED: 1}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import features, model
+from components import features, model, settings
 
 
 def test_default_model_is_the_masked_two_layer_bilstm():
@@ -11,7 +11,7 @@ def test_default_model_is_the_masked_two_layer_bilstm():
     assert [type(layer).__name__ for layer in layers] == [
         "Embedding", "SpatialDropout1D", "Bidirectional", "Bidirectional", "Dense"]
     embedding, dropout, first, second, head = layers
-    assert dropout.rate == model.DEFAULT_EMBEDDING_DROPOUT
+    assert dropout.rate == settings.DEFAULT_EMBEDDING_DROPOUT
     assert (embedding.input_dim, embedding.output_dim, embedding.mask_zero) == (features.VOCAB_SIZE, 128, True)
     assert isinstance(first.forward_layer, tf.keras.layers.LSTM)
     assert (first.forward_layer.units, first.forward_layer.return_sequences) == (64, True)
@@ -36,7 +36,7 @@ def test_padding_does_not_change_the_prediction():
     np.testing.assert_allclose(classifier(ids).numpy(), classifier(padded).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", model.MODEL_NAMES)
+@pytest.mark.parametrize("name", settings.MODEL_NAMES)
 def test_every_variant_outputs_a_probability_row(name):
     probabilities = model.build_model(name)(np.array([[3, 4, 0], [9, 0, 0]], dtype=np.int64)).numpy()
     assert probabilities.shape == (2, features.NUM_CLASSES)

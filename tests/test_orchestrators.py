@@ -96,3 +96,19 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
     run("dags", "test", "agnews", "2024-01-02")
     versions = [p for p in (tmp_path / "serving").iterdir() if p.name.isdigit()]
     assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
+
+
+def test_building_and_compiling_the_pipeline_leaves_ai_platform_out(tmp_path):
+    script = (
+        "import json, sys\n"
+        "from pipeline.config import PipelineConfig\n"
+        "from pipeline.kubeflow_runner import compile_pipeline\n"
+        "from pipeline.local_runner import run\n"
+        "from pipeline.pipeline import create_pipeline\n"
+        "create_pipeline(PipelineConfig())\n"
+        f"compile_pipeline(PipelineConfig(test_split=False), {str(tmp_path / 'p.json')!r})\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('google.cloud.aiplatform', 'tfx.v1')))))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+    assert (tmp_path / "p.json").stat().st_size > 1000

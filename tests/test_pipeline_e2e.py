@@ -5,12 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 
 from components import features
-from pipeline import cli
+from pipeline import cli, metadata
+
+from .conftest import agnews_subprocess
 
 # Runs in a fresh interpreter with nothing of this project, TFX or Keras 2 on purpose.
 LOAD_WITH_TENSORFLOW_ONLY = r"""
@@ -32,8 +32,7 @@ UPSTREAM = ("FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleV
 
 
 def _last_states(metadata_path: str) -> dict[str, int]:
-    store = metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    store = metadata.open_store(metadata_path)
     states = {}
     for node in UPSTREAM + ("Evaluator", "Pusher"):
         context = store.get_context_by_type_and_name("node", f"agnews.{node}")
@@ -81,6 +80,23 @@ def test_predict_command_prints_a_label_per_headline(first_run, capsys):
     assert all(line.split()[0] in features.LABEL_NAMES for line in lines[1:])
 
 
+def test_predict_needs_tensorflow_alone_and_prints_no_noise(first_run):
+    root, _ = first_run
+    code, loaded, out, err = agnews_subprocess("predict", "--model", str(root / "serving"),
+                                               "Oil prices rise")
+    assert code == 0
+    assert loaded == {"tensorflow"}
+    assert out.splitlines()[-1].split()[0] in features.LABEL_NAMES
+    assert "Unable to register" not in err and "oneDNN" not in err
+
+
+def test_agnews_report_reads_no_tfma_tfx_or_beam(first_run):
+    root, _ = first_run
+    code, loaded, out, _ = agnews_subprocess("report", str(root))
+    assert code == 0 and "| eval accuracy |" in out
+    assert loaded == {"tensorflow", "matplotlib"}
+
+
 def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     from pipeline import report
 
@@ -96,6 +112,8 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     (evaluation_uri,) = [line.split("evaluation ")[1].split(",")[0]
                          for line in text.splitlines() if line.startswith("Sources:")]
     evaluation = report.load_evaluation(evaluation_uri)
+    (cached,) = (report_dir / report.EVALUATIONS_DIR_NAME).glob("*.json")  # no test split here
+    assert json.loads(cached.read_text())["metrics"] == evaluation.metrics
     overall = evaluation.metrics[""]
     assert evaluation.confusion.sum() == overall["example_count"] > 0
     assert set(evaluation.per_class["recall"]) == set(range(features.NUM_CLASSES))
@@ -141,7 +159,6 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
     assert cli.main(worse) == 2
     assert "Model NOT pushed" in capsys.readouterr().out
     assert [p.name for p in _versions(root)] == served_before
-    store = metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(str(root / "metadata.sqlite")))
+    store = metadata.open_store(str(root / "metadata.sqlite"))
     blessings = store.get_artifacts_by_type("ModelBlessing")
     assert max(blessings, key=lambda a: a.id).custom_properties["blessed"].int_value == 0

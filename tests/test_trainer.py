@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx.components.util import tfxio_utils
 from tfx.types import standard_artifacts
 
-from components import features, model, trainer
+from components import features, model, settings, trainer
 
 
 def _transform_outputs(root):
@@ -24,11 +24,11 @@ def _transform_outputs(root):
 def _fn_args(root, tmp_path, custom_config):
     examples, graph = _transform_outputs(root)
     factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], [])
-    return tfx.components.FnArgs(
+    return FnArgs(
         train_files=[f"{examples.uri}/Split-train/*"], eval_files=[f"{examples.uri}/Split-eval/*"],
         transform_output=graph, serving_model_dir=str(tmp_path / "serving_model"),
         model_run_dir=str(tmp_path / "logs"), custom_config=custom_config,
-        data_accessor=tfx.components.DataAccessor(
+        data_accessor=DataAccessor(
             tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None))
 
 
@@ -62,7 +62,7 @@ def test_bucketing_pads_less_than_plain_padded_batches():
     assert rows == 512
 
 
-@pytest.mark.parametrize("name", model.MODEL_NAMES)
+@pytest.mark.parametrize("name", settings.MODEL_NAMES)
 def test_every_variant_trains_and_exports_a_serving_model(first_run, tmp_path, name):
     root, _ = first_run
     args = _fn_args(root, tmp_path, {"model": name, "epochs": 1, "batch_size": 32})

@@ -2,10 +2,14 @@
 import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
-from tfx import v1 as tfx
+from tfx.components import ExampleValidator, ImportExampleGen, StatisticsGen, Transform
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+from tfx.orchestration.pipeline import Pipeline
 
 from components import ingest, validation
 from pipeline.config import PipelineConfig
+from pipeline.metadata import sqlite_connection_config
 from pipeline.pipeline import PREPROCESSING_FN, create_pipeline
 
 
@@ -19,19 +23,19 @@ def _write_examples(directory, labels):
 def test_label_outside_the_domain_stops_the_run_before_transform(tmp_path):
     # Injected past the parser: tf.Examples written directly, one with label 7.
     _write_examples(tmp_path / "data", [0, 1, 2, 3, 7] * 4)
-    example_gen = tfx.components.ImportExampleGen(input_base=str(tmp_path / "data"))
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(PipelineConfig().schema_dir) + "/schema.pbtxt")
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    example_validator = tfx.components.ExampleValidator(
+    example_gen = ImportExampleGen(input_base=str(tmp_path / "data"))
+    schema_gen = ImportSchemaGen(schema_file=str(PipelineConfig().schema_dir) + "/schema.pbtxt")
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     gate = validation.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN)
     transform.add_upstream_node(gate)
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(tmp_path / "m.sqlite"))
+    metadata = sqlite_connection_config(str(tmp_path / "m.sqlite"))
     with pytest.raises(validation.DataContractError) as raised:
-        tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+        LocalDagRunner().run(Pipeline(
             pipeline_name="contract", pipeline_root=str(tmp_path / "root"),
             components=[example_gen, schema_gen, statistics_gen, example_validator, gate, transform],
             metadata_connection_config=metadata))
