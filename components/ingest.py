@@ -51,6 +51,12 @@ SOURCE_CSV = "csv"
 SOURCE_TFDS = "tfds"
 
 
+# Python's csv module refuses fields over 131,072 characters with a quoting-like error; a line
+# is one row and already in memory, so lift that limit and let max_field_chars decide, with
+# its own reason (field_too_long), whatever the field's length.
+csv.field_size_limit(2**31 - 1)
+
+
 class IngestError(RuntimeError):
     """The input data cannot be used as it is; the message says what to do."""
 

@@ -28,6 +28,12 @@ def test_bad_lines_get_their_reason(line, reason):
     assert ingest.parse_line(line, max_field_chars=10) == reason
 
 
+def test_a_field_of_any_length_over_the_limit_is_field_too_long():
+    huge = b'"2","title","' + b"x" * 1_000_000 + b'"'
+    assert ingest.parse_line(huge) == ingest.FIELD_TOO_LONG
+    assert ingest.parse_line(huge, max_field_chars=2_000_000)[0] == 1
+
+
 def test_good_line_keeps_text_as_written_and_shifts_label():
     assert ingest.parse_line(GOOD) == (2, "Oil prices rise", "Crude oil rose #36;2 on Monday.")
     assert ingest.parse_line(b'"1","He said ""no""","a\\nb"') == (0, 'He said "no"', "a\\nb")
