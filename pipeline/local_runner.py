@@ -8,6 +8,7 @@ import os
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components.artifacts import REJECTED_FILE_NAME, read_summary
+from components.servability import REASON_PROPERTY
 from pipeline import metadata
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
@@ -20,6 +21,7 @@ class RunSummary:
     evaluation_uri: str | None
     rows: dict[str, int]  # ExampleGen's count per outcome: accepted or a rejection reason
     rejected_rows_file: str | None
+    not_servable_reason: str | None = None  # why the servability gate refused the model
 
 
 def run(config: PipelineConfig) -> RunSummary:
@@ -37,6 +39,7 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
     pushed_model = latest("Pusher", "PushedModel")
     evaluation = latest("Evaluator", "ModelEvaluation")
     examples = latest("FileBasedExampleGen", "Examples")
+    servability = latest("ServabilityGate", "InfraBlessing")
     pushed = bool(pushed_model and pushed_model.custom_properties["pushed"].int_value)
     return RunSummary(
         pushed=pushed,
@@ -44,4 +47,6 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
         if pushed else None,
         evaluation_uri=evaluation.uri if evaluation else None,
         rows=read_summary(examples.uri) if examples else {},
-        rejected_rows_file=os.path.join(examples.uri, REJECTED_FILE_NAME) if examples else None)
+        rejected_rows_file=os.path.join(examples.uri, REJECTED_FILE_NAME) if examples else None,
+        not_servable_reason=servability.custom_properties[REASON_PROPERTY].string_value
+        if servability and REASON_PROPERTY in servability.custom_properties else None)

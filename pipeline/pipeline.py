@@ -22,7 +22,7 @@ from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import Channel, standard_artifacts
 
-from components import features, ingest, validation
+from components import features, ingest, servability, validation
 from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
@@ -175,13 +175,18 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
         model=trainer.outputs["model"],
         example_splits=["test"],
         eval_config=eval_config(config, thresholds=False)).with_id("test_evaluator")
+    # The model must also load and answer in a TensorFlow-only process; what Pusher pushes is
+    # the gate's copy, which carries TF Serving's warmup requests.
+    servability_gate = servability.ServabilityGate(
+        model=trainer.outputs["model"], examples=example_gen.outputs["examples"])
     pusher = Pusher(
-        model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=servability_gate.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_dir)))
     return _pipeline(config, [*data_components, trainer, baseline_resolver, evaluator,
-                              *([test_evaluator] if source.has_test else []), pusher],
+                              *([test_evaluator] if source.has_test else []), servability_gate,
+                              pusher],
                      metadata_connection_config)
 
 

@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from components import features
 
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # TF Serving's place for it
+
 
 def model_versions(base_dir: str) -> list[int]:
     """The numeric version directories under `base_dir` that hold a SavedModel, oldest first."""
@@ -26,18 +28,6 @@ def resolve_version_dir(model_dir: str) -> str:
             f"No SavedModel in {model_dir} or in a numeric version directory under it: "
             "run `agnews run` first or point --model at a pushed model.")
     return os.path.join(model_dir, str(versions[-1]))
-
-
-@contextlib.contextmanager
-def _without_graph_rewrites():
-    """Grappler's graph rewrites cost 0.7 s before a signature's first answer and save nothing
-    on the one batch a one-shot prediction runs (the process's setting is restored after)."""
-    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    try:
-        yield
-    finally:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
 @contextlib.contextmanager
