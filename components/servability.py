@@ -74,6 +74,11 @@ print(json.dumps({"problems": problems, "checked": checked}))
 """
 
 
+class ServingProcessFailed(RuntimeError):
+    """The check itself did not finish (time-out, crash): the run fails instead of recording a
+    verdict, because TFX would cache a verdict and never check this model again."""
+
+
 def _string_tensor(values: list[bytes]):
     return tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)])
 
@@ -110,14 +115,16 @@ def read_eval_examples(examples_uri: str, count: int) -> list[tf.train.Example]:
 
 def check_in_separate_process(model_dir: str, timeout_seconds: int) -> list[str]:
     """The problems CHECK_SCRIPT finds when it loads `model_dir` and replays its warmup file."""
+    model_dir = os.path.abspath(model_dir)  # the check runs in the model's directory
     try:
         done = subprocess.run(
             [sys.executable, "-c", CHECK_SCRIPT, model_dir, json.dumps(features.LABEL_NAMES)],
             capture_output=True, text=True, timeout=timeout_seconds, cwd=model_dir)
     except subprocess.TimeoutExpired:
-        return [f"no answer within {timeout_seconds} s"]
+        raise ServingProcessFailed(f"the serving process gave no answer within {timeout_seconds} s") from None
     if done.returncode != 0 or not done.stdout.strip():
-        return [f"the serving process exited with code {done.returncode}: {done.stderr.strip()[-500:]}"]
+        raise ServingProcessFailed(f"the serving process exited with code {done.returncode}: "
+                                   f"{done.stderr.strip()[-500:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not result["problems"] and result["checked"] == 0:
         return ["no warmup request was answered"]
