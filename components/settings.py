@@ -29,7 +29,10 @@ SERVING_MODEL_NAME = "agnews"
 DEFAULT_SERVE_HOST = "127.0.0.1"
 DEFAULT_SERVE_PORT = 8501
 DEFAULT_MAX_BODY_BYTES = 1 << 20
-DEFAULT_MAX_BATCH = 1024
+DEFAULT_MAX_BATCH = 1024  # rows in one request
+# Batching of concurrent requests (TF Serving's max_batch_size and batch_timeout_micros).
+DEFAULT_BATCH_MAX_ROWS = 64
+DEFAULT_BATCH_TIMEOUT_MS = 0.0
 
 # `agnews compile kubeflow` (pipeline.kubeflow_runner): the image built from the Dockerfile.
 DEFAULT_KUBEFLOW_IMAGE = "agnews-pipeline:latest"

@@ -3,14 +3,19 @@
 Client code written against it works unchanged against `tensorflow/serving` (README). It
 serves the newest numeric version under the model directory, notices a newly pushed version
 without a restart, keeps answering with the old one while the new one loads, and answers every
-bad request with TF Serving's `{"error": ...}` body instead of a stack trace.
+bad request with TF Serving's `{"error": ...}` body instead of a stack trace. Like TF Serving
+with `--enable_batching`, it gathers concurrent requests into one signature call.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
+import queue
 import re
 import threading
+import time
+from concurrent.futures import Future
 from typing import Any
 
 import tensorflow as tf
@@ -19,13 +24,15 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from components import features, settings
-from pipeline.predict import model_versions
+from pipeline.predict import load_warm, model_versions
 
 MODEL_NAME = settings.SERVING_MODEL_NAME
 DEFAULT_HOST = settings.DEFAULT_SERVE_HOST
 DEFAULT_PORT = settings.DEFAULT_SERVE_PORT
 DEFAULT_MAX_BODY_BYTES = settings.DEFAULT_MAX_BODY_BYTES
 DEFAULT_MAX_BATCH = settings.DEFAULT_MAX_BATCH
+DEFAULT_BATCH_MAX_ROWS = settings.DEFAULT_BATCH_MAX_ROWS
+DEFAULT_BATCH_TIMEOUT_MS = settings.DEFAULT_BATCH_TIMEOUT_MS
 INPUT_KEYS = (features.TITLE_KEY, features.DESCRIPTION_KEY)
 OUTPUT_KEYS = (features.PROBABILITIES_KEY, features.CLASS_ID_KEY, features.LABEL_NAME_KEY)
 
@@ -62,7 +69,7 @@ class ModelVersions:
             raise NotFound(f"Servable not found for request: Specific({MODEL_NAME}, {version})")
         with self._lock:
             if version not in self._loaded:
-                self._loaded[version] = tf.saved_model.load(os.path.join(self.base_dir, str(version)))
+                self._loaded[version] = load_warm(os.path.join(self.base_dir, str(version)))
             return self._loaded[version].signatures[features.SERVING_DEFAULT]
 
 
@@ -114,29 +121,104 @@ def parse_predict_request(body: bytes, max_batch: int) -> tuple[dict[str, list[s
     for key, values in columns.items():
         if not all(isinstance(value, str) for value in values):
             raise BadRequest(f"Invalid argument: '{key}' values must be strings.")
+        try:
+            for value in values:
+                value.encode("utf-8")
+        except UnicodeEncodeError as error:  # JSON allows lone surrogates ("\ud800"); UTF-8 does not
+            raise BadRequest(f"Invalid argument: a '{key}' string is not valid Unicode: {error.reason}.") from None
     if len(columns[features.TITLE_KEY]) > max_batch:
         raise BadRequest(f"Invalid argument: batch of {len(columns[features.TITLE_KEY])} is larger "
                          f"than the limit of {max_batch}.")
     return columns, row_format
 
 
-def predict_response(signature, columns: dict[str, list[str]], row_format: bool) -> dict:
+def run_signature(signature, columns: dict[str, list[str]]) -> dict[str, list]:
+    """One signature call: output name -> one value per row."""
     outputs = signature(**{key: tf.constant(values, tf.string) for key, values in columns.items()})
     lists = {key: outputs[key].numpy().tolist() for key in OUTPUT_KEYS}
     lists[features.LABEL_NAME_KEY] = [v.decode() for v in lists[features.LABEL_NAME_KEY]]
+    return lists
+
+
+def predict_response(lists: dict[str, list], row_format: bool) -> dict:
     if row_format:
         return {"predictions": [dict(zip(OUTPUT_KEYS, row)) for row in zip(*lists.values())]}
     return {"outputs": lists}
+
+
+def _rows(columns: dict[str, list[str]]) -> int:
+    return len(columns[features.TITLE_KEY])
+
+
+class Batcher:
+    """Gathers concurrent predict calls into one signature call, as TF Serving's batching does.
+
+    One thread runs the calls. A batch takes the requests waiting when the thread is free, and
+    those arriving within `timeout_s` of its first one, up to `max_rows` rows; under load the
+    requests that queue while a batch runs make up the next one. When a merged call fails,
+    each of its requests runs again alone, so a bad request fails alone, never its neighbours.
+    """
+
+    def __init__(self, max_rows: int = DEFAULT_BATCH_MAX_ROWS,
+                 timeout_s: float = DEFAULT_BATCH_TIMEOUT_MS / 1000):
+        self.max_rows, self.timeout_s = max_rows, timeout_s
+        self._waiting: queue.Queue = queue.Queue()
+        threading.Thread(target=self._serve_batches, name="batcher", daemon=True).start()
+
+    def run(self, signature, columns: dict[str, list[str]]) -> dict[str, list]:
+        """What run_signature(signature, columns) returns, computed in a shared batch."""
+        result: Future = Future()
+        self._waiting.put((signature, columns, result))
+        return result.result()
+
+    def _next_batch(self) -> list[tuple]:
+        batch = [self._waiting.get()]
+        rows = _rows(batch[0][1])
+        deadline = time.monotonic() + self.timeout_s
+        while rows < self.max_rows:
+            try:
+                item = self._waiting.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            batch.append(item)
+            rows += _rows(item[1])
+        return batch
+
+    def _serve_batches(self) -> None:
+        while True:
+            by_signature = collections.defaultdict(list)  # one call per model version
+            for signature, columns, result in self._next_batch():
+                by_signature[signature].append((columns, result))
+            for signature, requests in by_signature.items():
+                self._run(signature, requests)
+
+    def _run(self, signature, requests: list[tuple[dict, Future]]) -> None:
+        merged = {key: [v for columns, _ in requests for v in columns[key]] for key in INPUT_KEYS}
+        try:
+            lists = run_signature(signature, merged)
+        except Exception as error:  # noqa: BLE001  (answered per request)
+            if len(requests) == 1:
+                requests[0][1].set_exception(error)
+            else:
+                for request in requests:
+                    self._run(signature, [request])
+            return
+        start = 0
+        for columns, result in requests:
+            end = start + _rows(columns)
+            result.set_result({key: values[start:end] for key, values in lists.items()})
+            start = end
 
 
 class ServingApp:
     """The WSGI application: routes, limits and errors of TF Serving's REST API."""
 
     def __init__(self, model_dir: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 max_batch: int = DEFAULT_MAX_BATCH):
+                 max_batch: int = DEFAULT_MAX_BATCH, batcher: Batcher | None = None):
         self.versions = ModelVersions(model_dir)
         self.max_body_bytes = max_body_bytes
         self.max_batch = max_batch
+        self.batcher = batcher  # None: each request makes its own signature call
 
     def _version(self, requested: str | None) -> int:
         if requested is None:
@@ -169,7 +251,10 @@ class ServingApp:
         if len(body) > self.max_body_bytes:
             raise BadRequest(f"Request body larger than {self.max_body_bytes} bytes.")
         columns, row_format = parse_predict_request(body, self.max_batch)
-        return 200, predict_response(self.versions.signature(version), columns, row_format)
+        signature = self.versions.signature(version)
+        lists = (self.batcher.run(signature, columns) if self.batcher
+                 else run_signature(signature, columns))
+        return 200, predict_response(lists, row_format)
 
     def __call__(self, environ, start_response):
         try:
@@ -187,6 +272,8 @@ class ServingApp:
 
 
 def make_serving_server(model_dir: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH):
+                        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+                        batcher: Batcher | None = None):
     """A threaded werkzeug server; `.serve_forever()` to run, `.shutdown()` to stop."""
-    return make_server(host, port, ServingApp(model_dir, max_body_bytes, max_batch), threaded=True)
+    return make_server(host, port, ServingApp(model_dir, max_body_bytes, max_batch, batcher),
+                       threaded=True)

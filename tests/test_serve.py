@@ -6,19 +6,23 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from components import features
 from pipeline import serve
 
 
-@pytest.fixture
-def served(first_run, tmp_path):
-    """A server on a free port over a copy of the pushed model directory."""
+@pytest.fixture(params=["one call per request", "batching"])
+def served(first_run, tmp_path, request):
+    """A server on a free port over a copy of the pushed model directory, with and without
+    batching (a 50 ms batch window, so that concurrent test requests share calls)."""
     root, _ = first_run
     model_dir = tmp_path / "serving"
     shutil.copytree(root / "serving", model_dir)
-    server = serve.make_serving_server(str(model_dir), port=0, max_body_bytes=4096, max_batch=8)
+    batcher = serve.Batcher(max_rows=64, timeout_s=0.05) if request.param == "batching" else None
+    server = serve.make_serving_server(str(model_dir), port=0, max_body_bytes=4096, max_batch=8,
+                                       batcher=batcher)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", model_dir
@@ -111,3 +115,64 @@ def test_a_newly_pushed_version_is_served_without_restart(served):
     assert status == 200 and after == before  # same weights, now loaded from the new version
     status, _ = _call(f"{url}/v1/models/agnews/versions/{old.name}:predict", {"instances": [ROW]})
     assert status == 200
+
+
+def test_concurrent_calls_share_one_signature_call_and_get_their_own_rows(first_run):
+    root, _ = first_run
+    version = max((root / "serving").iterdir(), key=lambda p: int(p.name))
+    signature = serve.load_warm(str(version)).signatures[features.SERVING_DEFAULT]
+    calls = []
+
+    def counted(**inputs):
+        calls.append(len(inputs[features.TITLE_KEY]))
+        return signature(**inputs)
+
+    batcher = serve.Batcher(max_rows=64, timeout_s=0.5)
+    requests = [{"title": [f"Headline {i}"] * (1 + i % 3), "description": ["text"] * (1 + i % 3)}
+                for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        batched = list(pool.map(lambda columns: batcher.run(counted, columns), requests))
+    assert sum(calls) == sum(len(r["title"]) for r in requests) and len(calls) < len(requests)
+    for columns, answer in zip(requests, batched):
+        alone = serve.run_signature(signature, columns)
+        assert answer[features.LABEL_NAME_KEY] == alone[features.LABEL_NAME_KEY]
+        np.testing.assert_allclose(answer[features.PROBABILITIES_KEY], alone[features.PROBABILITIES_KEY],
+                                   atol=1e-5)
+
+
+def test_a_failing_request_in_a_merged_call_fails_alone(first_run):
+    root, _ = first_run
+    version = max((root / "serving").iterdir(), key=lambda p: int(p.name))
+    signature = serve.load_warm(str(version)).signatures[features.SERVING_DEFAULT]
+
+    def rejects_poison(**inputs):  # the real signature, failing on one title as a broken input would
+        if b"poison" in inputs[features.TITLE_KEY].numpy():
+            raise ValueError("cannot score poison")
+        return signature(**inputs)
+
+    batcher = serve.Batcher(max_rows=64, timeout_s=0.5)
+    titles = ["Oil prices rise", "poison", "Mets win", "Chip sales climb"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(batcher.run, rejects_poison, {"title": [t], "description": [""]})
+                   for t in titles]
+    with pytest.raises(ValueError, match="poison"):
+        futures[1].result()
+    for future in futures[:1] + futures[2:]:
+        assert future.result()[features.LABEL_NAME_KEY][0] in features.LABEL_NAMES
+
+
+def test_a_bad_request_in_a_batch_fails_alone(served):
+    url, _ = served
+    lone_surrogate = b'{"instances": [{"title": "\\ud800", "description": ""}]}'
+
+    def ask(i):
+        return _call(f"{url}/v1/models/agnews:predict",
+                     lone_surrogate if i == 3 else {"instances": [{**ROW, "title": f"Headline {i}"}]})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    assert answers[3][0] == 400 and "not valid Unicode" in answers[3][1]["error"]
+    for i, (status, body) in enumerate(answers):
+        if i != 3:
+            assert status == 200
+            _assert_prediction(body["predictions"][0])
