@@ -23,6 +23,12 @@ from components import quiet
 from pipeline.config import PipelineConfig, load_config
 
 
+# Exit codes: 0 done (pushed, or not blessed without --require-push); 1 stopped (bad data,
+# broken data contract, missing files); 2 not pushed with --require-push; 3 refused (another
+# run holds the same MLMD store or pipeline root); 130 interrupted (Ctrl-C), as shells count it.
+EXIT_INTERRUPTED = 130
+
+
 def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     """Flags that override the config (defaults, then --config FILE, then flags)."""
     d = PipelineConfig()
@@ -117,15 +123,22 @@ def _run(args) -> int:
     if getattr(args, "print_config", False):
         print(config.to_json())
         return 0
-    from components import ingest, validation
-    from pipeline import local_runner
+    from pipeline import run_lock
 
     quiet.drop_tfx_notices()
     try:
-        summary = local_runner.run(config)
-    except (ingest.IngestError, validation.DataContractError, FileNotFoundError) as error:
-        print(f"agnews run failed: {error}", file=sys.stderr)
-        return 1
+        with run_lock.exclusive(config.metadata_path, config.pipeline_root):
+            from components import ingest, validation
+            from pipeline import local_runner
+
+            try:
+                summary = local_runner.run(config)
+            except (ingest.IngestError, validation.DataContractError, FileNotFoundError) as error:
+                print(f"agnews run failed: {error}", file=sys.stderr)
+                return 1
+    except run_lock.RunInProgress as error:
+        print(f"agnews run refused: {error}", file=sys.stderr)
+        return 3
     rejected = {k: v for k, v in summary.rows.items() if k != ACCEPTED}
     print(f"Input rows: {sum(summary.rows.values())}, accepted {summary.rows.get(ACCEPTED, 0)}, "
           f"rejected {sum(rejected.values())}"
@@ -138,6 +151,11 @@ def _run(args) -> int:
             for removed in prune_versions(config.serving_dir, args.keep):
                 print(f"Removed old version: {removed}")
         return 0
+    if summary.not_servable_reason:
+        print(f"Model NOT pushed: it failed the servability check (loaded with TensorFlow alone "
+              f"and sent the warmup requests): {summary.not_servable_reason}. "
+              f"The served version is unchanged.")
+        return 2 if args.require_push else 0
     print(f"Model NOT pushed: it was not blessed (eval accuracy must be at least "
           f"{config.min_accuracy} and at most {config.max_accuracy_drop} below the last blessed "
           f"model; TFMA's report: {summary.evaluation_uri}). The served version is unchanged.")
@@ -217,16 +235,27 @@ def _add_serve_parser(subparsers) -> None:
                         help="Address to bind (default: %(default)s, this machine only).")
     parser.add_argument("--port", type=int, default=settings.DEFAULT_SERVE_PORT)
     parser.add_argument("--max-body-bytes", type=int, default=settings.DEFAULT_MAX_BODY_BYTES)
-    parser.add_argument("--max-batch", type=int, default=settings.DEFAULT_MAX_BATCH)
+    parser.add_argument("--max-batch", type=int, default=settings.DEFAULT_MAX_BATCH,
+                        help="Most rows in one request (default: %(default)s).")
+    parser.add_argument("--no-batching", action="store_false", dest="batching",
+                        help="Run each request's own signature call instead of batching "
+                             "concurrent requests together.")
+    parser.add_argument("--batch-max-rows", type=_at_least_one, default=settings.DEFAULT_BATCH_MAX_ROWS,
+                        help="Most rows one batched call gathers (default: %(default)s).")
+    parser.add_argument("--batch-timeout-ms", type=float, default=settings.DEFAULT_BATCH_TIMEOUT_MS,
+                        help="How long a batch waits for more requests after its first one; 0 "
+                             "takes only those already waiting, which under load are the ones "
+                             "that queued while the previous batch ran (default: %(default)s).")
 
 
 def _serve(args) -> int:
     from pipeline import serve
 
+    batcher = serve.Batcher(args.batch_max_rows, args.batch_timeout_ms / 1000) if args.batching else None
     server = serve.make_serving_server(args.model, args.host, args.port, args.max_body_bytes,
-                                       args.max_batch)
+                                       args.max_batch, batcher)
     print(f"Serving {args.model} as model '{serve.MODEL_NAME}' on "
-          f"http://{args.host}:{server.server_port}/v1/models/{serve.MODEL_NAME} (Ctrl-C stops)")
+          f"http://{args.host}:{server.server_port}/v1/models/{serve.MODEL_NAME} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -247,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         quiet.import_tensorflow()  # every other command needs it: import it once, without its noise
     commands = {"run": _run, "predict": _predict, "serve": _serve, "report": _report,
                 "compile": _compile}
-    return commands[args.command](args)
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print(f"agnews {args.command}: interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
