@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import (KubeflowV2DagRunner,
-                                                              KubeflowV2DagRunnerConfig)
 
 from components.settings import DEFAULT_KUBEFLOW_IMAGE
 from pipeline.config import PROJECT_DIR, PipelineConfig
@@ -30,6 +28,10 @@ def for_image(config: PipelineConfig) -> PipelineConfig:
 
 def compile_pipeline(config: PipelineConfig, output: str, image: str = DEFAULT_KUBEFLOW_IMAGE) -> str:
     """Writes the KFP v2 IR to `output` and returns its path."""
+    # Here, not at the top: it needs kfp (the kubeflow extra), which the Airflow environment lacks.
+    from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import (KubeflowV2DagRunner,
+                                                                      KubeflowV2DagRunnerConfig)
+
     runner = KubeflowV2DagRunner(
         config=KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(os.path.abspath(output)),
