@@ -32,7 +32,7 @@ BLESSED_FILE_NAME = "INFRA_BLESSED"          # InfraValidator's names, which Pus
 NOT_BLESSED_FILE_NAME = "INFRA_NOT_BLESSED"
 REASON_PROPERTY = "reason"
 
-# Run as `python -c CHECK_SCRIPT MODEL_DIR LABEL_NAMES_JSON`: TensorFlow alone, as a model
+# Run as `python -c CHECK_SCRIPT MODEL_DIR WARMUP_FILE LABEL_NAMES_JSON`: TensorFlow alone, as a model
 # server would load the model. Prints one JSON line: the problems found (none: servable).
 CHECK_SCRIPT = r"""
 import json, sys
@@ -40,11 +40,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-model_dir, label_names = sys.argv[1], json.loads(sys.argv[2])
+model_dir, warmup, label_names = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 problems, checked = [], 0
 try:
     model = tf.saved_model.load(model_dir)
-    warmup = f"{model_dir}/assets.extra/tf_serving_warmup_requests"
     for record in tf.data.TFRecordDataset(warmup):
         request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
         name = request.model_spec.signature_name
@@ -118,7 +117,8 @@ def check_in_separate_process(model_dir: str, timeout_seconds: int) -> list[str]
     model_dir = os.path.abspath(model_dir)  # the check runs in the model's directory
     try:
         done = subprocess.run(
-            [sys.executable, "-c", CHECK_SCRIPT, model_dir, json.dumps(features.LABEL_NAMES)],
+            [sys.executable, "-c", CHECK_SCRIPT, model_dir, path_utils.warmup_file_path(model_dir),
+             json.dumps(features.LABEL_NAMES)],
             capture_output=True, text=True, timeout=timeout_seconds, cwd=model_dir)
     except subprocess.TimeoutExpired:
         raise ServingProcessFailed(f"the serving process gave no answer within {timeout_seconds} s") from None

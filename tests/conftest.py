@@ -79,11 +79,11 @@ try:
     code = cli.main(sys.argv[1:])
 except SystemExit as stop:
     code = stop.code
+heavy = ("tensorflow", "tfx", "tensorflow_transform", "tensorflow_model_analysis", "apache_beam",
+         "google.cloud.aiplatform", "matplotlib")
 sys.stdout.flush()
-print(json.dumps({"exit": code, "loaded": sorted(m for m in json.loads(os_heavy) if m in sys.modules)}))
-""".replace("os_heavy", repr(
-    '["tensorflow", "tfx", "tensorflow_transform", "tensorflow_model_analysis", "apache_beam", '
-    '"google.cloud.aiplatform", "matplotlib"]'))
+print(json.dumps({"exit": code, "loaded": sorted(m for m in heavy if m in sys.modules)}))
+"""
 
 
 def agnews_subprocess(*args: str):
