@@ -7,7 +7,7 @@
     text, length-bucketed batches, early stopping on eval loss): its first epoch, and
 (c) the same run at the end of training (best weights restored).
 Both read title + description of the same train rows and are scored on the same eval rows
-(ExampleGen's 9:1 hash split of the shared 12k sample). Each arm runs in a fresh process, so
+(ExampleGen's 8:1:1 train/eval/holdout split of the shared 12k sample). Each arm runs in a fresh process, so
 neither reuses the other's traced graphs. Times cover training only (validation passes
 excluded); "start-up" is the first batch: graph tracing plus one step.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
+import itertools
 import multiprocessing
 import tempfile
 import time
@@ -31,22 +32,28 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components import features, ingest, model, preprocessing, settings, trainer
+from pipeline.config import PipelineConfig
 from publish import publish
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
 
 
-def load_split_rows(path: Path) -> tuple[list[tuple], list[tuple]]:
-    """(train rows, eval rows) of (label, title, description), split as ExampleGen splits."""
-    train, evaluation = [], []
+def load_split_rows(path: Path) -> dict[str, list[tuple]]:
+    """Rows of (label, title, description) per split (train, eval, holdout), split as
+    ExampleGen splits them with the pipeline's default bucket counts."""
+    config = PipelineConfig()
+    names = (features.TRAIN_SPLIT, features.EVAL_SPLIT, features.HOLDOUT_SPLIT)
+    bucket_ends = list(itertools.accumulate(
+        (config.train_buckets, config.eval_buckets, config.holdout_buckets)))
+    splits = {name: [] for name in names}
     with gzip.open(path, "rb") as handle:
         for line in handle.read().splitlines():
             parsed = ingest.parse_line(line)
             if isinstance(parsed, str):
                 continue  # the shared sample is clean; ExampleGen would reject these too
-            split = ingest.hash_split_index(ingest.make_example(*parsed), 2, [9, 10])
-            (train if split == 0 else evaluation).append(parsed)
-    return train, evaluation
+            index = ingest.hash_split_index(ingest.make_example(*parsed), len(names), bucket_ends)
+            splits[names[index]].append(parsed)
+    return splits
 
 
 class TrainingClock(tf.keras.callbacks.Callback):
@@ -111,8 +118,10 @@ def run_seed(train, evaluation) -> dict:
             "batch_size": 16}
 
 
-def transform(train, evaluation, temp_dir: str, min_token_count: int) -> tuple[list, list]:
-    """Our preprocessing_fn through TFT's Beam implementation: vocabulary from train only."""
+def transform(splits: dict[str, list[tuple]], temp_dir: str, custom_config: dict
+              ) -> dict[str, list[dict]]:
+    """Our preprocessing_fn through TFT's Beam implementation, analyzed on the train split only;
+    the transformed rows of every split."""
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec({
         features.TITLE_KEY: tf.io.FixedLenFeature([1], tf.string),
         features.DESCRIPTION_KEY: tf.io.FixedLenFeature([1], tf.string),
@@ -123,21 +132,23 @@ def transform(train, evaluation, temp_dir: str, min_token_count: int) -> tuple[l
                  features.LABEL_KEY: [label]} for label, t, d in rows]
 
     with tft_beam.Context(temp_dir=temp_dir):
-        (train_out, _), transform_fn = (instances(train), metadata) | tft_beam.AnalyzeAndTransformDataset(
-            functools.partial(preprocessing.preprocessing_fn,
-                              custom_config={"min_token_count": min_token_count}),
-            output_record_batches=False)
-        eval_out, _ = ((instances(evaluation), metadata), transform_fn) | tft_beam.TransformDataset(
-            output_record_batches=False)
-    return train_out, eval_out
+        transform_fn = (instances(splits[features.TRAIN_SPLIT]), metadata) | tft_beam.AnalyzeDataset(
+            functools.partial(preprocessing.preprocessing_fn, custom_config=custom_config))
+        return {name: (((instances(rows), metadata), transform_fn)
+                       | f"Transform[{name}]" >> tft_beam.TransformDataset(output_record_batches=False))[0]
+                for name, rows in splits.items()}
 
 
-def examples_dataset(rows, shuffle: bool) -> tf.data.Dataset:
+def examples_dataset(rows, shuffle: bool, keys=(features.TOKEN_IDS_KEY,), seed: int = trainer.SEED
+                     ) -> tf.data.Dataset:
+    """(features dict, label) per transformed row, as trainer.read_examples yields them."""
+    dtypes = {key: np.float32 if key == features.NGRAM_WEIGHTS_KEY else np.int64 for key in keys}
     dataset = tf.data.Dataset.from_generator(
-        lambda: ((np.asarray(r[features.TOKEN_IDS_KEY], np.int64), np.int64(r[features.LABEL_KEY]))
+        lambda: (({k: np.asarray(r[k], dtypes[k]) for k in keys}, np.int64(r[features.LABEL_KEY]))
                  for r in rows),
-        output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64))).cache()
-    return dataset.shuffle(trainer.SHUFFLE_BUFFER, seed=trainer.SEED) if shuffle else dataset
+        output_signature=({k: tf.TensorSpec([None], tf.as_dtype(dtypes[k])) for k in keys},
+                          tf.TensorSpec([], tf.int64))).cache()
+    return dataset.shuffle(trainer.SHUFFLE_BUFFER, seed=seed) if shuffle else dataset
 
 
 def run_ours(train_rows, eval_rows, batch_size: int, learning_rate: float, epochs: int
@@ -177,10 +188,13 @@ def main() -> None:
     parser.add_argument("--full-epochs", type=int, default=settings.DEFAULT_EPOCHS)
     args = parser.parse_args()
 
-    train, evaluation = load_split_rows(args.data)
+    splits = load_split_rows(args.data)
+    train, evaluation = splits[features.TRAIN_SPLIT], splits[features.EVAL_SPLIT]
     seed = in_fresh_process(run_seed, train, evaluation)
     with tempfile.TemporaryDirectory() as temp_dir:
-        train_rows, eval_rows = transform(train, evaluation, temp_dir, args.min_token_count)
+        transformed = transform({features.TRAIN_SPLIT: train, features.EVAL_SPLIT: evaluation},
+                                temp_dir, {"min_token_count": args.min_token_count})
+    train_rows, eval_rows = transformed[features.TRAIN_SPLIT], transformed[features.EVAL_SPLIT]
     ours, full = in_fresh_process(run_ours, train_rows, eval_rows, args.batch_size,
                                   args.learning_rate, args.full_epochs)
 

@@ -9,6 +9,11 @@ LABEL_KEY = "label"
 LABEL_NAMES = ("World", "Sports", "Business", "Sci/Tech")
 NUM_CLASSES = len(LABEL_NAMES)
 
+# ExampleGen's splits. The train files are hash-split into train (fitting), eval (early
+# stopping, learning-rate cuts and the push gate) and holdout (read only by its own Evaluator:
+# the accuracy users are told). Test files, when given, are a split of their own.
+TRAIN_SPLIT, EVAL_SPLIT, HOLDOUT_SPLIT, TEST_SPLIT = "train", "eval", "holdout", "test"
+
 # Which raw text the model reads: the mission's model reads both fields; the lesson's
 # first models read the title alone.
 TEXT_TITLE_AND_DESCRIPTION = "title+description"
@@ -31,6 +36,16 @@ VOCAB_SIZE = 20_000
 VOCAB_NAME = "tokens"
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_MIN_TOKEN_COUNT = 1  # a token must occur this often in train to get its own id
+
+# The bag of word n-grams the linear models read: ids of the NGRAM_VOCAB_SIZE - 1 most
+# frequent 1- and 2-grams of the training text seen at least NGRAM_MIN_COUNT times (the
+# last id stands for every other n-gram), each with its TF-IDF weight in the example.
+NGRAM_IDS_KEY = "ngram_ids"
+NGRAM_WEIGHTS_KEY = "ngram_weights"
+NGRAM_VOCAB_NAME = "ngrams"
+NGRAM_VOCAB_SIZE = 200_000
+NGRAM_RANGE = (1, 2)
+NGRAM_MIN_COUNT = 2
 
 # Serving signature names and outputs.
 SERVING_DEFAULT = "serving_default"

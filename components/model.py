@@ -1,48 +1,84 @@
-"""The model zoo: the RNN lesson's models over Transform's token ids, masked on padding id 0."""
+"""The model zoo over Transform's features: the RNN lesson's models over token ids (masked on
+padding id 0), a linear model over TF-IDF weighted word n-grams, and the two side by side.
+
+Every model takes a dict of right-padded features named as Transform names them
+(`input_keys(name)`), so the trainer, the serving signatures and the tests feed them alike.
+"""
 import tensorflow as tf
 
 from components import features
-from components.settings import DEFAULT_EMBEDDING_DROPOUT, DEFAULT_MODEL, MODEL_NAMES
+from components.settings import DEFAULT_EMBEDDING_DROPOUT, DEFAULT_MODEL, MODEL_NAMES, NGRAM_MODELS
 
-# Each variant: its embedding, then the recurrent layers before the softmax head.
-_VARIANTS = {
-    # The mission's model: the lesson's final masked two-layer bidirectional LSTM.
-    "bilstm2": lambda: [
-        tf.keras.layers.Embedding(features.VOCAB_SIZE, 128, mask_zero=True),
-        tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(64, return_sequences=True)),
-        tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(64)),
-    ],
-    "lstm": lambda: [
-        tf.keras.layers.Embedding(features.VOCAB_SIZE, 64, mask_zero=True),
-        tf.keras.layers.LSTM(8),
-    ],
-    "simple_rnn": lambda: [
-        tf.keras.layers.Embedding(features.VOCAB_SIZE, 64, mask_zero=True),
-        tf.keras.layers.SimpleRNN(16),
-    ],
+
+def _bilstm2():
+    """The mission's model: the lesson's final masked two-layer bidirectional LSTM."""
+    return [tf.keras.layers.Embedding(features.VOCAB_SIZE, 128, mask_zero=True),
+            tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(64, return_sequences=True)),
+            tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(64))]
+
+
+# Each model that reads token ids: its embedding, then the recurrent layers before the head.
+_SEQUENCE_LAYERS = {
+    "bilstm2": _bilstm2,
+    "lstm": lambda: [tf.keras.layers.Embedding(features.VOCAB_SIZE, 64, mask_zero=True),
+                     tf.keras.layers.LSTM(8)],
+    "simple_rnn": lambda: [tf.keras.layers.Embedding(features.VOCAB_SIZE, 64, mask_zero=True),
+                           tf.keras.layers.SimpleRNN(16)],
+    "bilstm2_wide": _bilstm2,
 }
-assert tuple(_VARIANTS) == MODEL_NAMES, "components.settings.MODEL_NAMES lists every variant"
+assert set(_SEQUENCE_LAYERS) | set(NGRAM_MODELS) == set(MODEL_NAMES), "every variant is built"
 # Global gradient-norm bound: without it, eval loss jumped 3x in some epochs.
 GRADIENT_CLIP_NORM = 1.0
 
 
+def input_keys(name: str) -> tuple[str, ...]:
+    """The transformed features model `name` reads, the sequence first when it has one."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
+    return ((features.TOKEN_IDS_KEY,) if name in _SEQUENCE_LAYERS else ()) + (
+        (features.NGRAM_IDS_KEY, features.NGRAM_WEIGHTS_KEY) if name in NGRAM_MODELS else ())
+
+
+# The linear part's logits are scaled up by this: Adam moves every weight by about the learning
+# rate whatever its gradient, and TF-IDF weights are small (~0.1), so at the BiLSTM's learning
+# rate the linear part alone was still far from converged after 10 epochs.
+NGRAM_LOGIT_SCALE = 100.0
+
+
+def _ngram_logits(ngram_ids: tf.Tensor, ngram_weights: tf.Tensor) -> tf.Tensor:
+    """A linear map of the TF-IDF weighted bag of n-grams to one logit per class: the weight of
+    each n-gram in the example times its learned per-class row (padding has weight 0)."""
+    rows = tf.keras.layers.Embedding(features.NGRAM_VOCAB_SIZE, features.NUM_CLASSES,
+                                     embeddings_initializer="zeros",
+                                     name="ngram_weights_per_class")(ngram_ids)
+    bag = tf.keras.layers.Dot(axes=1, name="weighted_bag")([ngram_weights, rows])
+    return tf.keras.layers.Rescaling(NGRAM_LOGIT_SCALE, name="ngram_logits")(bag)
+
+
 def build_model(name: str = DEFAULT_MODEL, learning_rate: float = 1e-3,
                 embedding_dropout: float = DEFAULT_EMBEDDING_DROPOUT) -> tf.keras.Model:
-    """A compiled classifier from right-padded int64 token ids [batch, time] to class probabilities."""
-    if name not in _VARIANTS:
-        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
-    token_ids = tf.keras.Input(shape=(None,), dtype=tf.int64, name=features.TOKEN_IDS_KEY)
-    embedding, *recurrent = _VARIANTS[name]()
-    hidden = embedding(token_ids)
-    if embedding_dropout:
-        hidden = tf.keras.layers.SpatialDropout1D(embedding_dropout)(hidden)
-    for layer in recurrent:
-        hidden = layer(hidden)
-    # float32 softmax keeps probabilities exact under mixed precision too.
-    probabilities = tf.keras.layers.Dense(
-        features.NUM_CLASSES, activation="softmax", dtype="float32",
-        name=features.PROBABILITIES_KEY)(hidden)
-    model = tf.keras.Model(token_ids, probabilities, name=name)
+    """A compiled classifier from a dict of right-padded features (`input_keys(name)`) to class
+    probabilities."""
+    inputs = {key: tf.keras.Input(shape=(None,), name=key,
+                                  dtype=tf.float32 if key == features.NGRAM_WEIGHTS_KEY else tf.int64)
+              for key in input_keys(name)}
+    logits = []
+    if name in _SEQUENCE_LAYERS:
+        embedding, *recurrent = _SEQUENCE_LAYERS[name]()
+        hidden = embedding(inputs[features.TOKEN_IDS_KEY])
+        if embedding_dropout:
+            hidden = tf.keras.layers.SpatialDropout1D(embedding_dropout)(hidden)
+        for layer in recurrent:
+            hidden = layer(hidden)
+        logits.append(tf.keras.layers.Dense(features.NUM_CLASSES, name="sequence_logits")(hidden))
+    if name in NGRAM_MODELS:
+        logits.append(_ngram_logits(inputs[features.NGRAM_IDS_KEY], inputs[features.NGRAM_WEIGHTS_KEY]))
+    if len(logits) > 1:
+        logits = [tf.keras.layers.Add()(logits)]
+    # One softmax over the summed logits; float32 keeps probabilities exact under mixed precision.
+    probabilities = tf.keras.layers.Activation(
+        "softmax", dtype="float32", name=features.PROBABILITIES_KEY)(logits[0])
+    model = tf.keras.Model(inputs, probabilities, name=name)
     model.compile(
         optimizer=tf.keras.optimizers.Adam(learning_rate, global_clipnorm=GRADIENT_CLIP_NORM),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(),

@@ -29,8 +29,8 @@ def preprocessing_fn(inputs, custom_config=None):
     """Maps raw title/description/label to `token_ids` (variable length), `num_tokens`,
     `length_bucket` and `label`.
 
-    custom_config: `max_tokens` (length cap), `min_token_count` (rarer tokens are OOV) and
-    `text` (one of features.TEXT_CHOICES).
+    custom_config: `max_tokens` (length cap), `min_token_count` (rarer tokens are OOV),
+    `text` (one of features.TEXT_CHOICES) and `ngrams` (also emit `ngram_bag`'s features).
     The vocabulary keeps the VOCAB_SIZE - 2 most frequent tokens of the whole text (before
     the length cap); id 0 is padding, id 1 any other token.
     """
@@ -48,9 +48,23 @@ def preprocessing_fn(inputs, custom_config=None):
     token_ids = tft.apply_vocabulary(
         tokens[:, :max_tokens], vocabulary,
         default_value=features.OOV_ID - features.NUM_RESERVED_IDS) + features.NUM_RESERVED_IDS
-    return {
+    outputs = {
         features.TOKEN_IDS_KEY: _never_empty(token_ids).to_sparse(),
         features.NUM_TOKENS_KEY: tokens.row_lengths(),
         features.LENGTH_BUCKET_KEY: length_bucket(tokens.row_lengths()),
         features.LABEL_KEY: _squeeze(inputs[features.LABEL_KEY]),
     }
+    if config.get("ngrams"):
+        outputs.update(ngram_bag(tokens))
+    return outputs
+
+
+def ngram_bag(tokens: tf.RaggedTensor) -> dict[str, tf.SparseTensor]:
+    """Each example's distinct word 1-2-grams as vocabulary ids with their TF-IDF weights, for
+    the linear models (TFT's own n-gram, vocabulary and TF-IDF analyzers)."""
+    ngrams = tft.ngrams(tokens.to_sparse(), features.NGRAM_RANGE, separator=" ")
+    ngram_ids = tft.compute_and_apply_vocabulary(
+        ngrams, top_k=features.NGRAM_VOCAB_SIZE - 1, frequency_threshold=features.NGRAM_MIN_COUNT,
+        num_oov_buckets=1, vocab_filename=features.NGRAM_VOCAB_NAME)
+    ids, weights = tft.tfidf(ngram_ids, features.NGRAM_VOCAB_SIZE)
+    return {features.NGRAM_IDS_KEY: ids, features.NGRAM_WEIGHTS_KEY: weights}

@@ -4,10 +4,12 @@ Plain Python on purpose: help and the configuration answer without importing Ten
 TFX or Beam. The modules that use these values (model, trainer, ingest) read them from here.
 """
 
-# Model variants (components.model builds them): the mission's masked two-layer BiLSTM and
-# the RNN lesson's LSTM(8) and SimpleRNN(16).
-MODEL_NAMES = ("bilstm2", "lstm", "simple_rnn")
+# Model variants (components.model builds them): the mission's masked two-layer BiLSTM, the
+# RNN lesson's LSTM(8) and SimpleRNN(16), a linear model over TF-IDF weighted word 1-2-grams
+# (the baseline the BiLSTM has to beat) and the BiLSTM with that linear part beside it.
+MODEL_NAMES = ("bilstm2", "lstm", "simple_rnn", "linear", "bilstm2_wide")
 DEFAULT_MODEL = "bilstm2"
+NGRAM_MODELS = ("linear", "bilstm2_wide")  # Transform adds the n-gram features for these
 # Share of embedding channels dropped per example while training (identity at serving).
 # 10,818 training rows are few for 2.56M embedding weights: without it the model overfits
 # after two epochs (eval accuracy 0.882); this keeps the LSTMs cuDNN-eligible, unlike

@@ -9,14 +9,14 @@ import tensorflow_transform as tft
 from components import features
 
 
-def dense_token_ids(token_ids) -> tf.Tensor:
-    """Right-pads variable-length token ids (sparse in training, ragged or sparse at serving)
-    with PAD_ID to the longest row of the batch."""
-    if isinstance(token_ids, tf.RaggedTensor):
-        return token_ids.to_tensor(default_value=features.PAD_ID)
-    if isinstance(token_ids, tf.SparseTensor):
-        return tf.sparse.to_dense(token_ids, default_value=features.PAD_ID)
-    return token_ids
+def dense(values) -> tf.Tensor:
+    """Right-pads a variable-length feature (sparse in training, ragged or sparse at serving)
+    with 0 (PAD_ID for token ids, weight 0 for n-grams) to the longest row of the batch."""
+    if isinstance(values, tf.RaggedTensor):
+        return values.to_tensor(default_value=tf.constant(features.PAD_ID, values.dtype))
+    if isinstance(values, tf.SparseTensor):
+        return tf.sparse.to_dense(values, default_value=tf.constant(features.PAD_ID, values.dtype))
+    return values
 
 
 def _as_column(values: tf.Tensor) -> tf.Tensor:
@@ -42,7 +42,7 @@ def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTrans
 
     def predict(raw_features):
         transformed = servable.tft_layer(raw_features)
-        probabilities = model(dense_token_ids(transformed[features.TOKEN_IDS_KEY]))
+        probabilities = model({key: dense(transformed[key]) for key in model.input_names})
         class_id = tf.argmax(probabilities, axis=-1)
         return {
             features.PROBABILITIES_KEY: probabilities,
@@ -64,8 +64,7 @@ def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTrans
     @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):
         transformed = servable.tft_layer(tf.io.parse_example(serialized, raw_spec))
-        transformed[features.TOKEN_IDS_KEY] = dense_token_ids(transformed[features.TOKEN_IDS_KEY])
-        return transformed
+        return {key: dense(values) for key, values in transformed.items()}
 
     tf.saved_model.save(servable, export_dir, signatures={
         features.SERVING_DEFAULT: serve_text,

@@ -35,18 +35,20 @@ def distribution_strategy() -> tf.distribute.Strategy:
 
 
 def read_examples(file_pattern, data_accessor, tf_transform_output: tft.TFTransformOutput,
-                  shuffle: bool) -> tf.data.Dataset:
-    """Transformed examples one by one: (token ids [length], label)."""
+                  shuffle: bool, keys: tuple[str, ...] = (features.TOKEN_IDS_KEY,)
+                  ) -> tf.data.Dataset:
+    """Transformed examples one by one: ({key: values [length] for the model's keys}, label)."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, label_key=features.LABEL_KEY,
                                        num_epochs=1, shuffle=shuffle, shuffle_seed=SEED),
         tf_transform_output.transformed_metadata.schema)
-    dataset = dataset.map(lambda batch, label: (batch[features.TOKEN_IDS_KEY], label)).unbatch()
+    dataset = dataset.map(lambda batch, label: ({k: batch[k] for k in keys}, label)).unbatch()
     # An unbatched row keeps its read batch's dense shape (the longest of 256 rows): shrinking
-    # it to the row's own tokens keeps that padding out of the length buckets.
+    # it to the row's own values keeps that padding out of the length buckets.
     dataset = dataset.map(
-        lambda token_ids, label: (tf.sparse.to_dense(tf.sparse.reset_shape(token_ids)), label),
+        lambda row, label: ({k: tf.sparse.to_dense(tf.sparse.reset_shape(v)) for k, v in row.items()},
+                            label),
         num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
         dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=SEED, reshuffle_each_iteration=True)
@@ -55,12 +57,16 @@ def read_examples(file_pattern, data_accessor, tf_transform_output: tft.TFTransf
 
 def batch_examples(dataset: tf.data.Dataset, batch_size: int, bucketing: bool = True
                    ) -> tf.data.Dataset:
-    """Right-padded batches; with bucketing, rows of similar length share a batch so the
-    LSTMs spend little time on padding."""
-    padding = (tf.constant(features.PAD_ID, tf.int64), tf.constant(0, tf.int64))
+    """Right-padded batches (padding 0 for every feature: PAD_ID for token ids, weight 0 for
+    n-grams); with bucketing, rows of similar length (of the first feature) share a batch so
+    the LSTMs spend little time on padding."""
+    row_spec, _ = dataset.element_spec
+    padding = ({k: tf.constant(features.PAD_ID, spec.dtype) for k, spec in row_spec.items()},
+               tf.constant(0, tf.int64))
     if bucketing:
+        first = next(iter(row_spec))
         dataset = dataset.bucket_by_sequence_length(
-            element_length_func=lambda token_ids, label: tf.shape(token_ids)[0],
+            element_length_func=lambda row, label: tf.shape(row[first])[0],
             bucket_boundaries=list(BUCKET_BOUNDARIES),
             bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
             padding_values=padding)
@@ -70,9 +76,10 @@ def batch_examples(dataset: tf.data.Dataset, batch_size: int, bucketing: bool = 
 
 
 def padding_fraction(batches: tf.data.Dataset) -> float:
-    """Padded positions / all positions over one pass of (token ids, label) batches."""
+    """Padded positions / all positions of the token ids over one pass of batches."""
     padded = total = 0
-    for token_ids, _ in batches:
+    for row, _ in batches:
+        token_ids = row[features.TOKEN_IDS_KEY]
         padded += int(tf.reduce_sum(tf.cast(token_ids == features.PAD_ID, tf.int64)))
         total += int(tf.size(token_ids))
     return padded / max(total, 1)
@@ -96,18 +103,20 @@ def fit(classifier: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.
 def run_fn(fn_args: FnArgs) -> None:
     config = fn_args.custom_config or {}
     batch_size = int(config.get("batch_size", DEFAULT_BATCH_SIZE))
+    model_name = config.get("model", DEFAULT_MODEL)
     tf.keras.utils.set_random_seed(SEED)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train, evaluation = (
         batch_examples(read_examples(files, fn_args.data_accessor, tf_transform_output,
-                                     shuffle=shuffle), batch_size)
+                                     shuffle=shuffle, keys=model.input_keys(model_name)), batch_size)
         for files, shuffle in ((fn_args.train_files, True), (fn_args.eval_files, False)))
-    print(f"Padding fraction of the eval batches: {padding_fraction(evaluation):.3f}")
+    if features.TOKEN_IDS_KEY in model.input_keys(model_name):
+        print(f"Padding fraction of the eval batches: {padding_fraction(evaluation):.3f}")
     if config.get("mixed_precision"):
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
     with distribution_strategy().scope():
         classifier = model.build_model(
-            config.get("model", DEFAULT_MODEL),
+            model_name,
             float(config.get("learning_rate", DEFAULT_LEARNING_RATE)),
             float(config.get("embedding_dropout", DEFAULT_EMBEDDING_DROPOUT)))
     classifier.summary(print_fn=print)

@@ -43,8 +43,9 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     option("--metadata-path", help=f"MLMD sqlite file (default: {d.metadata_path}).")
     option("--serving-dir", help=f"Pusher's TF Serving base directory (default: {d.serving_dir}).")
     option("--model", choices=settings.MODEL_NAMES,
-           help=f"bilstm2: the masked two-layer BiLSTM; lstm: LSTM(8); simple_rnn: SimpleRNN(16) "
-                f"(default: {d.model}).")
+           help=f"bilstm2: the masked two-layer BiLSTM; lstm: LSTM(8); simple_rnn: SimpleRNN(16); "
+                f"linear: TF-IDF word 1-2-grams, the baseline; bilstm2_wide: the BiLSTM plus that "
+                f"linear part, one softmax (default: {d.model}).")
     option("--text", choices=features.TEXT_CHOICES, help=f"Text the model reads (default: {d.text}).")
     option("--mixed-precision", action="store_true", help="float16 compute on GPUs (float32 softmax).")
     option("--epochs", type=int, help=f"Most epochs; training stops earlier when eval loss stops "

@@ -26,9 +26,10 @@ class PipelineConfig:
     # Whether `data` has test files: None looks (local runs); compiling for a cluster whose
     # storage this machine cannot list says it (True/False).
     test_split: bool | None = None
-    # Ingestion: share of the train files' rows hashed into the eval split, in tenths.
+    # Ingestion: how the train files' rows are hashed into train / eval / holdout (in tenths).
+    train_buckets: int = 8
     eval_buckets: int = 1
-    train_buckets: int = 9
+    holdout_buckets: int = 1
     max_bad_fraction: float = settings.DEFAULT_MAX_BAD_FRACTION
     max_field_chars: int = settings.DEFAULT_MAX_FIELD_CHARS
     # Transform and training.
@@ -51,7 +52,8 @@ class PipelineConfig:
     @property
     def transform_config(self) -> dict:
         """What preprocessing_fn reads from its custom_config."""
-        return {"max_tokens": self.max_tokens, "text": self.text}
+        return {"max_tokens": self.max_tokens, "text": self.text,
+                "ngrams": self.model in settings.NGRAM_MODELS}
 
     @property
     def train_config(self) -> dict:

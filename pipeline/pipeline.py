@@ -128,8 +128,10 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
         input_base=source.input_base,
         input_config=source.input_config,
         output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=config.train_buckets),
-            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=config.eval_buckets)])),
+            example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
+            for name, buckets in ((features.TRAIN_SPLIT, config.train_buckets),
+                                  (features.EVAL_SPLIT, config.eval_buckets),
+                                  (features.HOLDOUT_SPLIT, config.holdout_buckets))])),
         custom_config=ingest.IngestSettings(
             config.max_bad_fraction, config.max_field_chars, source.kind).to_custom_config(),
         custom_executor_spec=executor_spec.BeamExecutorSpec(ingest.Executor))
@@ -169,12 +171,13 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
         eval_config=eval_config(config))
-    # The test split is reported on, never used to bless: that is the eval split's job.
-    test_evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        example_splits=["test"],
-        eval_config=eval_config(config, thresholds=False)).with_id("test_evaluator")
+    # Holdout (and test, when given) are reported on, never used to bless or to train: the
+    # eval split has steered early stopping, so its accuracy is biased upwards.
+    report_evaluators = [
+        Evaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+                  example_splits=[split], eval_config=eval_config(config, thresholds=False)
+                  ).with_id(f"{split}_evaluator")
+        for split in (features.HOLDOUT_SPLIT, *([features.TEST_SPLIT] if source.has_test else []))]
     # The model must also load and answer in a TensorFlow-only process; what Pusher pushes is
     # the gate's copy, which carries TF Serving's warmup requests.
     servability_gate = servability.ServabilityGate(
@@ -185,7 +188,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_dir)))
     return _pipeline(config, [*data_components, trainer, baseline_resolver, evaluator,
-                              *([test_evaluator] if source.has_test else []), servability_gate,
+                              *report_evaluators, servability_gate,
                               pusher],
                      metadata_connection_config)
 

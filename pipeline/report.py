@@ -140,10 +140,22 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
+def _accuracy_row(name: str, evaluation: Evaluation | None, note: str) -> list[str]:
+    """[name, 'accuracy ± one standard error (n examples, note)'] of an overall slice."""
+    overall = evaluation.metrics.get("", {}) if evaluation else {}
+    accuracy, count = overall.get(ACCURACY), overall.get("example_count", 0)
+    if accuracy is None or not count:
+        return [name, "–"]
+    error = (accuracy * (1 - accuracy) / count) ** 0.5
+    return [name, f"{accuracy:.4f} ± {error:.4f} ({count:.0f} examples, {note})"]
+
+
 def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
     wanted = {"examples": ("FileBasedExampleGen", "Examples"), "model_run": ("Trainer", "ModelRun"),
               "evaluation": ("Evaluator", "ModelEvaluation"), "blessing": ("Evaluator", "ModelBlessing"),
-              "test_evaluation": ("test_evaluator", "ModelEvaluation"), "pushed": ("Pusher", "PushedModel")}
+              "holdout_evaluation": (f"{features.HOLDOUT_SPLIT}_evaluator", "ModelEvaluation"),
+              "test_evaluation": (f"{features.TEST_SPLIT}_evaluator", "ModelEvaluation"),
+              "pushed": ("Pusher", "PushedModel")}
     return {name: metadata.latest_output(store, pipeline_name, node, type_name)
             for name, (node, type_name) in wanted.items()}
 
@@ -161,9 +173,9 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
     out_dir = Path(run_dir) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    evaluation = cached_evaluation(outputs["evaluation"], out_dir / EVALUATIONS_DIR_NAME)
-    test = (cached_evaluation(outputs["test_evaluation"], out_dir / EVALUATIONS_DIR_NAME)
-            if outputs["test_evaluation"] else None)
+    evaluation, holdout, test = (
+        cached_evaluation(outputs[name], out_dir / EVALUATIONS_DIR_NAME) if outputs[name] else None
+        for name in ("evaluation", "holdout_evaluation", "test_evaluation"))
     history = {}
     if outputs["model_run"] is not None:
         history_path = os.path.join(outputs["model_run"].uri, HISTORY_FILE_NAME)
@@ -175,11 +187,12 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
     pushed_to = (pushed.custom_properties["pushed_destination"].string_value
                  if pushed and pushed.custom_properties["pushed"].int_value else None)
 
-    overall = evaluation.metrics.get("", {})
     headline = _markdown_table(["", "value"], [
-        ["eval accuracy", _fmt(overall.get(ACCURACY))],
-        ["test accuracy", _fmt(test.metrics.get("", {}).get(ACCURACY) if test else None)],
-        ["eval examples", f"{overall.get('example_count', 0):.0f}"],
+        _accuracy_row("holdout accuracy", holdout,
+                      "never seen in training or model selection: the figure to quote"),
+        _accuracy_row("eval accuracy", evaluation,
+                      "steered early stopping: optimistic; gates the push"),
+        *([_accuracy_row("test accuracy", test, "the test files")] if test else []),
         ["epochs trained", len(history.get("loss", [])) or "–"],
         ["input rows (accepted / rejected)",
          f"{rows.get(ACCEPTED, 0)} / {sum(v for k, v in rows.items() if k != ACCEPTED)}"],

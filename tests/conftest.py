@@ -31,8 +31,8 @@ def run_example_gen(examples_dir: Path, settings, input_base: str, patterns: dic
     input_config = example_gen_pb2.Input(splits=[
         example_gen_pb2.Input.Split(name=name, pattern=pattern) for name, pattern in patterns.items()])
     output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=9),
-        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)]))
+        example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
+        for name, buckets in (("train", 8), ("eval", 1), ("holdout", 1))]))
     exec_properties = {
         "input_base": input_base,
         "input_config": proto_utils.proto_to_json(input_config),
@@ -60,13 +60,22 @@ def read_examples(examples, split: str) -> list:
 def first_run(tmp_path_factory):
     """One real pipeline run (LocalDagRunner, 1 epoch) on 300 sample rows plus a token-less row;
     returns its directory and the `agnews` arguments used."""
-    root = tmp_path_factory.mktemp("e2e")
+    return _pipeline_run(tmp_path_factory.mktemp("e2e"))
+
+
+@pytest.fixture(scope="session")
+def wide_run(tmp_path_factory):
+    """The same run with the BiLSTM + linear n-gram model: Transform adds the n-gram features."""
+    return _pipeline_run(tmp_path_factory.mktemp("e2e_wide"), "--model", "bilstm2_wide")
+
+
+def _pipeline_run(root, *extra_args: str):
     data = root / "data"
     data.mkdir()
     (data / "train.csv").write_bytes(b"\n".join(sample_lines(300) + [PUNCTUATION_ONLY_ROW]) + b"\n")
     args = ["run", "--data", str(data), "--pipeline-root", str(root / "pipeline"),
             "--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving"),
-            "--epochs", "1", "--batch-size", "32", "--min-accuracy", "0"]
+            "--epochs", "1", "--batch-size", "32", "--min-accuracy", "0", *extra_args]
     assert cli.main(args) == 0
     return root, args
 

@@ -1,4 +1,5 @@
 """Ingestion: every line becomes an example or a rejected row with its line number and reason."""
+import collections
 import csv
 import gzip
 import json
@@ -80,12 +81,34 @@ def test_every_row_is_an_example_or_a_rejected_row_with_its_line(tmp_path):
         ("train.csv.gz", 25, ingest.WRONG_COLUMN_COUNT)]
     assert rejected[0]["raw_line"] == bad[3].decode()
     assert rejected[3]["raw_line"] == '"1","caf\\xe9","x"'
-    train, evaluation, test = (_count_examples(examples, s) for s in ("train", "eval", "test"))
-    assert train + evaluation + len(rejected) == total
-    assert 0 < evaluation < train and test == 7
+    train, evaluation, holdout, test = (_count_examples(examples, s)
+                                        for s in ("train", "eval", "holdout", "test"))
+    assert train + evaluation + holdout + len(rejected) == total
+    assert 0 < evaluation < train and 0 < holdout < train and test == 7
     summary = artifacts.read_summary(examples.uri)
     assert summary[artifacts.ACCEPTED] == total - len(bad) + 7
-    assert examples.split_names == '["train", "eval", "test"]'
+    assert examples.split_names == '["train", "eval", "holdout", "test"]'
+
+
+def test_copies_of_a_story_share_a_split_whatever_their_description(tmp_path):
+    """Reposts of one headline (case, punctuation and description differ) never straddle the
+    train/holdout line; distinct headlines still spread over all three splits."""
+    data = tmp_path / "data"
+    data.mkdir()
+    headlines = [f"Story number {i} breaks" for i in range(60)]
+    lines = [f'"2","{title}","First version {i}."'.encode() for i, title in enumerate(headlines)]
+    lines += [f'"2","{title.upper()}!","Updated: version two of {i}."'.encode()
+              for i, title in enumerate(headlines)]
+    (data / "train.csv").write_bytes(b"\n".join(lines) + b"\n")
+    examples, error = _run_example_gen(tmp_path, data, max_bad_fraction=0.0)
+    assert error is None
+    split_of = collections.defaultdict(set)
+    for split in ("train", "eval", "holdout"):
+        for example in read_examples(examples, split):
+            split_of[ingest.story_key(example)].add(split)
+    assert len(split_of) == len(headlines)
+    assert all(len(splits) == 1 for splits in split_of.values())
+    assert set().union(*split_of.values()) == {"train", "eval", "holdout"}
 
 
 def test_too_many_bad_rows_stop_the_run_naming_the_rejected_file(tmp_path):

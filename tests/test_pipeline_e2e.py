@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from components import features
@@ -51,10 +52,37 @@ def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
     assert len(versions) == 1 and versions[0].name.isdigit()
     assert (versions[0] / "saved_model.pb").is_file()
     assert (versions[0] / "assets" / features.VOCAB_NAME).is_file()
+    assert not (versions[0] / "assets" / features.NGRAM_VOCAB_NAME).exists()  # BiLSTM: no n-grams
 
 
-def test_pushed_model_serves_raw_text_with_tensorflow_alone(first_run):
+def test_the_wide_model_carries_both_vocabularies(wide_run):
+    root, _ = wide_run
+    (version,) = _versions(root)
+    for name in (features.VOCAB_NAME, features.NGRAM_VOCAB_NAME):
+        assert (version / "assets" / name).stat().st_size > 0
+    ngrams = (version / "assets" / features.NGRAM_VOCAB_NAME).read_text().splitlines()
+    assert any(" " in ngram for ngram in ngrams) and any(" " not in ngram for ngram in ngrams)
+
+
+def test_the_report_quotes_the_holdout_split_that_training_never_read(first_run):
+    from pipeline import report
+    from .conftest import read_examples
+
     root, _ = first_run
+    _, headline = report.write_report(str(root))
+    store = metadata.open_store(str(root / "metadata.sqlite"))
+    examples = metadata.latest_output(store, "agnews", "FileBasedExampleGen", "Examples")
+    holdout_rows = len(read_examples(examples, features.HOLDOUT_SPLIT))
+    (row,) = [line for line in headline.splitlines() if line.startswith("| holdout accuracy |")]
+    assert f"({holdout_rows} examples, never seen in training or model selection" in row
+    transformed = [a for a in store.get_artifacts_by_type("Examples") if "/Transform/" in a.uri]
+    assert transformed and all(features.HOLDOUT_SPLIT not in a.properties["split_names"].string_value
+                               for a in transformed)  # what the Trainer reads
+
+
+@pytest.mark.parametrize("run", ["first_run", "wide_run"])
+def test_pushed_model_serves_raw_text_with_tensorflow_alone(run, request):
+    root, _ = request.getfixturevalue(run)
     version = _versions(root)[-1]
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     done = subprocess.run([sys.executable, "-c", LOAD_WITH_TENSORFLOW_ONLY, str(version)],
@@ -93,7 +121,7 @@ def test_predict_needs_tensorflow_alone_and_prints_no_noise(first_run):
 def test_agnews_report_reads_no_tfma_tfx_or_beam(first_run):
     root, _ = first_run
     code, loaded, out, _ = agnews_subprocess("report", str(root))
-    assert code == 0 and "| eval accuracy |" in out
+    assert code == 0 and "| holdout accuracy | 0." in out and "| eval accuracy | 0." in out
     assert loaded == {"tensorflow", "matplotlib"}
 
 
@@ -108,12 +136,13 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     text = (report_dir / report.REPORT_FILE_NAME).read_text()
     assert (report_dir / report.CURVES_FILE_NAME).stat().st_size > 1000
     assert (report_dir / report.CONFUSION_FILE_NAME).stat().st_size > 1000
-    assert "| eval accuracy |" in text and "## Per class" in text
+    assert "| eval accuracy | 0." in text and "## Per class" in text
     (evaluation_uri,) = [line.split("evaluation ")[1].split(",")[0]
                          for line in text.splitlines() if line.startswith("Sources:")]
     evaluation = report.load_evaluation(evaluation_uri)
-    (cached,) = (report_dir / report.EVALUATIONS_DIR_NAME).glob("*.json")  # no test split here
-    assert json.loads(cached.read_text())["metrics"] == evaluation.metrics
+    cached = [json.loads(path.read_text())["metrics"]
+              for path in (report_dir / report.EVALUATIONS_DIR_NAME).glob("*.json")]
+    assert len(cached) == 2 and evaluation.metrics in cached  # eval and holdout; no test files
     overall = evaluation.metrics[""]
     assert evaluation.confusion.sum() == overall["example_count"] > 0
     assert set(evaluation.per_class["recall"]) == set(range(features.NUM_CLASSES))

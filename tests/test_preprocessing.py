@@ -1,5 +1,6 @@
 """preprocessing_fn through TFT's real Beam implementation on a few rows."""
 import functools
+import math
 
 import pytest
 import tensorflow as tf
@@ -89,3 +90,29 @@ def test_length_buckets_edges():
     counts = tf.constant([0, 30, 31, 45, 46, 300], tf.int64)
     assert [b.decode() for b in preprocessing.length_bucket(counts).numpy()] == [
         "short", "short", "medium", "medium", "long", "long"]
+
+
+def test_ngram_bag_weighs_each_distinct_1_and_2_gram_by_tf_idf(tmp_path):
+    fn = functools.partial(preprocessing.preprocessing_fn, custom_config={"ngrams": True})
+    with tft_beam.Context(temp_dir=str(tmp_path / "tmp")):
+        (out, _), transform_fn = (TRAIN_ROWS, RAW_METADATA) | tft_beam.AnalyzeAndTransformDataset(
+            fn, output_record_batches=False)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "out"))
+    ngrams = [t.decode() for t in tft.TFTransformOutput(str(tmp_path / "out")).vocabulary_by_name(
+        features.NGRAM_VOCAB_NAME)]
+    # Seen at least NGRAM_MIN_COUNT (2) times: "oil" (5), "the" and "mets" (2 each), "oil prices"
+    # once only, so it and every other n-gram share the last id (out of vocabulary).
+    assert ngrams[0] == "oil" and set(ngrams) == {"oil", "the", "mets"}
+    first = out[0]  # "oil prices rise oil up again oil": oil x3 and 6 other n-grams, all OOV
+    ids, weights = list(first[features.NGRAM_IDS_KEY]), list(first[features.NGRAM_WEIGHTS_KEY])
+    assert sorted(ids) == [0, len(ngrams)]  # distinct ids: "oil" and the OOV id
+    oil, other = (weights[ids.index(i)] for i in (0, len(ngrams)))
+    # TF-IDF as TFT defines it: (count / the row's 13 n-grams) x (1 + ln((1 + 3 rows) / (1 + df))).
+    # "oil": 3 times, in 2 of the 3 rows; the OOV id: the other 10, in all 3 rows.
+    assert oil == pytest.approx(3 / 13 * (1 + math.log(4 / 3)), rel=1e-5)
+    assert other == pytest.approx(10 / 13 * (1 + math.log(4 / 4)), rel=1e-5)
+
+
+def test_without_ngrams_transform_emits_no_ngram_features(transformed):
+    train_out, _, _ = transformed
+    assert features.NGRAM_IDS_KEY not in train_out[0] and features.NGRAM_WEIGHTS_KEY not in train_out[0]

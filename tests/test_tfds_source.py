@@ -54,7 +54,7 @@ def test_csv_and_tfds_give_the_same_examples_and_splits(tmp_path, tfds_data_dir,
         tmp_path / "from_tfds", ingest.IngestSettings(max_bad_fraction=0.0, source=ingest.SOURCE_TFDS),
         tfds_source.input_base, {s.name: s.pattern for s in tfds_source.input_config.splits})
     assert csv_error is None and tfds_error is None
-    for split in ("train", "eval", "test"):
+    for split in ("train", "eval", "holdout", "test"):
         assert _serialized(from_csv, split) == _serialized(from_tfds, split)
-    assert len(_serialized(from_csv, "train")) + len(_serialized(from_csv, "eval")) == 100
+    assert sum(len(_serialized(from_csv, split)) for split in ("train", "eval", "holdout")) == 100
     assert len(_serialized(from_tfds, "test")) == 20

@@ -1,5 +1,6 @@
 """run_fn and its input pipeline on the real Transform output of the end-to-end run."""
 import glob
+import types
 
 import numpy as np
 import pytest
@@ -11,12 +12,14 @@ from tfx.types import standard_artifacts
 
 from components import features, model, settings, trainer
 
+from .conftest import read_examples
+
 
 def _transform_outputs(root):
     """(transformed examples artifact, transform graph dir) of the first pipeline run."""
     examples = standard_artifacts.Examples()
     (examples.uri,) = glob.glob(str(root / "pipeline" / "Transform" / "transformed_examples" / "*"))
-    examples.split_names = '["train", "eval"]'
+    examples.split_names = '["train", "eval"]'  # what Transform transforms
     (graph,) = glob.glob(str(root / "pipeline" / "Transform" / "transform_graph" / "*"))
     return examples, graph
 
@@ -39,32 +42,53 @@ def test_no_row_reaching_the_model_is_fully_masked(first_run, tmp_path):
     rows = oov_only = 0
     for files in (args.train_files, args.eval_files):
         examples = trainer.read_examples(files, args.data_accessor, tf_transform_output, shuffle=False)
-        for token_ids, _ in trainer.batch_examples(examples, batch_size=8):
+        for row, _ in trainer.batch_examples(examples, batch_size=8):
+            token_ids = row[features.TOKEN_IDS_KEY]
             real = token_ids.numpy() != features.PAD_ID
             assert real.any(axis=1).all()
             assert (real[:, 0]).all()  # right padding: real tokens first
             assert real[:, -1].any()  # padded to the batch's own longest row, no further
             rows += len(real)
             oov_only += int(((token_ids.numpy() == features.OOV_ID).sum(axis=1) == real.sum(axis=1)).sum())
-    assert rows == 301  # 300 sample rows + the punctuation-only row, none lost
+    (ingested,) = glob.glob(str(root / "pipeline" / "FileBasedExampleGen" / "examples" / "*"))
+    holdout = len(read_examples(types.SimpleNamespace(uri=ingested), features.HOLDOUT_SPLIT))
+    assert 0 < holdout and rows + holdout == 301  # 300 rows + the punctuation-only row, none lost
     assert oov_only >= 1  # the punctuation-only row became a single OOV token
 
 
 def test_bucketing_pads_less_than_plain_padded_batches():
     lengths = np.random.default_rng(0).integers(1, 120, size=512)
     examples = tf.data.Dataset.from_generator(
-        lambda: ((np.arange(2, n + 2, dtype=np.int64), np.int64(0)) for n in lengths),
-        output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)))
+        lambda: (({features.TOKEN_IDS_KEY: np.arange(2, n + 2, dtype=np.int64)}, np.int64(0))
+                 for n in lengths),
+        output_signature=({features.TOKEN_IDS_KEY: tf.TensorSpec([None], tf.int64)},
+                          tf.TensorSpec([], tf.int64)))
     bucketed = trainer.padding_fraction(trainer.batch_examples(examples, 32, bucketing=True))
     plain = trainer.padding_fraction(trainer.batch_examples(examples, 32, bucketing=False))
     assert bucketed < plain / 3
-    rows = sum(int(ids.shape[0]) for ids, _ in trainer.batch_examples(examples, 32))
+    rows = sum(int(label.shape[0]) for _, label in trainer.batch_examples(examples, 32))
     assert rows == 512
 
 
+def test_ngram_rows_are_padded_with_weight_zero(wide_run, tmp_path):
+    root, _ = wide_run
+    args = _fn_args(root, tmp_path, {})
+    tf_transform_output = tft.TFTransformOutput(args.transform_output)
+    examples = trainer.read_examples(args.eval_files, args.data_accessor, tf_transform_output,
+                                     shuffle=False, keys=model.input_keys("linear"))
+    rows = 0
+    for row, _ in trainer.batch_examples(examples, batch_size=8):
+        ids, weights = row[features.NGRAM_IDS_KEY].numpy(), row[features.NGRAM_WEIGHTS_KEY].numpy()
+        assert ids.shape == weights.shape and (weights[:, 0] > 0).all()
+        assert ((weights == 0) <= (ids == 0)).all()  # a zero weight is padding (id 0)
+        assert (ids < features.NGRAM_VOCAB_SIZE).all()
+        rows += len(ids)
+    assert rows > 0
+
+
 @pytest.mark.parametrize("name", settings.MODEL_NAMES)
-def test_every_variant_trains_and_exports_a_serving_model(first_run, tmp_path, name):
-    root, _ = first_run
+def test_every_variant_trains_and_exports_a_serving_model(first_run, wide_run, tmp_path, name):
+    root, _ = wide_run if name in settings.NGRAM_MODELS else first_run
     args = _fn_args(root, tmp_path, {"model": name, "epochs": 1, "batch_size": 32})
     trainer.run_fn(args)
     serve = tf.saved_model.load(args.serving_model_dir).signatures[features.SERVING_DEFAULT]
