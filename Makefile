@@ -40,8 +40,9 @@ test: setup  ## Unit tests plus one end-to-end pipeline run on tiny data.
 test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by `airflow dags test`.
 	.venv-airflow/bin/pytest -m airflow $(ARGS)
 
-bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, ingest + Transform, serving, CLI.
+bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, accuracy over seeds (~45 min), ingest + Transform, serving, CLI.
 	$(VENV)/bin/python bench/train_vs_seed.py
+	$(VENV)/bin/python bench/accuracy.py
 	$(VENV)/bin/python bench/ingest_transform.py
 	$(VENV)/bin/python bench/serve.py
 	$(VENV)/bin/python bench/cli.py

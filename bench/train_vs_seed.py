@@ -110,7 +110,8 @@ def run_seed(train, evaluation) -> dict:
     seed = seed_model([title for _, title, _ in train])
     train_ds = text_dataset(train).shuffle(1000, seed=trainer.SEED)
     vectorize = seed.layers[0]
-    padded = trainer.padding_fraction(train_ds.map(lambda text, label: (vectorize(text), label)))
+    padded = trainer.padding_fraction(
+        train_ds.map(lambda text, label: ({features.TOKEN_IDS_KEY: vectorize(text)}, label)))
     clock = TrainingClock()
     seed.fit(train_ds, epochs=1, verbose=2, callbacks=[clock])
     _, accuracy = seed.evaluate(text_dataset(evaluation), verbose=0)

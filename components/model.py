@@ -42,7 +42,7 @@ def input_keys(name: str) -> tuple[str, ...]:
 # The linear part's logits are scaled up by this: Adam moves every weight by about the learning
 # rate whatever its gradient, and TF-IDF weights are small (~0.1), so at the BiLSTM's learning
 # rate the linear part alone was still far from converged after 10 epochs.
-NGRAM_LOGIT_SCALE = 100.0
+NGRAM_LOGIT_SCALE = 30.0
 
 
 def _ngram_logits(ngram_ids: tf.Tensor, ngram_weights: tf.Tensor) -> tf.Tensor:

@@ -58,15 +58,16 @@ def read_examples(file_pattern, data_accessor, tf_transform_output: tft.TFTransf
 def batch_examples(dataset: tf.data.Dataset, batch_size: int, bucketing: bool = True
                    ) -> tf.data.Dataset:
     """Right-padded batches (padding 0 for every feature: PAD_ID for token ids, weight 0 for
-    n-grams); with bucketing, rows of similar length (of the first feature) share a batch so
-    the LSTMs spend little time on padding."""
+    n-grams); with bucketing, rows of similar length (in tokens, else in n-grams) share a
+    batch so the LSTMs spend little time on padding."""
     row_spec, _ = dataset.element_spec
     padding = ({k: tf.constant(features.PAD_ID, spec.dtype) for k, spec in row_spec.items()},
                tf.constant(0, tf.int64))
     if bucketing:
-        first = next(iter(row_spec))
+        length_key = (features.TOKEN_IDS_KEY if features.TOKEN_IDS_KEY in row_spec
+                      else features.NGRAM_IDS_KEY)
         dataset = dataset.bucket_by_sequence_length(
-            element_length_func=lambda row, label: tf.shape(row[first])[0],
+            element_length_func=lambda row, label: tf.shape(row[length_key])[0],
             bucket_boundaries=list(BUCKET_BOUNDARIES),
             bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
             padding_values=padding)

@@ -66,6 +66,9 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     option("--beam-arg", action="append", dest="beam_args",
            help="A Beam pipeline option for every Beam-powered component, e.g. "
                 "--beam-arg=--direct_num_workers=2 (repeatable).")
+    option("--no-baseline", action="store_false", dest="baseline",
+           help=f"Skip the {settings.BASELINE_MODEL} baseline otherwise trained beside the model "
+                "and reported next to it on the holdout split.")
     option("--no-cache", action="store_false", dest="enable_cache",
            help="Re-run every component even when its inputs did not change.")
 

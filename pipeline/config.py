@@ -42,6 +42,7 @@ class PipelineConfig:
     batch_size: int = settings.DEFAULT_BATCH_SIZE
     learning_rate: float = settings.DEFAULT_LEARNING_RATE
     embedding_dropout: float = settings.DEFAULT_EMBEDDING_DROPOUT
+    baseline: bool = True  # also train settings.BASELINE_MODEL and report it on holdout
     # Push gate. 0.60 blesses a model trained on the 3,000-row embedded sample (eval
     # accuracy about 0.8); for the full training set use --min-accuracy 0.88 or so.
     min_accuracy: float = 0.60
@@ -49,11 +50,16 @@ class PipelineConfig:
     beam_args: list[str] = dataclasses.field(default_factory=list)
     enable_cache: bool = True
 
-    @property
-    def transform_config(self) -> dict:
-        """What preprocessing_fn reads from its custom_config."""
+    def transform_config(self, model: str) -> dict:
+        """What preprocessing_fn reads from its custom_config, for `model`'s Transform."""
         return {"max_tokens": self.max_tokens, "text": self.text,
-                "ngrams": self.model in settings.NGRAM_MODELS}
+                "ngrams": model in settings.NGRAM_MODELS}
+
+    @property
+    def trained_models(self) -> tuple[str, ...]:
+        """The chosen model, then the baseline when it is on and a different model."""
+        with_baseline = self.baseline and self.model != settings.BASELINE_MODEL
+        return (self.model, settings.BASELINE_MODEL) if with_baseline else (self.model,)
 
     @property
     def train_config(self) -> dict:

@@ -141,26 +141,35 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     anomalies_gate = validation.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
-    transform = Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN,
-        splits_config=transform_pb2.SplitsConfig(
-            analyze=["train"], transform=["train", "eval"]),
-        custom_config=config.transform_config)
-    transform.add_upstream_node(anomalies_gate)
+    # One Transform per trained model: the baseline's adds the n-gram features, which the
+    # BiLSTM's serving graph then does not have to carry or compute.
+    models = config.trained_models if not through_transform_only else config.trained_models[:1]
+    transforms = [
+        Transform(examples=example_gen.outputs["examples"],
+                  schema=schema_gen.outputs["schema"],
+                  preprocessing_fn=PREPROCESSING_FN,
+                  splits_config=transform_pb2.SplitsConfig(
+                      analyze=[features.TRAIN_SPLIT],
+                      transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT]),
+                  custom_config=config.transform_config(name)
+                  ).with_id("Transform" if name == config.model else "baseline_transform")
+        for name in models]
+    for transform in transforms:
+        transform.add_upstream_node(anomalies_gate)
     data_components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                       transform]
+                       *transforms]
     if through_transform_only:
         return _pipeline(config, data_components, metadata_connection_config)
-    trainer = Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=trainer_pb2.TrainArgs(splits=["train"]),
-        eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
-        custom_config=config.train_config)
+    trainer, *baseline_trainer = (
+        Trainer(run_fn=RUN_FN,
+                examples=transform.outputs["transformed_examples"],
+                transform_graph=transform.outputs["transform_graph"],
+                schema=schema_gen.outputs["schema"],
+                train_args=trainer_pb2.TrainArgs(splits=[features.TRAIN_SPLIT]),
+                eval_args=trainer_pb2.EvalArgs(splits=[features.EVAL_SPLIT]),
+                custom_config={**config.train_config, "model": name}
+                ).with_id("Trainer" if name == config.model else "baseline_trainer")
+        for name, transform in zip(models, transforms))
     baseline_resolver = Resolver(
         strategy_class=LatestBlessedModelStrategy,
         model=Channel(type=standard_artifacts.Model),
@@ -172,9 +181,11 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
         baseline_model=baseline_resolver.outputs["model"],
         eval_config=eval_config(config))
     # Holdout (and test, when given) are reported on, never used to bless or to train: the
-    # eval split has steered early stopping, so its accuracy is biased upwards.
+    # eval split has steered early stopping, so its accuracy is biased upwards. The baseline
+    # model, when trained, is TFMA's baseline here: both are scored on the same examples.
     report_evaluators = [
         Evaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+                  baseline_model=baseline_trainer[0].outputs["model"] if baseline_trainer else None,
                   example_splits=[split], eval_config=eval_config(config, thresholds=False)
                   ).with_id(f"{split}_evaluator")
         for split in (features.HOLDOUT_SPLIT, *([features.TEST_SPLIT] if source.has_test else []))]
@@ -187,7 +198,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
         infra_blessing=servability_gate.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_dir)))
-    return _pipeline(config, [*data_components, trainer, baseline_resolver, evaluator,
+    return _pipeline(config, [*data_components, trainer, *baseline_trainer, baseline_resolver, evaluator,
                               *report_evaluators, servability_gate,
                               pusher],
                      metadata_connection_config)

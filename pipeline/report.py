@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from components import features  # noqa: E402
+from components import features, settings  # noqa: E402
 from components.artifacts import ACCEPTED, HISTORY_FILE_NAME, read_json, read_summary  # noqa: E402
 from pipeline import metadata  # noqa: E402
 
@@ -37,6 +37,7 @@ class Evaluation:
     metrics: dict[str, dict[str, float]]        # slice -> metric name -> value
     per_class: dict[str, dict[int, float]]      # metric name -> class id -> value (overall)
     confusion: np.ndarray                       # [actual, predicted] example counts
+    baseline: dict[str, float] = dataclasses.field(default_factory=dict)  # TFMA's baseline, overall
 
 
 def _slice_name(slice_key) -> str:
@@ -56,11 +57,16 @@ def load_evaluation(uri: str) -> Evaluation:
 
     metrics: dict[str, dict[str, float]] = collections.defaultdict(dict)
     per_class: dict[str, dict[int, float]] = collections.defaultdict(dict)
+    baseline: dict[str, float] = {}
     for for_slice in tfma.load_metrics(uri):
         name = _slice_name(for_slice.slice_key)
         for item in for_slice.metric_keys_and_values:
             key = item.key
-            if key.is_diff or key.model_name not in ("", "candidate") or not item.value.HasField("double_value"):
+            if key.is_diff or not item.value.HasField("double_value"):
+                continue
+            if key.model_name == "baseline":
+                if not name and not key.sub_key.HasField("class_id"):
+                    baseline[key.name] = item.value.double_value.value
                 continue
             if key.sub_key.HasField("class_id"):
                 if not name:
@@ -79,7 +85,7 @@ def load_evaluation(uri: str) -> Evaluation:
                 if 0 <= entry.actual_class_id < features.NUM_CLASSES and \
                         0 <= entry.predicted_class_id < features.NUM_CLASSES:
                     confusion[entry.actual_class_id, entry.predicted_class_id] = entry.num_weighted_examples
-    return Evaluation(dict(metrics), dict(per_class), confusion)
+    return Evaluation(dict(metrics), dict(per_class), confusion, baseline)
 
 
 def cached_evaluation(artifact, cache_dir: Path) -> Evaluation:
@@ -91,11 +97,12 @@ def cached_evaluation(artifact, cache_dir: Path) -> Evaluation:
         return Evaluation(cached["metrics"],
                           {name: {int(k): v for k, v in values.items()}
                            for name, values in cached["per_class"].items()},
-                          np.array(cached["confusion"]))
+                          np.array(cached["confusion"]), cached.get("baseline", {}))
     evaluation = load_evaluation(artifact.uri)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"metrics": evaluation.metrics, "per_class": evaluation.per_class,
-                                "confusion": evaluation.confusion.tolist()}))
+                                "confusion": evaluation.confusion.tolist(),
+                                "baseline": evaluation.baseline}))
     return evaluation
 
 
@@ -140,9 +147,9 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def _accuracy_row(name: str, evaluation: Evaluation | None, note: str) -> list[str]:
-    """[name, 'accuracy ± one standard error (n examples, note)'] of an overall slice."""
-    overall = evaluation.metrics.get("", {}) if evaluation else {}
+def _accuracy_row(name: str, overall: dict[str, float] | None, note: str) -> list[str]:
+    """[name, 'accuracy ± one standard error (n examples, note)'] of one model's overall metrics."""
+    overall = overall or {}
     accuracy, count = overall.get(ACCURACY), overall.get("example_count", 0)
     if accuracy is None or not count:
         return [name, "–"]
@@ -188,11 +195,13 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
                  if pushed and pushed.custom_properties["pushed"].int_value else None)
 
     headline = _markdown_table(["", "value"], [
-        _accuracy_row("holdout accuracy", holdout,
+        _accuracy_row("holdout accuracy", holdout and holdout.metrics.get(""),
                       "never seen in training or model selection: the figure to quote"),
-        _accuracy_row("eval accuracy", evaluation,
+        *([_accuracy_row(f"holdout accuracy of the {settings.BASELINE_MODEL} baseline",
+                         holdout.baseline, "the same examples")] if holdout and holdout.baseline else []),
+        _accuracy_row("eval accuracy", evaluation.metrics.get(""),
                       "steered early stopping: optimistic; gates the push"),
-        *([_accuracy_row("test accuracy", test, "the test files")] if test else []),
+        *([_accuracy_row("test accuracy", test.metrics.get(""), "the test files")] if test else []),
         ["epochs trained", len(history.get("loss", [])) or "–"],
         ["input rows (accepted / rejected)",
          f"{rows.get(ACCEPTED, 0)} / {sum(v for k, v in rows.items() if k != ACCEPTED)}"],

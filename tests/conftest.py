@@ -65,8 +65,10 @@ def first_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def wide_run(tmp_path_factory):
-    """The same run with the BiLSTM + linear n-gram model: Transform adds the n-gram features."""
-    return _pipeline_run(tmp_path_factory.mktemp("e2e_wide"), "--model", "bilstm2_wide")
+    """The same run with the BiLSTM + linear n-gram model (Transform adds the n-gram features),
+    without the baseline."""
+    return _pipeline_run(tmp_path_factory.mktemp("e2e_wide"), "--model", "bilstm2_wide",
+                         "--no-baseline")
 
 
 def _pipeline_run(root, *extra_args: str):

@@ -55,8 +55,12 @@ def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
     assert not (versions[0] / "assets" / features.NGRAM_VOCAB_NAME).exists()  # BiLSTM: no n-grams
 
 
-def test_the_wide_model_carries_both_vocabularies(wide_run):
+def test_the_wide_model_carries_both_vocabularies_and_no_baseline_ran(wide_run):
+    from pipeline import report
+
     root, _ = wide_run
+    assert "baseline" not in report.write_report(str(root))[1]
+    assert not (root / "pipeline" / "baseline_trainer").exists()
     (version,) = _versions(root)
     for name in (features.VOCAB_NAME, features.NGRAM_VOCAB_NAME):
         assert (version / "assets" / name).stat().st_size > 0
@@ -75,6 +79,9 @@ def test_the_report_quotes_the_holdout_split_that_training_never_read(first_run)
     holdout_rows = len(read_examples(examples, features.HOLDOUT_SPLIT))
     (row,) = [line for line in headline.splitlines() if line.startswith("| holdout accuracy |")]
     assert f"({holdout_rows} examples, never seen in training or model selection" in row
+    (baseline,) = [line for line in headline.splitlines()
+                   if line.startswith("| holdout accuracy of the linear baseline |")]
+    assert f"({holdout_rows} examples, the same examples)" in baseline
     transformed = [a for a in store.get_artifacts_by_type("Examples") if "/Transform/" in a.uri]
     assert transformed and all(features.HOLDOUT_SPLIT not in a.properties["split_names"].string_value
                                for a in transformed)  # what the Trainer reads
@@ -191,3 +198,22 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
     store = metadata.open_store(str(root / "metadata.sqlite"))
     blessings = store.get_artifacts_by_type("ModelBlessing")
     assert max(blessings, key=lambda a: a.id).custom_properties["blessed"].int_value == 0
+
+
+def test_the_evaluators_signature_and_serving_default_agree_on_every_holdout_example(first_run):
+    """TFMA scores serving_tf_example; clients call serving_default: same text, same answer."""
+    import tensorflow as tf
+    from .conftest import read_examples
+
+    root, _ = first_run
+    store = metadata.open_store(str(root / "metadata.sqlite"))
+    examples = read_examples(metadata.latest_output(store, "agnews", "FileBasedExampleGen", "Examples"),
+                             features.HOLDOUT_SPLIT)
+    model = tf.saved_model.load(str(_versions(root)[-1]))
+    text = {key: tf.constant([e.features.feature[key].bytes_list.value[0] for e in examples])
+            for key in features.TEXT_KEYS}
+    from_text = model.signatures[features.SERVING_DEFAULT](**text)[features.PROBABILITIES_KEY]
+    from_examples = model.signatures[features.SERVING_TF_EXAMPLE](
+        examples=tf.constant([e.SerializeToString() for e in examples]))[features.PROBABILITIES_KEY]
+    assert from_text.shape == (len(examples), features.NUM_CLASSES)
+    tf.debugging.assert_near(from_text, from_examples, atol=1e-6)

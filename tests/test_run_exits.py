@@ -23,7 +23,10 @@ def _agnews_run(root: Path, *extra: str) -> list[str]:
 
 
 def _start(command: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    # SIGINT handled as in a terminal's foreground job, even when pytest itself was started in
+    # the background (`cmd &`), where the shell ignores SIGINT and children inherit that.
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -89,11 +92,8 @@ def test_killed_during_training_then_rerun_pushes_once_and_a_second_run_is_refus
 def test_ctrl_c_stops_the_run_with_a_message_and_no_traceback(tmp_path):
     _data(tmp_path, sample_lines(300))
     run = _start(_agnews_run(tmp_path, "--epochs", "1"), tmp_path / "run.log")
-    # Once a component runs: a SIGINT sent earlier, during the imports, was once lost on a
-    # loaded machine (the run finished with exit 0; cause not found).
-    _wait_for(lambda: (tmp_path / "pipeline" / "FileBasedExampleGen").exists(), 300,
-              "the first component to start")
-    time.sleep(1)
+    _wait_for(lambda: (tmp_path / "metadata.sqlite").exists(), 300, "the pipeline to start")
+    time.sleep(2)
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=300) == 130
     output = (tmp_path / "run.log").read_text()
