@@ -143,11 +143,11 @@ def transform(splits: dict[str, list[tuple]], temp_dir: str, custom_config: dict
 def examples_dataset(rows, shuffle: bool, keys=(features.TOKEN_IDS_KEY,), seed: int = trainer.SEED
                      ) -> tf.data.Dataset:
     """(features dict, label) per transformed row, as trainer.read_examples yields them."""
-    dtypes = {key: np.float32 if key == features.NGRAM_WEIGHTS_KEY else np.int64 for key in keys}
+    dtypes = {key: model.input_dtype(key) for key in keys}
     dataset = tf.data.Dataset.from_generator(
-        lambda: (({k: np.asarray(r[k], dtypes[k]) for k in keys}, np.int64(r[features.LABEL_KEY]))
-                 for r in rows),
-        output_signature=({k: tf.TensorSpec([None], tf.as_dtype(dtypes[k])) for k in keys},
+        lambda: (({k: np.asarray(r[k], dtypes[k].as_numpy_dtype) for k in keys},
+                  np.int64(r[features.LABEL_KEY])) for r in rows),
+        output_signature=({k: tf.TensorSpec([None], dtypes[k]) for k in keys},
                           tf.TensorSpec([], tf.int64))).cache()
     return dataset.shuffle(trainer.SHUFFLE_BUFFER, seed=seed) if shuffle else dataset
 

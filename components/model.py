@@ -45,6 +45,11 @@ def input_keys(name: str) -> tuple[str, ...]:
 NGRAM_LOGIT_SCALE = 30.0
 
 
+def input_dtype(key: str) -> tf.DType:
+    """The dtype of a model input: float32 TF-IDF weights, int64 ids."""
+    return tf.float32 if key == features.NGRAM_WEIGHTS_KEY else tf.int64
+
+
 def _ngram_logits(ngram_ids: tf.Tensor, ngram_weights: tf.Tensor) -> tf.Tensor:
     """A linear map of the TF-IDF weighted bag of n-grams to one logit per class: the weight of
     each n-gram in the example times its learned per-class row (padding has weight 0)."""
@@ -59,8 +64,7 @@ def build_model(name: str = DEFAULT_MODEL, learning_rate: float = 1e-3,
                 embedding_dropout: float = DEFAULT_EMBEDDING_DROPOUT) -> tf.keras.Model:
     """A compiled classifier from a dict of right-padded features (`input_keys(name)`) to class
     probabilities."""
-    inputs = {key: tf.keras.Input(shape=(None,), name=key,
-                                  dtype=tf.float32 if key == features.NGRAM_WEIGHTS_KEY else tf.int64)
+    inputs = {key: tf.keras.Input(shape=(None,), name=key, dtype=input_dtype(key))
               for key in input_keys(name)}
     logits = []
     if name in _SEQUENCE_LAYERS:
