@@ -103,7 +103,7 @@ def test_ngram_bag_weighs_each_distinct_1_and_2_gram_by_tf_idf(tmp_path):
     # Seen at least NGRAM_MIN_COUNT (2) times: "oil" (5), "the" and "mets" (2 each), "oil prices"
     # once only, so it and every other n-gram share the last id (out of vocabulary).
     assert ngrams[0] == "oil" and set(ngrams) == {"oil", "the", "mets"}
-    first = out[0]  # "oil prices rise oil up again oil": oil x3 and 6 other n-grams, all OOV
+    first = out[0]  # "oil prices rise oil up again oil": "oil" x3, 10 other n-grams, all OOV
     ids, weights = list(first[features.NGRAM_IDS_KEY]), list(first[features.NGRAM_WEIGHTS_KEY])
     assert sorted(ids) == [0, len(ngrams)]  # distinct ids: "oil" and the OOV id
     oil, other = (weights[ids.index(i)] for i in (0, len(ngrams)))
