@@ -1,8 +1,12 @@
 """Trainer's run_fn: trains the chosen model on Transform's output and exports it for serving."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import shutil
+import tempfile
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -23,15 +27,36 @@ _READ_BATCH = 256
 BUCKET_BOUNDARIES = (12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 80, 96, 128)
 
 
-def distribution_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers (Vertex AI, a Kubeflow
-    TFJob), else MirroredStrategy over every visible GPU (one CPU replica when there is none)."""
-    for gpu in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(gpu, True)
+class ClusterSetupError(RuntimeError):
+    """Multi-worker training was asked for in a process where TensorFlow already runs."""
+
+
+def cluster_size() -> int:
+    """How many training processes TF_CONFIG names (1 without TF_CONFIG)."""
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
-    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.MirroredStrategy()
+    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+
+@functools.cache
+def distribution_strategy() -> tf.distribute.Strategy:
+    """The process's one strategy, settled by its first call, which must come before any
+    TensorFlow op: MultiWorkerMirroredStrategy when TF_CONFIG names several workers (Vertex AI,
+    a Kubeflow TFJob), else MirroredStrategy over every visible GPU, or over the logical CPU
+    devices when there is none (one, unless the process split the CPU, TF's stand-in for
+    several GPUs). GPU memory growth comes from TF_FORCE_GPU_ALLOW_GROWTH (set by `components`
+    before TensorFlow starts): setting it here would raise once TensorFlow runs, as it does
+    under LocalDagRunner before the Trainer."""
+    if cluster_size() > 1:
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as error:  # "Collective ops must be configured at program startup"
+            raise ClusterSetupError(
+                f"TF_CONFIG names {cluster_size()} training processes, but TensorFlow already "
+                "ran in this one, so it cannot join them. Run the Trainer in a process of its "
+                "own per worker (Vertex AI, a Kubeflow TFJob), or unset TF_CONFIG to train "
+                f"here ({error}).") from None
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
 def read_examples(file_pattern, data_accessor, tf_transform_output: tft.TFTransformOutput,
@@ -73,7 +98,11 @@ def batch_examples(dataset: tf.data.Dataset, batch_size: int, bucketing: bool = 
             padding_values=padding)
     else:
         dataset = dataset.padded_batch(batch_size, padding_values=padding)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # Across workers, each takes every N-th batch: Transform writes fewer files than there may
+    # be workers, so the default sharding by file cannot split them.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def padding_fraction(batches: tf.data.Dataset) -> float:
@@ -102,6 +131,9 @@ def fit(classifier: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.
 
 
 def run_fn(fn_args: FnArgs) -> None:
+    strategy = distribution_strategy()  # first: no TensorFlow op may run before it
+    kind = "MultiWorkerMirroredStrategy" if cluster_size() > 1 else "MirroredStrategy"
+    print(f"Training on {strategy.num_replicas_in_sync} replica(s): {kind}")
     config = fn_args.custom_config or {}
     batch_size = int(config.get("batch_size", DEFAULT_BATCH_SIZE))
     model_name = config.get("model", DEFAULT_MODEL)
@@ -115,7 +147,7 @@ def run_fn(fn_args: FnArgs) -> None:
         print(f"Padding fraction of the eval batches: {padding_fraction(evaluation):.3f}")
     if config.get("mixed_precision"):
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
-    with distribution_strategy().scope():
+    with strategy.scope():
         classifier = model.build_model(
             model_name,
             float(config.get("learning_rate", DEFAULT_LEARNING_RATE)),
@@ -124,6 +156,27 @@ def run_fn(fn_args: FnArgs) -> None:
     history = fit(classifier, train, evaluation, epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
                   patience=int(config.get("patience", DEFAULT_PATIENCE)),
                   callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE_NAME), "w") as handle:
-        json.dump({k: [float(v) for v in values] for k, values in history.history.items()}, handle)
-    signatures.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)
+    with _export_dirs(strategy, fn_args) as (serving_model_dir, model_run_dir):
+        with tf.io.gfile.GFile(os.path.join(model_run_dir, HISTORY_FILE_NAME), "w") as handle:
+            json.dump({k: [float(v) for v in values] for k, values in history.history.items()},
+                      handle)
+        signatures.export_serving_model(classifier, tf_transform_output, serving_model_dir)
+
+
+@contextlib.contextmanager
+def _export_dirs(strategy: tf.distribute.Strategy, fn_args: FnArgs):
+    """Where this process writes the model and its history: the Trainer's artifacts on the
+    chief; on another worker, a scratch directory deleted afterwards (Keras's multi-worker save
+    rule: every worker saves, as saving may need them all, and only the chief's copy is kept).
+    Every worker leaves only once the chief has exported, so that TFX's executor finds the
+    model in each of them."""
+    if strategy.extended.should_checkpoint:
+        yield fn_args.serving_model_dir, fn_args.model_run_dir
+    else:
+        scratch = tempfile.mkdtemp(prefix="agnews-worker-")
+        try:
+            yield os.path.join(scratch, "model"), scratch
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if cluster_size() > 1:  # a collective op is a barrier: it returns once every worker is here
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1)), axis=None)

@@ -127,8 +127,16 @@ def _run(args) -> int:
     if getattr(args, "print_config", False):
         print(config.to_json())
         return 0
+    from components import trainer
     from pipeline import run_lock
 
+    if trainer.cluster_size() > 1:
+        print(f"agnews run refused: TF_CONFIG names {trainer.cluster_size()} training processes, but "
+              "agnews run trains in this one (LocalDagRunner). Multi-worker training runs the "
+              "Trainer once per worker on a cluster (see the README's Kubeflow / Vertex AI "
+              "section); unset TF_CONFIG to train here.", file=sys.stderr)
+        return 1
+    trainer.distribution_strategy()  # settled before any component runs a TensorFlow op
     quiet.drop_tfx_notices()
     try:
         with run_lock.exclusive(config.metadata_path, config.pipeline_root):

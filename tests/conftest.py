@@ -56,6 +56,19 @@ def read_examples(examples, split: str) -> list:
             for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
+def transform_outputs(root):
+    """(transformed examples artifact, transform graph dir) of a pipeline run under `root`."""
+    import glob
+
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    (examples.uri,) = glob.glob(str(root / "pipeline" / "Transform" / "transformed_examples" / "*"))
+    examples.split_names = '["train", "eval"]'  # what Transform transforms
+    (graph,) = glob.glob(str(root / "pipeline" / "Transform" / "transform_graph" / "*"))
+    return examples, graph
+
+
 @pytest.fixture(scope="session")
 def first_run(tmp_path_factory):
     """One real pipeline run (LocalDagRunner, 1 epoch) on 300 sample rows plus a token-less row;

@@ -1,28 +1,48 @@
-"""Two Trainer workers on 127.0.0.1 train together when TF_CONFIG names both."""
+"""Distributed training through the real Trainer: TFX's GenericExecutor calls the project's
+run_fn on the end-to-end run's Transform output, in processes of their own, as Vertex AI or a
+Kubeflow TFJob runs each training replica (same command, same output artifacts)."""
+import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 
-WORKER = r"""
+from .conftest import agnews_subprocess, transform_outputs
+
+# argv: the artifacts' URIs (JSON) and whether to start TensorFlow on a CPU split into two
+# logical devices before the Trainer runs (TF's stand-in for two GPUs; under LocalDagRunner
+# TensorFlow has run long before the Trainer). Keras 2 comes from the environment, as in the image.
+RUN_TRAINER = r"""
 import json, sys
-import components
-import numpy as np
-import tensorflow as tf
-from components import model, trainer
-strategy = trainer.distribution_strategy()
-with strategy.scope():
-    classifier = model.build_model("simple_rnn")
-ids = np.random.default_rng(0).integers(1, 100, size=(64, 12)).astype("int64")
-labels = np.arange(64, dtype="int64") % 4
-options = tf.data.Options()
-options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-data = tf.data.Dataset.from_tensor_slices((ids, labels)).batch(8).repeat().with_options(options)
-history = classifier.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
-multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-print(json.dumps({"multi_worker": multi_worker, "replicas": strategy.num_replicas_in_sync,
-                  "loss": history.history["loss"][0]}))
+uris, split_cpu = json.loads(sys.argv[1]), sys.argv[2] == "1"
+if split_cpu:
+    import tensorflow as tf
+    cpu, = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    assert float(tf.reduce_sum(tf.ones([2]))) == 2.0  # TensorFlow runs from here on
+from tfx.components.trainer.executor import GenericExecutor
+from tfx.proto import trainer_pb2
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
+
+def artifact(kind, uri, **properties):
+    made = kind()
+    made.uri = uri
+    for name, value in properties.items():
+        setattr(made, name, value)
+    return [made]
+
+GenericExecutor().Do(
+    {"examples": artifact(standard_artifacts.Examples, uris["examples"], split_names='["train", "eval"]'),
+     "transform_graph": artifact(standard_artifacts.TransformGraph, uris["transform_graph"])},
+    {"model": artifact(standard_artifacts.Model, uris["model"]),
+     "model_run": artifact(standard_artifacts.ModelRun, uris["model_run"])},
+    {"run_fn": "components.trainer.run_fn",
+     "train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
+     "eval_args": proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"])),
+     "custom_config": json.dumps({"epochs": 1, "batch_size": 32})})
 """
 
 
@@ -32,19 +52,72 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_local_workers_train_a_few_steps_together():
+def _start_trainer(uris: dict, tmp_dir, split_cpu: bool = False, tf_config: dict | None = None):
+    tmp_dir.mkdir()
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TMPDIR": str(tmp_dir)}
+    env.pop("TF_CONFIG", None)
+    if tf_config:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return subprocess.Popen([sys.executable, "-c", RUN_TRAINER, json.dumps(uris), str(int(split_cpu))],
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _finish(process) -> str:
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def _uris(first_run, tmp_path) -> dict:
+    root, _ = first_run
+    examples, graph = transform_outputs(root)
+    return {"examples": examples.uri, "transform_graph": graph,
+            "model": str(tmp_path / "model"), "model_run": str(tmp_path / "model_run")}
+
+
+def _predicted_labels(model_dir: str) -> list[str]:
+    code, _, out, err = agnews_subprocess("predict", "--model", model_dir,
+                                          "Stocks slide as oil prices climb", "Yankees clinch the pennant")
+    assert code == 0, err[-2000:]
+    return [line.split()[0] for line in out.splitlines()[1:]]
+
+
+def test_two_workers_train_one_model_through_the_trainer_executor(first_run, tmp_path):
+    uris = _uris(first_run, tmp_path)
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
-    processes = []
-    for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen([sys.executable, "-c", WORKER], env=env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    results = []
-    for process in processes:
-        stdout, stderr = process.communicate(timeout=600)
-        assert process.returncode == 0, stderr[-3000:]
-        results.append(json.loads(stdout.strip().splitlines()[-1]))
-    assert [r["multi_worker"] for r in results] == [True, True]
-    assert [r["replicas"] for r in results] == [2, 2]
-    assert results[0]["loss"] == results[1]["loss"]  # one model, all-reduced across the workers
+    processes = [_start_trainer(uris, tmp_path / f"tmp{index}", tf_config={
+        "cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        for index in range(2)]
+    outputs = [_finish(process) for process in processes]
+    for output in outputs:
+        assert "Training on 2 replica(s): MultiWorkerMirroredStrategy" in output
+    # Both workers ran the same steps on one model: the same all-reduced losses in the epoch line.
+    losses = [re.findall(r" - (?:val_)?loss: ([0-9.]+)", output) for output in outputs]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
+    # The chief (worker 0) exported the model and its history; worker 1's scratch copy is gone.
+    assert glob.glob(f"{uris['model']}/Format-Serving/saved_model.pb")
+    assert json.loads((tmp_path / "model_run" / "history.json").read_text())["loss"]
+    assert os.listdir(tmp_path / "tmp1") == []
+    labels = _predicted_labels(f"{uris['model']}/Format-Serving")
+    assert len(labels) == 2 and set(labels) <= {"World", "Sports", "Business", "Sci/Tech"}
+
+
+def test_mirrored_replicas_train_in_a_process_where_tensorflow_already_runs(first_run, tmp_path):
+    uris = _uris(first_run, tmp_path)
+    output = _finish(_start_trainer(uris, tmp_path / "tmp", split_cpu=True))
+    assert "Training on 2 replica(s): MirroredStrategy" in output
+    assert len(_predicted_labels(f"{uris['model']}/Format-Serving")) == 2
+
+
+def test_joining_a_cluster_after_tensorflow_started_is_a_clear_error(tmp_path):
+    script = ("import tensorflow as tf; tf.constant(1) + 1\n"
+              "from components import trainer\n"
+              "try:\n    trainer.distribution_strategy()\n"
+              "except trainer.ClusterSetupError as error:\n    print('refused:', error)\n")
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CONFIG": json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]},
+         "task": {"type": "worker", "index": 0}})}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "refused: TF_CONFIG names 2 training processes, but TensorFlow already ran" in done.stdout

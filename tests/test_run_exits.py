@@ -108,3 +108,14 @@ def test_bad_data_stops_the_run_with_exit_1_and_no_traceback(tmp_path):
     assert "agnews run failed:" in output and "rejected.csv" in output
     _assert_clean(output)
     assert os.path.exists(tmp_path / "metadata.sqlite")
+
+
+def test_a_multi_worker_tf_config_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    from pipeline import cli
+
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, '
+                                    '"task": {"type": "worker", "index": 0}}')
+    assert cli.main(["run", "--pipeline-root", str(tmp_path / "pipeline"),
+                     "--metadata-path", str(tmp_path / "metadata.sqlite")]) == 1
+    assert "TF_CONFIG names 2 training processes" in capsys.readouterr().err
+    assert not (tmp_path / "pipeline").exists() and not (tmp_path / "metadata.sqlite").exists()

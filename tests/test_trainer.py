@@ -8,24 +8,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx.components.util import tfxio_utils
-from tfx.types import standard_artifacts
 
 from components import features, model, settings, trainer
 
-from .conftest import read_examples
-
-
-def _transform_outputs(root):
-    """(transformed examples artifact, transform graph dir) of the first pipeline run."""
-    examples = standard_artifacts.Examples()
-    (examples.uri,) = glob.glob(str(root / "pipeline" / "Transform" / "transformed_examples" / "*"))
-    examples.split_names = '["train", "eval"]'  # what Transform transforms
-    (graph,) = glob.glob(str(root / "pipeline" / "Transform" / "transform_graph" / "*"))
-    return examples, graph
+from .conftest import read_examples, transform_outputs
 
 
 def _fn_args(root, tmp_path, custom_config):
-    examples, graph = _transform_outputs(root)
+    examples, graph = transform_outputs(root)
     factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], [])
     return FnArgs(
         train_files=[f"{examples.uri}/Split-train/*"], eval_files=[f"{examples.uri}/Split-eval/*"],
