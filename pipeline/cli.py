@@ -92,7 +92,7 @@ def _compile(args) -> int:
     config = _config_from_args(args)
     config = dataclasses.replace(config, test_split=bool(getattr(args, "test_split", False)))
     if getattr(args, "print_config", False):
-        print(kubeflow_runner.for_image(config).to_json())
+        print(kubeflow_runner.for_image(config, args.image).to_json())
         return 0
     path = kubeflow_runner.compile_pipeline(config, args.output, args.image)
     print(f"KFP v2 pipeline written to {path}: upload it to Kubeflow Pipelines or Vertex AI Pipelines.")
@@ -141,11 +141,12 @@ def _run(args) -> int:
     try:
         with run_lock.exclusive(config.metadata_path, config.pipeline_root):
             from components import ingest, validation
-            from pipeline import local_runner
+            from pipeline import beam_packaging, local_runner
 
             try:
                 summary = local_runner.run(config)
-            except (ingest.IngestError, validation.DataContractError, FileNotFoundError) as error:
+            except (ingest.IngestError, validation.DataContractError, FileNotFoundError,
+                    beam_packaging.WheelBuildError) as error:
                 print(f"agnews run failed: {error}", file=sys.stderr)
                 return 1
     except run_lock.RunInProgress as error:

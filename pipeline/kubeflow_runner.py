@@ -3,27 +3,31 @@
 The compiled file names the pipeline image (Dockerfile at the repository root) and paths as
 they are inside it: the project lives at IMAGE_PROJECT_DIR there, so the curated schema and
 the embedded sample are rewritten to that directory. Data, pipeline root and serving
-directory should be URLs the cluster reaches (e.g. gs://).
+directory should be URLs the cluster reaches (e.g. gs://). With a remote Beam runner, the
+pipeline image is the Beam workers' image too (--sdk_container_image): it has agnews and
+the locked dependencies installed, and TFX's image it extends has Beam's worker entrypoint.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 
-
 from components.settings import DEFAULT_KUBEFLOW_IMAGE
+from pipeline import beam_packaging
 from pipeline.config import PROJECT_DIR, PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 IMAGE_PROJECT_DIR = "/pipeline"
 
 
-def for_image(config: PipelineConfig) -> PipelineConfig:
-    """The same config with this checkout's paths replaced by their place in the image."""
+def for_image(config: PipelineConfig, image: str = DEFAULT_KUBEFLOW_IMAGE) -> PipelineConfig:
+    """The same config as it runs in `image`: this checkout's paths replaced by their place in
+    the image, which also serves as the worker image of a remote Beam runner."""
     def moved(path: str) -> str:
         inside = os.path.relpath(path, PROJECT_DIR) if os.path.isabs(path) else None
         return path if inside is None or inside.startswith("..") else f"{IMAGE_PROJECT_DIR}/{inside}"
-    return dataclasses.replace(config, data=moved(config.data), schema_dir=moved(config.schema_dir))
+    return dataclasses.replace(config, data=moved(config.data), schema_dir=moved(config.schema_dir),
+                               beam_args=beam_packaging.with_image(config.beam_args, image))
 
 
 def compile_pipeline(config: PipelineConfig, output: str, image: str = DEFAULT_KUBEFLOW_IMAGE) -> str:
@@ -36,5 +40,5 @@ def compile_pipeline(config: PipelineConfig, output: str, image: str = DEFAULT_K
         config=KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(os.path.abspath(output)),
         output_filename=os.path.basename(output))
-    runner.run(create_pipeline(for_image(config)), write_out=True)
+    runner.run(create_pipeline(for_image(config, image)), write_out=True)
     return output

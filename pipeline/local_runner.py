@@ -9,7 +9,7 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components.artifacts import REJECTED_FILE_NAME, read_summary
 from components.servability import REASON_PROPERTY
-from pipeline import metadata
+from pipeline import beam_packaging, metadata
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
@@ -26,9 +26,17 @@ class RunSummary:
 
 def run(config: PipelineConfig) -> RunSummary:
     os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
+    config = for_beam_workers(config)
     LocalDagRunner().run(create_pipeline(
         config, metadata.sqlite_connection_config(config.metadata_path)))
     return summarize(config.metadata_path, config.pipeline_name)
+
+
+def for_beam_workers(config: PipelineConfig) -> PipelineConfig:
+    """`config` with an agnews wheel for remote Beam workers when they need one (see
+    beam_packaging), built next to the run's metadata (artifacts/dist by default)."""
+    wheel_dir = os.path.join(os.path.dirname(os.path.abspath(config.metadata_path)), "dist")
+    return dataclasses.replace(config, beam_args=beam_packaging.with_wheel(config.beam_args, wheel_dir))
 
 
 def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
