@@ -1,8 +1,12 @@
 """Airflow 2 DAG: the same pipeline under TFX's AirflowDagRunner.
 
 Put this file (or a symlink to it) in Airflow's dags folder, in an environment with
-`uv sync --extra airflow`. Settings come from the JSON file named by AGNEWS_CONFIG (the
-fields `agnews run --print-config` shows); MLMD is the sqlite file at its metadata_path.
+`uv sync --extra airflow`. Settings come from the JSON file at the absolute path AGNEWS_CONFIG
+(the fields `agnews run --print-config` shows; relative paths in it are taken from its
+directory); MLMD is the sqlite file at its metadata_path.
+
+Airflow parses this file every 30 s or so, and again in each task: building the DAG reads the
+config file and nothing else. The data are read, and directories created, when a task runs.
 """
 import datetime
 import os
@@ -11,10 +15,10 @@ import components  # noqa: F401  (Keras 2 before TensorFlow)
 from tfx.dsl.components.base import base_driver
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
-from pipeline.config import load_config
+from pipeline import beam_packaging, run_lock
+from pipeline.config import PipelineConfig, load_config
 from pipeline.metadata import sqlite_connection_config
 from pipeline.pipeline import create_pipeline
-
 
 
 def _named_per_component(prepare):
@@ -36,13 +40,39 @@ def _named_per_component(prepare):
 base_driver.BaseDriver._prepare_output_artifacts = _named_per_component(
     base_driver.BaseDriver._prepare_output_artifacts)
 
-_config = load_config(os.environ.get("AGNEWS_CONFIG"))
-os.makedirs(os.path.dirname(os.path.abspath(_config.metadata_path)), exist_ok=True)
 
-# The Airflow DAG object, found by Airflow's DagBag under the pipeline name.
+def _deployed_config() -> PipelineConfig:
+    """The config at AGNEWS_CONFIG. It must say test_split: without it, building the pipeline
+    would list the data directory at every parse."""
+    path = os.environ.get("AGNEWS_CONFIG", "")
+    if not os.path.isabs(path):
+        raise ValueError(f"AGNEWS_CONFIG must be the absolute path of a config file (agnews run "
+                         f"--print-config > FILE), not {path!r}: each Airflow process has its own "
+                         "working directory.")
+    config = load_config(path)
+    if config.test_split is None:
+        raise ValueError(f'{path} must say "test_split": true or false (whether the data has '
+                         "test files): the DAG is built without listing the data.")
+    if beam_packaging.needs_shipping(config.beam_args):
+        raise ValueError(f"{path} names a remote Beam runner, whose workers need agnews: add "
+                         "--sdk_container_image=IMAGE (the pipeline image) or "
+                         "--extra_package=WHEEL (`uv build --wheel`) to its beam_args; the DAG "
+                         "builds nothing at parse time.")
+    return config
+
+
+_config = _deployed_config()
+
+# The Airflow DAG object, found by Airflow's DagBag under the pipeline name. One run, and one
+# task, at a time: they share one sqlite MLMD store, and each task holds `agnews run`'s lock.
 DAG = AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config={
     "schedule_interval": None,
     "start_date": datetime.datetime(2024, 1, 1),
     "catchup": False,
+    "max_active_runs": 1,
+    "max_active_tasks": 1,
 })).run(create_pipeline(
     _config, sqlite_connection_config(_config.metadata_path)))
+for _task in DAG.tasks:
+    _task.python_callable = run_lock.held_while(
+        _task.python_callable, _config.metadata_path, _config.pipeline_root)

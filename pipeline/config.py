@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from components import features, settings
@@ -13,6 +14,9 @@ from components import features, settings
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SAMPLE_DATA_DIR = PROJECT_DIR / "data" / "ag_news_sample"
 SCHEMA_DIR = PROJECT_DIR / "schemas"
+TFDS_PREFIX = "tfds:"
+# The settings that name files or directories: load_config makes them absolute.
+PATH_FIELDS = ("data", "pipeline_root", "metadata_path", "serving_dir", "schema_dir")
 
 
 @dataclasses.dataclass
@@ -74,12 +78,34 @@ class PipelineConfig:
 
 
 def load_config(path: str | None = None, **overrides) -> PipelineConfig:
-    """Defaults, then the JSON file at `path` (if any), then `overrides` (e.g. CLI flags)."""
+    """Defaults, then the JSON file at `path` (if any), then `overrides` (e.g. CLI flags).
+
+    Paths come out absolute, so that the config means the same files to every process that
+    reads it (Airflow's scheduler and workers each have their own working directory): a relative
+    path in the file is taken from the file's directory, one from a flag or a default from the
+    working directory.
+    """
     values = json.loads(Path(path).read_text()) if path else {}
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"Unknown settings in {path}: {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(known))}.")
+    if path:
+        file_dir = os.path.dirname(os.path.abspath(path))
+        values.update({k: _absolute(v, file_dir) for k, v in values.items() if k in PATH_FIELDS})
     values.update(overrides)
-    return PipelineConfig(**values)
+    config = PipelineConfig(**values)
+    return dataclasses.replace(
+        config, **{k: _absolute(getattr(config, k), os.getcwd()) for k in PATH_FIELDS})
+
+
+def _absolute(value: str, base: str) -> str:
+    """`value` with a relative path taken from `base`. URLs (gs://...) are kept; of a
+    `tfds:NAME[:DATA_DIR]` source only DATA_DIR is a path."""
+    if "://" in value:
+        return value
+    if value.startswith(TFDS_PREFIX):
+        name, colon, data_dir = value[len(TFDS_PREFIX):].partition(":")
+        return f"{TFDS_PREFIX}{name}{colon}{_absolute(data_dir, base) if data_dir else ''}"
+    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))

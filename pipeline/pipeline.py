@@ -23,15 +23,12 @@ from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import Channel, standard_artifacts
 
 from components import features, ingest, servability, validation
-from pipeline.config import PipelineConfig
+from pipeline.config import TFDS_PREFIX, PipelineConfig
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 TRAIN_PATTERN = "train*.csv*"
 TEST_PATTERN = "test*.csv*"
-
-
-TFDS_PREFIX = "tfds:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +64,8 @@ def _source(input_base: str, patterns: dict[str, str], kind: str,
 
 def resolve_data_source(data: str, test_split: bool | None = None) -> DataSource:
     """`DIR` of train*.csv[.gz] (+ test*.csv[.gz]) or `tfds:NAME[:DATA_DIR]`. With `test_split`
-    given, a CSV directory is not listed (compiling for storage this machine cannot reach).
+    given, nothing is listed or downloaded (compiling for storage this machine cannot reach, or
+    an Airflow DAG, built at every parse): a TFDS dataset must then be prepared already.
 
     For TFDS, a dataset not yet prepared under DATA_DIR (default ~/tensorflow_datasets) is
     downloaded and prepared by TFDS itself, which needs internet access.
@@ -79,10 +77,10 @@ def resolve_data_source(data: str, test_split: bool | None = None) -> DataSource
 
     name, _, data_dir = data[len(TFDS_PREFIX):].partition(":")
     builder = tfds.builder(name, data_dir=data_dir or None)
-    if not builder.is_prepared():
+    if test_split is None and not builder.is_prepared():
         builder.download_and_prepare()
     return _source(builder.data_dir, {split: f"{builder.name}-{split}.*" for split in ("train", "test")},
-                   ingest.SOURCE_TFDS)
+                   ingest.SOURCE_TFDS, test_split)
 
 
 def eval_config(config: PipelineConfig, thresholds: bool = True) -> tfma.EvalConfig:

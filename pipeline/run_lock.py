@@ -3,12 +3,14 @@
 Two runs on the same sqlite file and artifact tree would interleave MLMD writes and could
 give two executions the same artifact directory. Each run holds an exclusive lock (flock) on
 `<metadata_path>.lock` and `<pipeline_root>/.agnews-run.lock`; the kernel releases it when the
-process ends, even by `kill -9`, so a crashed run never blocks the next one.
+process ends, even by `kill -9`, so a crashed run never blocks the next one. Under Airflow,
+where each task is its own process, each task holds the lock while it runs (`held_while`).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 
 
@@ -43,3 +45,14 @@ def exclusive(metadata_path: str, pipeline_root: str):
             handle.write(str(os.getpid()))
             handle.flush()
         yield
+
+
+def held_while(function, metadata_path: str, pipeline_root: str):
+    """`function` run under `exclusive`: for an orchestrator whose steps are separate processes,
+    so that no step writes the store while an `agnews run` (or another step) does. Taking the lock
+    also creates the metadata directory, when a step first runs."""
+    @functools.wraps(function)
+    def locked(*args, **kwargs):
+        with exclusive(metadata_path, pipeline_root):
+            return function(*args, **kwargs)
+    return locked

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from pipeline.config import PipelineConfig, SAMPLE_DATA_DIR
+from pipeline import run_lock
+from pipeline.config import PipelineConfig, SAMPLE_DATA_DIR, SCHEMA_DIR, load_config
 from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR, compile_pipeline
 from pipeline.pipeline import create_pipeline
 
@@ -52,50 +53,99 @@ def test_kubeflow_ir_is_a_pipeline_spec_with_the_local_graph(tmp_path):
     assert "gs://bucket/ag_news" in text and "--runner=DataflowRunner" in text
 
 
-def test_print_config_shows_the_effective_values(tmp_path, capsys):
+def test_print_config_shows_the_effective_values(tmp_path, capsys, monkeypatch):
+    """Paths come out absolute: a relative one in the config file is taken from the file's
+    directory, one from a flag or a default from the working directory; URLs are kept."""
     from pipeline import cli
 
-    (tmp_path / "c.json").write_text(json.dumps({"epochs": 7, "model": "lstm"}))
-    assert cli.main(["run", "--config", str(tmp_path / "c.json"), "--epochs", "5", "--print-config"]) == 0
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "conf" / "c.json").write_text(json.dumps({
+        "epochs": 7, "model": "lstm", "pipeline_root": "runs/root",
+        "data": "tfds:ag_news_subset:../tfds", "serving_dir": "serving"}))
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert cli.main(["run", "--config", "../conf/c.json", "--epochs", "5", "--metadata-path",
+                     "m/metadata.sqlite", "--serving-dir", "gs://bucket/serving", "--print-config"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert (shown["epochs"], shown["model"], shown["data"]) == (5, "lstm", str(SAMPLE_DATA_DIR))
+    assert (shown["epochs"], shown["model"]) == (5, "lstm")
+    assert shown["pipeline_root"] == str(tmp_path / "conf" / "runs" / "root")
+    assert shown["data"] == f"tfds:ag_news_subset:{tmp_path / 'tfds'}"
+    assert shown["metadata_path"] == str(tmp_path / "cwd" / "m" / "metadata.sqlite")
+    assert shown["serving_dir"] == "gs://bucket/serving"
+    assert shown["schema_dir"] == str(SCHEMA_DIR)
+
+    assert cli.main(["run", "--print-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["data"] == str(SAMPLE_DATA_DIR)
+    assert shown["pipeline_root"] == str(tmp_path / "cwd" / "artifacts" / "pipeline")
 
 
 @pytest.mark.airflow
 def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.csv").write_bytes(b"\n".join(sample_lines(300)) + b"\n")
-    config = {"data": str(data), "pipeline_root": str(tmp_path / "root"),
-              "metadata_path": str(tmp_path / "metadata.sqlite"),
-              "serving_dir": str(tmp_path / "serving"), "epochs": 1, "batch_size": 32,
-              "min_accuracy": 0.0}
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    """As the README deploys it: every airflow command runs in another directory than the
+    config, whose paths are relative to the config file."""
+    project = tmp_path / "project"
+    project.mkdir()
+    elsewhere = tmp_path / "elsewhere"  # the working directory of every airflow command
+    elsewhere.mkdir()
+    config_file = project / "agnews.json"
+    settings = {"data": "data", "pipeline_root": "out/root", "metadata_path": "out/metadata.sqlite",
+                "serving_dir": "out/serving", "epochs": 1, "batch_size": 32, "min_accuracy": 0.0}
+    config_file.write_text(json.dumps(settings))
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "agnews_dag.py").symlink_to(Path(__file__).resolve().parents[1] / "pipeline" / "airflow_dag.py")
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AGNEWS_CONFIG": str(tmp_path / "config.json"),
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AGNEWS_CONFIG": str(config_file),
            "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            # Importing TensorFlow + TFX alone can take longer than Airflow's default 30 s.
            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
            "TF_USE_LEGACY_KERAS": "1"}
     airflow = str(Path(sys.executable).parent / "airflow")
 
-    def run(*args, timeout=1500):
-        done = subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=timeout)
-        assert done.returncode == 0, f"airflow {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
-        return done.stdout
+    def run(*args, timeout=1500, ok=True):
+        done = subprocess.run([airflow, *args], env=env, cwd=elsewhere, capture_output=True, text=True,
+                              timeout=timeout)
+        assert (done.returncode == 0) == ok, (
+            f"airflow {' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
+        return done.stdout + done.stderr
 
     run("db", "migrate", timeout=600)
+    # Without test_split the DAG would have to list the data at every parse: it refuses.
+    assert 'must say "test_split"' in run("dags", "list-import-errors", timeout=600, ok=False)
+    # Nor does it build a package for remote Beam workers at every parse: it asks for one.
+    config_file.write_text(json.dumps({**settings, "test_split": False,
+                                       "beam_args": ["--runner=DataflowRunner", "--project=p"]}))
+    assert "names a remote Beam runner" in run("dags", "list-import-errors", timeout=600, ok=False)
+    config_file.write_text(json.dumps({**settings, "test_split": False}))
+
+    # Parsing the DAG file, as the scheduler does every 30 s, reads no data (there is none yet)
+    # and creates nothing, here or in the working directory.
     assert "No data found" in run("dags", "list-import-errors", timeout=600)
-    graph = json.loads(subprocess.run(
-        [sys.executable, "-c", "import json, pipeline.airflow_dag as m; print(json.dumps("
-         "{t.task_id: sorted(t.upstream_task_ids) for t in m.DAG.tasks}))"],
-        env=env, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()[-1])
-    assert {k: set(v) for k, v in graph.items()} == local_graph(PipelineConfig(**config))
+    assert sorted(p.name for p in project.iterdir()) == ["agnews.json"]
+    assert list(elsewhere.iterdir()) == []
+    shown = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json, pipeline.airflow_dag as m; print(json.dumps({"
+         "'graph': {t.task_id: sorted(t.upstream_task_ids) for t in m.DAG.tasks}, "
+         "'max_active_runs': m.DAG.max_active_runs, 'max_active_tasks': m.DAG.max_active_tasks}))"],
+        env=env, cwd=elsewhere, capture_output=True, text=True, timeout=600, check=True,
+    ).stdout.strip().splitlines()[-1])
+    config = load_config(str(config_file))
+    assert {k: set(v) for k, v in shown["graph"].items()} == local_graph(config)
+    assert (shown["max_active_runs"], shown["max_active_tasks"]) == (1, 1)
+    assert sorted(p.name for p in project.iterdir()) == ["agnews.json"]
+
+    # Each task holds `agnews run`'s lock: while another run holds it, the task is refused.
+    with run_lock.exclusive(config.metadata_path, config.pipeline_root):
+        output = run("tasks", "test", "agnews", "FileBasedExampleGen", "2024-01-01", timeout=600, ok=False)
+    assert f"another agnews run (pid {os.getpid()}) is using {config.metadata_path}" in output
+
+    (project / "data").mkdir()
+    (project / "data" / "train.csv").write_bytes(b"\n".join(sample_lines(300)) + b"\n")
     run("dags", "test", "agnews", "2024-01-02")
-    versions = [p for p in (tmp_path / "serving").iterdir() if p.name.isdigit()]
+    versions = [p for p in (project / "out" / "serving").iterdir() if p.name.isdigit()]
     assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
+    assert (project / "out" / "metadata.sqlite").is_file()
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_building_and_compiling_the_pipeline_leaves_ai_platform_out(tmp_path):

@@ -58,3 +58,11 @@ def test_csv_and_tfds_give_the_same_examples_and_splits(tmp_path, tfds_data_dir,
         assert _serialized(from_csv, split) == _serialized(from_tfds, split)
     assert sum(len(_serialized(from_csv, split)) for split in ("train", "eval", "holdout")) == 100
     assert len(_serialized(from_tfds, "test")) == 20
+
+
+def test_with_test_split_given_nothing_is_downloaded_or_listed(tmp_path, monkeypatch):
+    """How the Airflow DAG (built at every parse) and `agnews compile` read a TFDS source."""
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda *a, **k: pytest.fail("downloaded at build time"))
+    source = resolve_data_source(f"tfds:ag_news_subset:{tmp_path / 'none'}", test_split=True)
+    assert source.splits == ("train", "test") and not (tmp_path / "none").exists()
