@@ -12,7 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 ARGS ?=
 
-.PHONY: setup run test test-airflow bench clean
+.PHONY: setup run test test-airflow test-gcs bench clean
 
 .tools/bin/uv:
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
@@ -39,6 +39,9 @@ test: setup  ## Unit tests plus one end-to-end pipeline run on tiny data.
 
 test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by `airflow dags test`.
 	.venv-airflow/bin/pytest -m airflow $(ARGS)
+
+test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (root, Go, openssl).
+	bash .ci/gcs-emulator $(VENV)/bin/pytest tests/test_filesystems.py $(ARGS)
 
 bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, accuracy over seeds (~45 min), ingest + Transform, serving, CLI.
 	$(VENV)/bin/python bench/train_vs_seed.py

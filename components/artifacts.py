@@ -22,6 +22,14 @@ def read_json(path: str):
         return json.load(handle)
 
 
+def read_history(model_run_uri: str) -> dict[str, list[float]]:
+    """The Trainer's per-epoch Keras metrics, or {} when its run wrote none."""
+    import tensorflow as tf
+
+    path = os.path.join(model_run_uri, HISTORY_FILE_NAME)
+    return read_json(path) if tf.io.gfile.exists(path) else {}
+
+
 def read_summary(examples_uri: str) -> dict[str, int]:
     """Rows per outcome (`accepted` or a rejection reason) of one ExampleGen run."""
     return read_json(os.path.join(examples_uri, SUMMARY_FILE_NAME))

@@ -113,13 +113,14 @@ def read_eval_examples(examples_uri: str, count: int) -> list[tf.train.Example]:
 
 
 def check_in_separate_process(model_dir: str, timeout_seconds: int) -> list[str]:
-    """The problems CHECK_SCRIPT finds when it loads `model_dir` and replays its warmup file."""
-    model_dir = os.path.abspath(model_dir)  # the check runs in the model's directory
+    """The problems CHECK_SCRIPT finds when it loads `model_dir` and replays its warmup file.
+    The process shares this one's working directory and environment, so `model_dir` means the
+    same to it: a relative path, or a URI (gs://...) that TensorFlow opens itself."""
     try:
         done = subprocess.run(
             [sys.executable, "-c", CHECK_SCRIPT, model_dir, path_utils.warmup_file_path(model_dir),
              json.dumps(features.LABEL_NAMES)],
-            capture_output=True, text=True, timeout=timeout_seconds, cwd=model_dir)
+            capture_output=True, text=True, timeout=timeout_seconds)
     except subprocess.TimeoutExpired:
         raise ServingProcessFailed(f"the serving process gave no answer within {timeout_seconds} s") from None
     if done.returncode != 0 or not done.stdout.strip():
@@ -129,6 +130,17 @@ def check_in_separate_process(model_dir: str, timeout_seconds: int) -> list[str]
     if not result["problems"] and result["checked"] == 0:
         return ["no warmup request was answered"]
     return result["problems"]
+
+
+def stage_candidate(model_uri: str, examples_uri: str, blessing_uri: str) -> str:
+    """Copies the Model artifact's SavedModel to the blessing's stamped_model/ (where Pusher
+    takes it from) with warmup requests from the eval examples; returns that directory."""
+    candidate = path_utils.stamped_model_path(blessing_uri)
+    io_utils.copy_dir(path_utils.serving_model_path(model_uri), candidate)
+    io_utils.write_tfrecord_file(
+        path_utils.warmup_file_path(candidate),
+        *warmup_requests(read_eval_examples(examples_uri, max(WARMUP_BATCH_SIZES))))
+    return candidate
 
 
 def describe(problems: list[str]) -> str:
@@ -146,11 +158,7 @@ def ServabilityGate(model: InputArtifact[standard_artifacts.Model],
                     timeout_seconds: Parameter[int] = 600) -> None:
     """Blesses the model (with warmup requests, for Pusher) only when a TensorFlow-only process
     loads it and answers every warmup request correctly; else records why not."""
-    candidate = path_utils.stamped_model_path(blessing.uri)
-    io_utils.copy_dir(path_utils.serving_model_path(model.uri), candidate)
-    io_utils.write_tfrecord_file(
-        path_utils.warmup_file_path(candidate),
-        *warmup_requests(read_eval_examples(examples.uri, max(WARMUP_BATCH_SIZES))))
+    candidate = stage_candidate(model.uri, examples.uri, blessing.uri)
     problems = check_in_separate_process(candidate, timeout_seconds)
     if problems:
         tf.io.gfile.rmtree(candidate)

@@ -6,6 +6,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import io_utils
 
 ANOMALIES_FILE_NAME = "SchemaDiff.pb"
 
@@ -20,8 +21,7 @@ def describe_anomalies(anomalies_uri: str, split_names: list[str]) -> list[str]:
     lines = []
     for split in split_names:
         path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE_NAME)
-        with open(path, "rb") as handle:
-            anomalies = anomalies_pb2.Anomalies.FromString(handle.read())
+        anomalies = anomalies_pb2.Anomalies.FromString(io_utils.read_bytes_file(path))
         for feature, info in sorted(anomalies.anomaly_info.items()):
             reasons = "; ".join(f"{r.short_description} ({r.description})" for r in info.reason)
             lines.append(f"{split}: feature '{feature}': {reasons or info.description}")

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from components import features, settings  # noqa: E402
-from components.artifacts import ACCEPTED, HISTORY_FILE_NAME, read_json, read_summary  # noqa: E402
+from components.artifacts import ACCEPTED, read_history, read_summary  # noqa: E402
 from pipeline import metadata  # noqa: E402
 
 REPORT_FILE_NAME = "report.md"
@@ -183,11 +183,7 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
     evaluation, holdout, test = (
         cached_evaluation(outputs[name], out_dir / EVALUATIONS_DIR_NAME) if outputs[name] else None
         for name in ("evaluation", "holdout_evaluation", "test_evaluation"))
-    history = {}
-    if outputs["model_run"] is not None:
-        history_path = os.path.join(outputs["model_run"].uri, HISTORY_FILE_NAME)
-        if os.path.exists(history_path):
-            history = read_json(history_path)
+    history = read_history(outputs["model_run"].uri) if outputs["model_run"] else {}
     rows = read_summary(outputs["examples"].uri) if outputs["examples"] else {}
     blessed = bool(outputs["blessing"] and outputs["blessing"].custom_properties["blessed"].int_value)
     pushed = outputs["pushed"]

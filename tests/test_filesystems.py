@@ -1,0 +1,211 @@
+"""Our components read and write artifacts on any file system TensorFlow and Beam know, not
+only on local disk: on TF's in-memory `ram://` (where only TensorFlow can reach the files), and
+on `gs://` against a local GCS emulator (run by `bash .ci/gcs-emulator`, which CI does)."""
+import os
+import uuid
+
+import pytest
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+from components import artifacts, features, ingest, servability, validation
+from pipeline import local_runner, metadata, predict
+from .conftest import read_examples, run_example_gen, sample_lines
+
+BUCKET = os.environ.get("AGNEWS_TEST_BUCKET")
+needs_gcs_emulator = pytest.mark.skipif(not BUCKET, reason=(
+    "needs a GCS emulator: bash .ci/gcs-emulator .venv/bin/pytest tests/test_filesystems.py"))
+
+
+def _unique(base: str) -> str:
+    return f"{base}/{uuid.uuid4().hex[:8]}"
+
+
+class _Servable(tf.Module):
+    """A stand-in model with both serving signatures. `correct` answers as the check expects;
+    otherwise its probabilities sum to 4."""
+
+    def __init__(self, correct: bool):
+        super().__init__()
+        self.correct = correct
+
+    def _answer(self, title):
+        rows = tf.shape(title)[0]
+        if self.correct:  # one class per title length, 0.7 against 0.1 for the others
+            class_id = tf.strings.length(title, unit="UTF8_CHAR") % features.NUM_CLASSES
+            probabilities = tf.one_hot(class_id, features.NUM_CLASSES, 0.7, 0.1)
+        else:
+            class_id = tf.zeros([rows], tf.int32)
+            probabilities = tf.ones([rows, features.NUM_CLASSES])
+        return {features.PROBABILITIES_KEY: probabilities,
+                features.CLASS_ID_KEY: tf.cast(class_id, tf.int64),
+                features.LABEL_NAME_KEY: tf.gather(tf.constant(features.LABEL_NAMES), class_id)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.TITLE_KEY),
+                                  tf.TensorSpec([None], tf.string, name=features.DESCRIPTION_KEY)])
+    def serve_text(self, title, description):
+        return self._answer(title)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_tf_examples(self, examples):
+        parsed = tf.io.parse_example(examples, {
+            key: tf.io.FixedLenFeature([], tf.string) for key in features.TEXT_KEYS})
+        return self._answer(parsed[features.TITLE_KEY])
+
+    def save(self, export_dir: str) -> None:
+        tf.saved_model.save(self, export_dir, signatures={
+            features.SERVING_DEFAULT: self.serve_text,
+            features.SERVING_TF_EXAMPLE: self.serve_tf_examples})
+
+
+def _write_eval_examples(examples_uri: str, count: int = 8) -> None:
+    """An Examples artifact's eval split, as our ExampleGen writes it (gzipped TFRecords)."""
+    path = os.path.join(examples_uri, "Split-eval", "data_tfrecord-00000-of-00001.gz")
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for i in range(count):
+            writer.write(ingest.make_example(i % features.NUM_CLASSES, f"title {'x' * i}",
+                                             f"description {i}").SerializeToString())
+
+
+def _stage_candidate(root: str, correct: bool) -> str:
+    """A stand-in model staged by the gate's own code, with the warmup file, under `root`."""
+    _Servable(correct).save(os.path.join(root, "model", "Format-Serving"))
+    _write_eval_examples(os.path.join(root, "examples"))
+    return servability.stage_candidate(os.path.join(root, "model"), os.path.join(root, "examples"),
+                                       os.path.join(root, "blessing"))
+
+
+# --- ram://: files that only TensorFlow's file API can see ------------------------------------
+
+def _write_anomalies(anomalies_uri: str, split: str, anomalies: anomalies_pb2.Anomalies) -> None:
+    path = os.path.join(anomalies_uri, f"Split-{split}", validation.ANOMALIES_FILE_NAME)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(anomalies.SerializeToString())
+
+
+def test_the_anomalies_gate_reads_anomalies_through_tensorflow():
+    uri = _unique("ram://anomalies")
+    broken = anomalies_pb2.Anomalies()
+    broken.anomaly_info["label"].reason.add(short_description="Out-of-range values",
+                                            description="Unexpectedly large value: 7.")
+    _write_anomalies(uri, "train", broken)
+    _write_anomalies(uri, "eval", anomalies_pb2.Anomalies())
+    assert validation.describe_anomalies(uri, ["train", "eval"]) == [
+        "train: feature 'label': Out-of-range values (Unexpectedly large value: 7.)"]
+
+
+def test_the_report_reads_the_training_history_through_tensorflow():
+    run = _unique("ram://model_run")
+    with tf.io.gfile.GFile(os.path.join(run, artifacts.HISTORY_FILE_NAME), "w") as handle:
+        handle.write('{"loss": [0.9, 0.5], "val_loss": [0.8, 0.6]}')
+    assert artifacts.read_history(run) == {"loss": [0.9, 0.5], "val_loss": [0.8, 0.6]}
+    assert artifacts.read_history(_unique("ram://model_run")) == {}
+
+
+def test_the_servability_gate_stages_a_candidate_on_a_tensorflow_file_system():
+    # The check process cannot see this process's ram://: here, the copy and the warmup file,
+    # loaded and replayed in this process as TF Serving would; the gs:// test runs the check.
+    candidate = _stage_candidate(_unique("ram://servability"), correct=True)
+    replayed = predict.warmup_requests(candidate)
+    assert len(replayed) == len(servability.WARMUP_SIGNATURES) * len(servability.WARMUP_BATCH_SIZES)
+    model = predict.load_warm(candidate)
+    answer = model.signatures[features.SERVING_DEFAULT](**replayed[0][1])
+    assert answer[features.PROBABILITIES_KEY].shape == (1, features.NUM_CLASSES)
+
+
+def test_the_check_process_resolves_a_relative_candidate_as_this_process_does(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    candidate = os.path.relpath(_stage_candidate(str(tmp_path / "root"), correct=False))
+    problems = servability.check_in_separate_process(candidate, timeout_seconds=300)
+    assert problems and all("probabilities sum to 4.0000" in p for p in problems)
+
+
+# --- gs://: a whole component run against a local GCS emulator --------------------------------
+
+@needs_gcs_emulator
+def test_ingestion_reads_and_writes_gcs():
+    root = _unique(BUCKET)
+    with tf.io.gfile.GFile(f"{root}/data/train.csv", "wb") as handle:
+        handle.write(b"\n".join(sample_lines(60) + [b'"9","bad label","x"']) + b"\n")
+    examples, error = run_example_gen(f"{root}/examples", ingest.IngestSettings(max_bad_fraction=0.1),
+                                      f"{root}/data",
+                                      {"train": "train*.csv"})
+    assert error is None
+    assert artifacts.read_summary(examples.uri) == {"accepted": 60, ingest.LABEL_NOT_1_TO_4: 1}
+    with tf.io.gfile.GFile(f"{examples.uri}/{ingest.REJECTED_FILE_NAME}") as handle:
+        assert handle.read().splitlines()[1].startswith(f"train.csv,61,{ingest.LABEL_NOT_1_TO_4},")
+    assert sum(len(read_examples(examples, split)) for split in ("train", "eval", "holdout")) == 60
+
+
+@needs_gcs_emulator
+def test_example_validator_anomalies_stop_the_run_on_gcs(tmp_path):
+    from tfx.components import ExampleValidator, ImportExampleGen, StatisticsGen
+    from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    from tfx.orchestration.pipeline import Pipeline
+
+    from pipeline.config import PipelineConfig
+
+    root = _unique(BUCKET)
+    with tf.io.TFRecordWriter(f"{root}/data/data.tfrecord") as writer:
+        for number, label in enumerate([0, 1, 2, 3, 7] * 4):
+            writer.write(ingest.make_example(label, f"headline {number}", "text").SerializeToString())
+    example_gen = ImportExampleGen(input_base=f"{root}/data")
+    schema_gen = ImportSchemaGen(schema_file=os.path.join(PipelineConfig().schema_dir, "schema.pbtxt"))
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    example_validator = ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    gate = validation.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    with pytest.raises(validation.DataContractError) as raised:
+        LocalDagRunner().run(Pipeline(
+            pipeline_name="contract", pipeline_root=f"{root}/pipeline",
+            components=[example_gen, schema_gen, statistics_gen, example_validator, gate],
+            metadata_connection_config=metadata.sqlite_connection_config(str(tmp_path / "m.sqlite"))))
+    assert "feature 'label'" in str(raised.value) and "Out-of-range values" in str(raised.value)
+    assert f"{root}/pipeline/ExampleValidator/anomalies/" in str(raised.value)
+
+
+@needs_gcs_emulator
+def test_a_candidate_on_gcs_is_checked_blessed_and_pushed_with_its_warmup(tmp_path):
+    from tfx.components import Pusher
+    from tfx.dsl.components.common.importer import Importer
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    from tfx.orchestration.pipeline import Pipeline
+    from tfx.proto import pusher_pb2
+    from tfx.types import standard_artifacts
+
+    root = _unique(BUCKET)
+    _Servable(correct=True).save(f"{root}/candidate/Format-Serving")
+    _write_eval_examples(f"{root}/examples")
+    model = Importer(source_uri=f"{root}/candidate", artifact_type=standard_artifacts.Model
+                     ).with_id("candidate")
+    raw = Importer(source_uri=f"{root}/examples", artifact_type=standard_artifacts.Examples
+                   ).with_id("examples")
+    gate = servability.ServabilityGate(model=model.outputs["result"], examples=raw.outputs["result"],
+                                       timeout_seconds=300)
+    pusher = Pusher(infra_blessing=gate.outputs["blessing"], push_destination=pusher_pb2.PushDestination(
+        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=f"{root}/serving")))
+    metadata_path = str(tmp_path / "metadata.sqlite")
+    LocalDagRunner().run(Pipeline(
+        pipeline_name="agnews", pipeline_root=f"{root}/pipeline",
+        components=[model, raw, gate, pusher],
+        metadata_connection_config=metadata.sqlite_connection_config(metadata_path)))
+
+    summary = local_runner.summarize(metadata_path, "agnews")
+    assert summary.pushed and summary.not_servable_reason is None
+    version = predict.resolve_version_dir(f"{root}/serving")
+    assert version.startswith(f"{root}/serving/") and summary.pushed_to.rstrip("/") == version
+    assert len(predict.warmup_requests(version)) == (
+        len(servability.WARMUP_SIGNATURES) * len(servability.WARMUP_BATCH_SIZES))
+    (answer,) = predict.predict(version, ["four"], [""])
+    assert answer["label"] == features.LABEL_NAMES[0]  # 4 characters: class 0
+
+
+@needs_gcs_emulator
+def test_the_check_process_loads_a_broken_candidate_from_gcs_and_says_why():
+    candidate = _stage_candidate(_unique(BUCKET), correct=False)
+    problems = servability.check_in_separate_process(candidate, timeout_seconds=300)
+    assert len(problems) == len(servability.WARMUP_BATCH_SIZES) * len(servability.WARMUP_SIGNATURES)
+    assert "serving_default (batch of 1): probabilities sum to 4.0000" in problems[0]
