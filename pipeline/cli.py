@@ -34,7 +34,8 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     d = PipelineConfig()
     option = parser.add_argument
     option("--config", dest="config_file", metavar="FILE",
-           help="JSON file of PipelineConfig fields (see --print-config) applied before the flags.")
+           help="JSON file of PipelineConfig fields (see --print-config) applied before the flags; "
+                "relative paths in it are taken from its directory.")
     option("--print-config", action="store_true", help="Print the effective configuration and exit.")
     option("--data", help="Directory of canonical AG News CSV: train*.csv[.gz], optional "
                           "test*.csv[.gz], or tfds:ag_news_subset[:DATA_DIR] (default: the embedded "
