@@ -158,9 +158,15 @@ def _run(args) -> int:
           f"rejected {sum(rejected.values())}"
           + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(rejected.items()))}; "
              f"see {summary.rejected_rows_file})" if rejected else ""))
-    _print_report(os.path.dirname(os.path.abspath(config.metadata_path)), config)
+    run_dir = os.path.dirname(os.path.abspath(config.metadata_path))
+    _print_report(run_dir, config)
     if summary.pushed:
-        print(f"Model pushed to: {summary.pushed_to}")
+        from pipeline import report
+
+        print(f"Model pushed to: {summary.pushed_to} (blessed on its eval accuracy over the "
+              f"whole eval split, {report.overall_accuracy(run_dir, summary.evaluation):.4f}: at "
+              f"least {config.min_accuracy:g}, and at most {config.max_accuracy_drop:g} below the "
+              f"last blessed model's when there is one)")
         if args.keep is not None:
             for removed in prune_versions(config.serving_dir, args.keep):
                 print(f"Removed old version: {removed}")
@@ -170,9 +176,10 @@ def _run(args) -> int:
               f"and sent the warmup requests): {summary.not_servable_reason}. "
               f"The served version is unchanged.")
         return 2 if args.require_push else 0
-    print(f"Model NOT pushed: it was not blessed (eval accuracy must be at least "
-          f"{config.min_accuracy} and at most {config.max_accuracy_drop} below the last blessed "
-          f"model; TFMA's report: {summary.evaluation_uri}). The served version is unchanged.")
+    failures = "; ".join(summary.gate_failures) or "TFMA recorded no failed bar"
+    print(f"Model NOT pushed: it was not blessed ({failures}; the bars "
+          f"hold for the whole eval split, slices are reported only; TFMA's report: "
+          f"{summary.evaluation_uri}). The served version is unchanged.")
     return 2 if args.require_push else 0
 
 

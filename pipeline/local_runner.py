@@ -22,6 +22,8 @@ class RunSummary:
     rows: dict[str, int]  # ExampleGen's count per outcome: accepted or a rejection reason
     rejected_rows_file: str | None
     not_servable_reason: str | None = None  # why the servability gate refused the model
+    evaluation: object | None = None  # the Evaluator's ModelEvaluation artifact (MLMD)
+    gate_failures: list[str] = dataclasses.field(default_factory=list)  # why it was not blessed
 
 
 def run(config: PipelineConfig) -> RunSummary:
@@ -57,4 +59,24 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
         rows=read_summary(examples.uri) if examples else {},
         rejected_rows_file=os.path.join(examples.uri, REJECTED_FILE_NAME) if examples else None,
         not_servable_reason=servability.custom_properties[REASON_PROPERTY].string_value
-        if servability and REASON_PROPERTY in servability.custom_properties else None)
+        if servability and REASON_PROPERTY in servability.custom_properties else None,
+        evaluation=evaluation,
+        gate_failures=gate_failures(evaluation.uri) if evaluation else [])
+
+
+def gate_failures(evaluation_uri: str) -> list[str]:
+    """Each bar of the Evaluator's gate (pipeline.eval_config) that the model did not clear,
+    with the figure TFMA judged, e.g. 'eval accuracy 0.5523 is below the bar 0.6'."""
+    import tensorflow_model_analysis as tfma
+
+    lines = []
+    for per_slice in tfma.load_validation_result(evaluation_uri).metric_validations_per_slice:
+        for failure in per_slice.failures:
+            value, bar = failure.metric_value.double_value.value, failure.metric_threshold
+            if failure.metric_key.is_diff:
+                lines.append(f"eval accuracy {value:+.4f} against the last blessed model's, a "
+                             f"larger drop than the {-bar.change_threshold.absolute.value:g} allowed")
+            else:
+                lines.append(f"eval accuracy {value:.4f} is below the bar "
+                             f"{bar.value_threshold.lower_bound.value:g}")
+    return lines

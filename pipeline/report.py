@@ -24,6 +24,7 @@ from components import features, settings  # noqa: E402
 from components.artifacts import ACCEPTED, read_history, read_summary  # noqa: E402
 from pipeline import metadata  # noqa: E402
 
+REPORT_DIR_NAME = "report"  # <run dir>/report/
 REPORT_FILE_NAME = "report.md"
 EVALUATIONS_DIR_NAME = "evaluations"  # <report dir>/evaluations/<MLMD artifact id>.json
 CURVES_FILE_NAME = "training_curves.png"
@@ -167,6 +168,12 @@ def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
             for name, (node, type_name) in wanted.items()}
 
 
+def overall_accuracy(run_dir: str, evaluation) -> float | None:
+    """The overall accuracy of a ModelEvaluation artifact, as the report of `run_dir` read it."""
+    cache_dir = Path(run_dir) / REPORT_DIR_NAME / EVALUATIONS_DIR_NAME
+    return cached_evaluation(evaluation, cache_dir).metrics.get("", {}).get(ACCURACY)
+
+
 def write_report(run_dir: str, pipeline_name: str = "agnews",
                  metadata_path: str | None = None) -> tuple[Path, str]:
     """Writes `<run_dir>/report/` from the newest run in `<run_dir>/metadata.sqlite`;
@@ -177,7 +184,7 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
     outputs = _latest_outputs(metadata.open_store(metadata_path), pipeline_name)
     if outputs["evaluation"] is None:
         raise FileNotFoundError(f"The runs recorded in {metadata_path} have no evaluation yet.")
-    out_dir = Path(run_dir) / "report"
+    out_dir = Path(run_dir) / REPORT_DIR_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
 
     evaluation, holdout, test = (
