@@ -1,25 +1,32 @@
 """Text cleaning and tokenization as TensorFlow ops, so training and serving share one graph.
 
-`normalize` undoes the residue the AG News crawl left in its text (`#36;` for `$`,
-`&lt;b&gt;` tags, ` quot;`, literal `\\n`), `standardize` then mirrors Keras
-TextVectorization's default (lower-case, strip punctuation) and `tokenize` splits on
-whitespace. Ingestion keeps the text as it was; this module is the one place it is cleaned.
+`normalize` turns the AG News crawl's escapes back into the text a client would send:
+the crawl wrote each entity's `&` as a space ("Yahoo #39;s", "AT #38;T", " quot;"),
+escaped `$` as `\\$` and wrote line breaks as a lone backslash ("touchdown\\passes",
+"big\\nose"). `standardize` then mirrors Keras TextVectorization's default (lower-case,
+strip punctuation) and `tokenize` splits on whitespace. Ingestion keeps the text as it
+was; this module is the one place it is cleaned.
 """
 import tensorflow as tf
 
-# (pattern, replacement), applied in order: entities first, then the tags they spelled.
+# (pattern, replacement), applied in order: the crawl's forms first, entities next, then
+# the tags they spelled.
 _RESIDUE_RULES = (
-    (r"\\n", " "),                          # escaped line breaks
+    # The space before a bare entity is the crawl's `&`: put it back, so "Yahoo #39;s"
+    # becomes "Yahoo's" (not "Yahoo 's", which would split off a token "s").
+    (r" (#\d+|quot|amp|lt|gt|nbsp);", r"&\1;"),
+    (r"\\\$", "$"),                         # "C\$1": an escaped dollar sign
+    (r"\\+", " "),                          # any other backslash is a line break
     (r"&?#36;", "$"),
-    (r"&?#39;", "'"),
+    (r"&?#(?:39|146|8217);", "'"),          # apostrophes: ASCII, cp1252, Unicode
     (r"&?#38;", "&"),
     (r"&?#\d+;", " "),                     # other numeric character references
     (r"&lt;", "<"),
     (r"&gt;", ">"),
-    (r" ?&?quot;", "\""),                 # the crawl turned &quot; into " quot;"
+    (r"&?quot;", "\""),
     (r"&nbsp;", " "),
     (r"<[^<>]{0,200}>", " "),              # HTML tags such as <b>, </b>, <a href=...>
-    (r"&amp;", "&"),
+    (r"&(?:amp;)+", "&"),                  # "&amp;amp;": escaped more than once
     (r"\s+", " "),
 )
 
