@@ -19,6 +19,8 @@ _RESIDUE_RULES = (
     (r"\\+", " "),                          # any other backslash is a line break
     (r"&?#36;", "$"),
     (r"&?#(?:39|146|8217);", "'"),          # apostrophes: ASCII, cp1252, Unicode
+    ("[\u2018\u2019]", "'"),                # what clients paste: curly quotes, straightened
+    ("[\u201c\u201d]", "\""),
     (r"&?#38;", "&"),
     (r"&?#\d+;", " "),                     # other numeric character references
     (r"&lt;", "<"),

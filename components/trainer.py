@@ -59,6 +59,13 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
+def _kind(strategy: tf.distribute.Strategy) -> str:
+    """The strategy's public name (MultiWorkerMirroredStrategy's class is named otherwise)."""
+    return ("MultiWorkerMirroredStrategy"
+            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            else type(strategy).__name__)
+
+
 def read_examples(file_pattern, data_accessor, tf_transform_output: tft.TFTransformOutput,
                   shuffle: bool, keys: tuple[str, ...] = (features.TOKEN_IDS_KEY,)
                   ) -> tf.data.Dataset:
@@ -98,8 +105,8 @@ def batch_examples(dataset: tf.data.Dataset, batch_size: int, bucketing: bool = 
             padding_values=padding)
     else:
         dataset = dataset.padded_batch(batch_size, padding_values=padding)
-    # Across workers, each takes every N-th batch: Transform writes fewer files than there may
-    # be workers, so the default sharding by file cannot split them.
+    # Across N workers, each takes its 1/N of every global batch: Transform writes fewer files
+    # than there may be workers, so the default sharding by file cannot split them.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
@@ -132,8 +139,7 @@ def fit(classifier: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.
 
 def run_fn(fn_args: FnArgs) -> None:
     strategy = distribution_strategy()  # first: no TensorFlow op may run before it
-    kind = "MultiWorkerMirroredStrategy" if cluster_size() > 1 else "MirroredStrategy"
-    print(f"Training on {strategy.num_replicas_in_sync} replica(s): {kind}")
+    print(f"Training on {strategy.num_replicas_in_sync} replica(s): {_kind(strategy)}")
     config = fn_args.custom_config or {}
     batch_size = int(config.get("batch_size", DEFAULT_BATCH_SIZE))
     model_name = config.get("model", DEFAULT_MODEL)
@@ -145,13 +151,17 @@ def run_fn(fn_args: FnArgs) -> None:
         for files, shuffle in ((fn_args.train_files, True), (fn_args.eval_files, False)))
     if features.TOKEN_IDS_KEY in model.input_keys(model_name):
         print(f"Padding fraction of the eval batches: {padding_fraction(evaluation):.3f}")
+    policy = tf.keras.mixed_precision.global_policy()  # layers keep the one they were built with
     if config.get("mixed_precision"):
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
-    with strategy.scope():
-        classifier = model.build_model(
-            model_name,
-            float(config.get("learning_rate", DEFAULT_LEARNING_RATE)),
-            float(config.get("embedding_dropout", DEFAULT_EMBEDDING_DROPOUT)))
+    try:
+        with strategy.scope():
+            classifier = model.build_model(
+                model_name,
+                float(config.get("learning_rate", DEFAULT_LEARNING_RATE)),
+                float(config.get("embedding_dropout", DEFAULT_EMBEDDING_DROPOUT)))
+    finally:
+        tf.keras.mixed_precision.set_global_policy(policy)
     classifier.summary(print_fn=print)
     history = fit(classifier, train, evaluation, epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
                   patience=int(config.get("patience", DEFAULT_PATIENCE)),
@@ -178,5 +188,6 @@ def _export_dirs(strategy: tf.distribute.Strategy, fn_args: FnArgs):
             yield os.path.join(scratch, "model"), scratch
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    if cluster_size() > 1:  # a collective op is a barrier: it returns once every worker is here
+    if _kind(strategy) == "MultiWorkerMirroredStrategy":  # a collective op is a barrier:
+        # it returns once every worker is here
         strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1)), axis=None)

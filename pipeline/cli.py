@@ -84,6 +84,9 @@ def _add_compile_parser(subparsers) -> None:
                         help="Pipeline image built from the Dockerfile (default: %(default)s).")
     parser.add_argument("--test-split", action="store_true",
                         help="The data directory has test*.csv[.gz] files (it is not listed at compile time).")
+    parser.add_argument("--trainer-accelerator", metavar="TYPE[:COUNT]",
+                        help="Run the Trainers on a node with COUNT (default 1) GPUs of TYPE, as "
+                             "KFP / Vertex AI name them, e.g. NVIDIA_TESLA_T4:1.")
     _add_pipeline_options(parser)
 
 
@@ -95,7 +98,12 @@ def _compile(args) -> int:
     if getattr(args, "print_config", False):
         print(kubeflow_runner.for_image(config, args.image).to_json())
         return 0
-    path = kubeflow_runner.compile_pipeline(config, args.output, args.image)
+    try:
+        path = kubeflow_runner.compile_pipeline(config, args.output, args.image,
+                                                getattr(args, "trainer_accelerator", None))
+    except ValueError as error:
+        print(f"agnews compile failed: {error}", file=sys.stderr)
+        return 1
     print(f"KFP v2 pipeline written to {path}: upload it to Kubeflow Pipelines or Vertex AI Pipelines.")
     return 0
 

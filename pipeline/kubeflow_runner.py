@@ -30,15 +30,36 @@ def for_image(config: PipelineConfig, image: str = DEFAULT_KUBEFLOW_IMAGE) -> Pi
                                beam_args=beam_packaging.with_image(config.beam_args, image))
 
 
-def compile_pipeline(config: PipelineConfig, output: str, image: str = DEFAULT_KUBEFLOW_IMAGE) -> str:
-    """Writes the KFP v2 IR to `output` and returns its path."""
+def compile_pipeline(config: PipelineConfig, output: str, image: str = DEFAULT_KUBEFLOW_IMAGE,
+                     trainer_accelerator: str | None = None) -> str:
+    """Writes the KFP v2 IR to `output` and returns its path. `trainer_accelerator`
+    (`TYPE[:COUNT]`, e.g. NVIDIA_TESLA_T4:1) asks KFP / Vertex AI Pipelines to run the
+    Trainers' containers on a node with that many GPUs of that type."""
     # Here, not at the top: it needs kfp (the kubeflow extra), which the Airflow environment lacks.
     from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import (KubeflowV2DagRunner,
                                                                       KubeflowV2DagRunnerConfig)
 
+    pipeline = create_pipeline(for_image(config, image))
+    if trainer_accelerator:
+        resources = accelerator_resources(trainer_accelerator)
+        for component in pipeline.components:
+            if component.id in ("Trainer", "baseline_trainer"):
+                component.with_platform_config(resources)
     runner = KubeflowV2DagRunner(
         config=KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(os.path.abspath(output)),
         output_filename=os.path.basename(output))
-    runner.run(create_pipeline(for_image(config, image)), write_out=True)
+    runner.run(pipeline, write_out=True)
     return output
+
+
+def accelerator_resources(accelerator: str):
+    """KFP's ResourceSpec for `TYPE[:COUNT]` (count 1 when not given)."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    kind, _, count = accelerator.partition(":")
+    if not kind or not (count or "1").isdigit() or int(count or "1") < 1:
+        raise ValueError(f"--trainer-accelerator takes TYPE[:COUNT], e.g. NVIDIA_TESLA_T4:1, "
+                         f"not {accelerator!r}.")
+    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+    return spec(accelerator=spec.AcceleratorConfig(type=kind, count=int(count or "1")))

@@ -162,3 +162,19 @@ def test_building_and_compiling_the_pipeline_leaves_ai_platform_out(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.splitlines()[-1]) == []
     assert (tmp_path / "p.json").stat().st_size > 1000
+
+
+def test_compile_puts_the_trainers_on_gpu_nodes(tmp_path, capsys):
+    from pipeline import cli
+
+    output = tmp_path / "p.json"
+    assert cli.main(["compile", "kubeflow", "--output", str(output), "--data", "gs://b/ag_news",
+                     "--pipeline-root", "gs://b/root", "--trainer-accelerator", "NVIDIA_TESLA_T4:2"]) == 0
+    executors = json.loads(output.read_text())["pipelineSpec"]["deploymentSpec"]["executors"]
+    resources = {name.removesuffix("_executor"): executor["container"].get("resources")
+                 for name, executor in executors.items() if "container" in executor}
+    assert {name for name, spec in resources.items() if spec} == {"Trainer", "baseline_trainer"}
+    assert resources["Trainer"] == {"accelerator": {"type": "NVIDIA_TESLA_T4", "count": "2"}}
+    capsys.readouterr()
+    assert cli.main(["compile", "kubeflow", "--output", str(output), "--trainer-accelerator", "T4:x"]) == 1
+    assert "--trainer-accelerator takes TYPE[:COUNT]" in capsys.readouterr().err

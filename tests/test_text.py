@@ -41,6 +41,9 @@ def test_normalize_undoes_crawl_residue(raw, expected):
     ("offered as much as C\\$1.", "offered as much as C$1."),
     ("AT #38;T and Marsh  amp; McLennan", "AT&T and Marsh & McLennan"),
     ("as  quot;nuts, quot; adding", 'as "nuts," adding'),
+    # Text pasted from a news site has typographic quotes.
+    ("Yahoo #39;s profit", "Yahoo\u2019s profit"),
+    ("as  quot;nuts, quot; adding", "as \u201cnuts,\u201d adding"),
 ])
 def test_crawl_and_client_forms_give_the_same_tokens(crawl, client):
     """The served model reads clients' text with this graph: it must see what training saw."""
