@@ -62,22 +62,22 @@ def _image_env(venv: Path) -> dict[str, str]:
 
 
 def _build_image_python(workdir: Path, venv: Path) -> None:
-    """The Dockerfile's RUN steps, into a fresh virtualenv instead of the TFX image's Python."""
+    """The Dockerfile's own RUN lines, into a fresh virtualenv instead of the TFX image's Python:
+    `uv` is this machine's, `--system` is the virtualenv and /tmp is the test's."""
     uv = find_uv()
-
-    def run(*args: str, **kwargs):
-        done = subprocess.run([uv, *args], cwd=workdir, capture_output=True, text=True, timeout=1200,
-                              **kwargs)
-        assert done.returncode == 0, f"uv {' '.join(args)}:\n{done.stderr[-3000:]}"
-        return done.stdout
-
-    requirements = workdir.parent / "requirements.txt"
-    requirements.write_text(run("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project",
-                                "--extra", "kubeflow"))
     # The Python 3.10 these tests run on (the TFX 1.16 image has 3.10 too).
-    run("venv", "--quiet", "--python", os.path.realpath(sys.executable), str(venv))
-    run("pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r", str(requirements))
-    run("pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "--no-deps", ".")
+    done = subprocess.run([uv, "venv", "--quiet", "--python", os.path.realpath(sys.executable), str(venv)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [args for op, args in dockerfile() if op == "RUN"]
+    assert steps[0] == "python -m pip install --no-cache-dir uv"  # the image's uv: here, ours
+    assert any("uv export --frozen" in step for step in steps[1:])
+    for step in steps[1:]:
+        command = (step.replace("/tmp/", f"{workdir.parent}/").replace("uv ", f"{uv} ")
+                   .replace("--system", f"--python {venv / 'bin' / 'python'}"))
+        done = subprocess.run(["bash", "-c", command], cwd=workdir, capture_output=True, text=True,
+                              timeout=1200)
+        assert done.returncode == 0, f"{step}:\n{done.stderr[-3000:]}"
 
 
 def _executor_input(spec: dict, task: str, workdir: Path, outputs: Path) -> dict:
