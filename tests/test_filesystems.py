@@ -2,6 +2,8 @@
 only on local disk: on TF's in-memory `ram://` (where only TensorFlow can reach the files), and
 on `gs://` against a local GCS emulator (run by `bash .ci/gcs-emulator`, which CI does)."""
 import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -10,7 +12,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components import artifacts, features, ingest, servability, validation
 from pipeline import local_runner, metadata, predict
-from .conftest import read_examples, run_example_gen, sample_lines
+from .conftest import sample_lines
 
 BUCKET = os.environ.get("AGNEWS_TEST_BUCKET")
 needs_gcs_emulator = pytest.mark.skipif(not BUCKET, reason=(
@@ -125,18 +127,35 @@ def test_the_check_process_resolves_a_relative_candidate_as_this_process_does(tm
 # --- gs://: a whole component run against a local GCS emulator --------------------------------
 
 @needs_gcs_emulator
-def test_ingestion_reads_and_writes_gcs():
+def test_a_whole_agnews_run_on_gcs_pushes_a_model_that_answers(tmp_path):
+    """`agnews run` as a user starts it, with the data, the pipeline root and the serving
+    directory on gs:// (ML Metadata and the report stay local): ingestion with a bad row,
+    statistics and the data contract, both Transforms and Trainers, the Evaluators, the
+    servability gate and Pusher all read and write the bucket."""
     root = _unique(BUCKET)
     with tf.io.gfile.GFile(f"{root}/data/train.csv", "wb") as handle:
-        handle.write(b"\n".join(sample_lines(60) + [b'"9","bad label","x"']) + b"\n")
-    examples, error = run_example_gen(f"{root}/examples", ingest.IngestSettings(max_bad_fraction=0.1),
-                                      f"{root}/data",
-                                      {"train": "train*.csv"})
-    assert error is None
-    assert artifacts.read_summary(examples.uri) == {"accepted": 60, ingest.LABEL_NOT_1_TO_4: 1}
-    with tf.io.gfile.GFile(f"{examples.uri}/{ingest.REJECTED_FILE_NAME}") as handle:
-        assert handle.read().splitlines()[1].startswith(f"train.csv,61,{ingest.LABEL_NOT_1_TO_4},")
-    assert sum(len(read_examples(examples, split)) for split in ("train", "eval", "holdout")) == 60
+        handle.write(b"\n".join(sample_lines(300) + [b'"9","bad label","x"']) + b"\n")
+    metadata_path = tmp_path / "metadata.sqlite"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--data", f"{root}/data",
+         "--pipeline-root", f"{root}/pipeline", "--serving-dir", f"{root}/serving",
+         "--metadata-path", str(metadata_path), "--epochs", "1", "--batch-size", "32",
+         "--min-accuracy", "0"], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert f"Model pushed to: {root}/serving/" in done.stdout
+
+    summary = local_runner.summarize(str(metadata_path), "agnews")
+    assert summary.rows == {"accepted": 300, ingest.LABEL_NOT_1_TO_4: 1}
+    assert summary.rejected_rows_file.startswith(f"{root}/pipeline/")
+    with tf.io.gfile.GFile(summary.rejected_rows_file) as handle:
+        assert handle.read().splitlines()[1].startswith(f"train.csv,301,{ingest.LABEL_NOT_1_TO_4},")
+    version = predict.resolve_version_dir(f"{root}/serving")
+    assert summary.pushed_to.rstrip("/") == version
+    assert len(predict.warmup_requests(version)) == (
+        len(servability.WARMUP_SIGNATURES) * len(servability.WARMUP_BATCH_SIZES))
+    (answer,) = predict.predict(version, ["Stocks slide as oil prices climb"], [""])
+    assert answer["label"] in features.LABEL_NAMES
+    assert (tmp_path / "report" / "training_curves.png").is_file()  # the history, read from gs://
 
 
 @needs_gcs_emulator
@@ -165,42 +184,6 @@ def test_example_validator_anomalies_stop_the_run_on_gcs(tmp_path):
             metadata_connection_config=metadata.sqlite_connection_config(str(tmp_path / "m.sqlite"))))
     assert "feature 'label'" in str(raised.value) and "Out-of-range values" in str(raised.value)
     assert f"{root}/pipeline/ExampleValidator/anomalies/" in str(raised.value)
-
-
-@needs_gcs_emulator
-def test_a_candidate_on_gcs_is_checked_blessed_and_pushed_with_its_warmup(tmp_path):
-    from tfx.components import Pusher
-    from tfx.dsl.components.common.importer import Importer
-    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-    from tfx.orchestration.pipeline import Pipeline
-    from tfx.proto import pusher_pb2
-    from tfx.types import standard_artifacts
-
-    root = _unique(BUCKET)
-    _Servable(correct=True).save(f"{root}/candidate/Format-Serving")
-    _write_eval_examples(f"{root}/examples")
-    model = Importer(source_uri=f"{root}/candidate", artifact_type=standard_artifacts.Model
-                     ).with_id("candidate")
-    raw = Importer(source_uri=f"{root}/examples", artifact_type=standard_artifacts.Examples
-                   ).with_id("examples")
-    gate = servability.ServabilityGate(model=model.outputs["result"], examples=raw.outputs["result"],
-                                       timeout_seconds=300)
-    pusher = Pusher(infra_blessing=gate.outputs["blessing"], push_destination=pusher_pb2.PushDestination(
-        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=f"{root}/serving")))
-    metadata_path = str(tmp_path / "metadata.sqlite")
-    LocalDagRunner().run(Pipeline(
-        pipeline_name="agnews", pipeline_root=f"{root}/pipeline",
-        components=[model, raw, gate, pusher],
-        metadata_connection_config=metadata.sqlite_connection_config(metadata_path)))
-
-    summary = local_runner.summarize(metadata_path, "agnews")
-    assert summary.pushed and summary.not_servable_reason is None
-    version = predict.resolve_version_dir(f"{root}/serving")
-    assert version.startswith(f"{root}/serving/") and summary.pushed_to.rstrip("/") == version
-    assert len(predict.warmup_requests(version)) == (
-        len(servability.WARMUP_SIGNATURES) * len(servability.WARMUP_BATCH_SIZES))
-    (answer,) = predict.predict(version, ["four"], [""])
-    assert answer["label"] == features.LABEL_NAMES[0]  # 4 characters: class 0
 
 
 @needs_gcs_emulator
