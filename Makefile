@@ -43,12 +43,13 @@ test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by
 test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (root, Go, openssl).
 	bash .ci/gcs-emulator $(VENV)/bin/pytest tests/test_filesystems.py $(ARGS)
 
-bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, accuracy over seeds (~45 min), ingest + Transform, serving, CLI.
+bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, accuracy over seeds (~45 min), ingest + Transform, serving, CLI, batch scoring.
 	$(VENV)/bin/python bench/train_vs_seed.py
 	$(VENV)/bin/python bench/accuracy.py
 	$(VENV)/bin/python bench/ingest_transform.py
 	$(VENV)/bin/python bench/serve.py
 	$(VENV)/bin/python bench/cli.py
+	$(VENV)/bin/python bench/score.py
 
 clean:
 	rm -rf artifacts

@@ -51,6 +51,10 @@ NGRAM_MIN_COUNT = 2
 SERVING_DEFAULT = "serving_default"
 SERVING_TF_EXAMPLE = "serving_tf_example"
 TRANSFORM_FEATURES = "transform_features"
+# Serialized tf.Examples in, probabilities and class id out: what batch scoring (`agnews score`,
+# TFX's BulkInferrer) runs. tfx_bsl's RunInference splits every output into one tensor per
+# example and fails on a per-example string, so this signature has no label name.
+BATCH_SCORING = "batch_scoring"
 PROBABILITIES_KEY = "probabilities"
 CLASS_ID_KEY = "class_id"
 LABEL_NAME_KEY = "label"

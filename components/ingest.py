@@ -8,10 +8,19 @@ as bytes, `label` as int64 0-3, text kept exactly as in the file: normalization 
 the model graph so that serving sees the same), and writes every other line to
 `rejected.csv` inside the Examples artifact with the reason. The run fails when the
 rejected fraction exceeds `max_bad_fraction`.
+
+Scoring input (`labelled=False`: `agnews score` and the pipeline's `--score` ExampleGen) goes
+through the same parsing and rules. Its CSV files may also be unlabelled (title, description):
+each file's form is told from its first line that reads as 2 or 3 CSV fields (a first line of
+column names, e.g. `title,description`, is skipped), so a damaged line never changes the form
+of its neighbours. Files whose name contains `tfrecord` hold tf.Examples instead (gzipped when
+named *.gz). Scoring examples carry their `source_file` and `line_number`, which the model
+ignores and the scores repeat.
 """
 from __future__ import annotations
 
 import bisect
+import codecs
 import csv
 import dataclasses
 import hashlib
@@ -25,7 +34,7 @@ from typing import Any, Iterator
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format, message, struct_pb2
 from tfx.components.example_gen import write_split
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
@@ -45,6 +54,18 @@ LABEL_NOT_1_TO_4 = "label_not_1_to_4"
 EMPTY_TEXT = "empty_title_and_description"
 INVALID_UTF8 = "invalid_utf8"
 FIELD_TOO_LONG = "field_too_long"
+NOT_A_TF_EXAMPLE = "not_a_tf_example"
+
+# Where a scoring example came from (the same names as rejected.csv's columns).
+SOURCE_FILE_KEY = "source_file"
+LINE_NUMBER_KEY = "line_number"
+
+# Forms of an input file.
+LABELLED_CSV = "class,title,description"
+UNLABELLED_CSV = "title,description"
+TF_EXAMPLES = "tf.Example"
+_FORM_BY_FIELD_COUNT = {3: LABELLED_CSV, 2: UNLABELLED_CSV}
+_FORM_SCAN_LINES = 100  # lines read to tell a file's form before taking the canonical one
 
 REJECTED_HEADER = "source_file,line_number,reason,raw_line"
 
@@ -67,6 +88,8 @@ class IngestSettings:
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
     source: str = SOURCE_CSV  # SOURCE_CSV: input_base holds CSV files; SOURCE_TFDS: a prepared TFDS dir
+    # True: training input, every row class,title,description. False: scoring input (see above).
+    labelled: bool = True
 
     def to_custom_config(self) -> example_gen_pb2.CustomConfig:
         """Packs the settings the way FileBasedExampleGen carries executor options."""
@@ -86,7 +109,8 @@ class IngestSettings:
         values = json_format.MessageToDict(values)
         return cls(max_bad_fraction=float(values["max_bad_fraction"]),
                    max_field_chars=int(values["max_field_chars"]),
-                   source=values.get("source", SOURCE_CSV))
+                   source=values.get("source", SOURCE_CSV),
+                   labelled=bool(values.get("labelled", True)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +128,11 @@ class Rejection:
         return out.getvalue()
 
 
-def check_fields(label: int, title: str, description: str,
+def check_fields(label: int | None, title: str, description: str,
                  max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> str | None:
-    """The reason a decoded row breaks the contract, or None. Shared by the CSV and TFDS sources."""
-    if label not in range(features.NUM_CLASSES):
+    """The reason a decoded row breaks the contract, or None. Shared by every source; a row
+    without a label (None) is checked on its text alone."""
+    if label is not None and label not in range(features.NUM_CLASSES):
         return LABEL_NOT_1_TO_4
     if not title.strip() and not description.strip():
         return EMPTY_TEXT
@@ -116,9 +141,8 @@ def check_fields(label: int, title: str, description: str,
     return None
 
 
-def parse_line(raw_line: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
-               ) -> tuple[int, str, str] | str:
-    """Returns (label 0-3, title, description) for a good CSV line, else the reason to reject it."""
+def _csv_fields(raw_line: bytes) -> list[str] | str:
+    """The fields of one CSV line, else the reason it cannot be read."""
     try:
         line = raw_line.decode("utf-8")
     except UnicodeDecodeError:
@@ -127,12 +151,46 @@ def parse_line(raw_line: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
         rows = list(csv.reader([line], strict=True))
     except csv.Error as error:
         return UNTERMINATED_QUOTE if "end of data" in str(error) else BAD_QUOTING
-    if len(rows) != 1 or len(rows[0]) != 3:
+    return rows[0] if len(rows) == 1 else WRONG_COLUMN_COUNT
+
+
+def parse_line(raw_line: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+               form: str = LABELLED_CSV) -> tuple[int | None, str, str] | str:
+    """Returns (label 0-3, or None in an unlabelled file; title, description) for a good CSV
+    line of `form`, else the reason to reject it."""
+    fields = _csv_fields(raw_line)
+    if isinstance(fields, str):
+        return fields
+    if len(fields) != (3 if form == LABELLED_CSV else 2):
         return WRONG_COLUMN_COUNT
-    class_index, title, description = rows[0]
-    if class_index.strip() not in ("1", "2", "3", "4"):
-        return LABEL_NOT_1_TO_4
-    label = int(class_index) - 1
+    label = None
+    if form == LABELLED_CSV:
+        class_index, *fields = fields
+        if class_index.strip() not in ("1", "2", "3", "4"):
+            return LABEL_NOT_1_TO_4
+        label = int(class_index) - 1
+    title, description = fields
+    return check_fields(label, title, description, max_field_chars) or (label, title, description)
+
+
+def parse_example_record(record: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+                         ) -> tuple[int | None, str, str] | str:
+    """The same contract for a serialized tf.Example (a missing text feature reads as empty;
+    the label, when there is one, is 0-3 as ExampleGen writes it)."""
+    try:
+        example = tf.train.Example.FromString(record)
+    except message.DecodeError:
+        return NOT_A_TF_EXAMPLE
+    if example.ByteSize() != len(record):  # protobuf stops early on some garbage, with a warning
+        return NOT_A_TF_EXAMPLE
+    feature = example.features.feature
+    try:
+        title, description = (b"".join(feature[k].bytes_list.value[:1]).decode("utf-8")
+                              for k in features.TEXT_KEYS)
+    except UnicodeDecodeError:
+        return INVALID_UTF8
+    labels = feature[features.LABEL_KEY].int64_list.value if features.LABEL_KEY in feature else []
+    label = int(labels[0]) if labels else None
     return check_fields(label, title, description, max_field_chars) or (label, title, description)
 
 
@@ -147,15 +205,28 @@ def parse_tfds_record(record: dict, max_field_chars: int = DEFAULT_MAX_FIELD_CHA
     return check_fields(label, title, description, max_field_chars) or (label, title, description)
 
 
-def make_example(label: int, title: str, description: str) -> tf.train.Example:
+def make_example(label: int | None, title: str, description: str,
+                 source: tuple[str, int] | None = None) -> tf.train.Example:
+    """The example of a good row: the label when it has one, (source file, line) when given."""
     def _bytes(value: str) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
 
-    return tf.train.Example(features=tf.train.Features(feature={
-        features.TITLE_KEY: _bytes(title),
-        features.DESCRIPTION_KEY: _bytes(description),
-        features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-    }))
+    def _int(value: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    feature = {features.TITLE_KEY: _bytes(title), features.DESCRIPTION_KEY: _bytes(description)}
+    if label is not None:
+        feature[features.LABEL_KEY] = _int(label)
+    if source is not None:
+        feature[SOURCE_FILE_KEY], feature[LINE_NUMBER_KEY] = _bytes(source[0]), _int(source[1])
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def example_source(example: tf.train.Example) -> tuple[str, int]:
+    """(source file, line number) of a scoring example."""
+    feature = example.features.feature
+    return (feature[SOURCE_FILE_KEY].bytes_list.value[0].decode("utf-8"),
+            feature[LINE_NUMBER_KEY].int64_list.value[0])
 
 
 def read_numbered_lines(path: str) -> Iterator[tuple[str, int, bytes]]:
@@ -163,6 +234,51 @@ def read_numbered_lines(path: str) -> Iterator[tuple[str, int, bytes]]:
     with FileSystems.open(path) as handle:  # compression is detected from the name
         for number, line in enumerate(iter(handle.readline, b""), start=1):
             yield path, number, line.rstrip(b"\r\n")
+
+
+def is_tfrecord(path: str) -> bool:
+    return "tfrecord" in os.path.basename(path).lower()
+
+
+def read_numbered_records(path: str) -> Iterator[tuple[str, int, bytes]]:
+    """Yields (path, 1-based record number, record) of a TFRecord file (GZIP when named *.gz)."""
+    compression = "GZIP" if path.endswith(".gz") else ""
+    for number, record in enumerate(tf.compat.v1.io.tf_record_iterator(
+            path, tf.io.TFRecordOptions(compression)), start=1):
+        yield path, number, record
+
+
+def read_numbered_rows(path: str) -> Iterator[tuple[str, int, bytes]]:
+    """Lines of a CSV file or records of a TFRecord file, numbered from 1."""
+    return read_numbered_records(path) if is_tfrecord(path) else read_numbered_lines(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileForm:
+    form: str
+    header: bool = False  # line 1 names the columns: skipped, not a row
+
+
+def file_form(path: str) -> FileForm:
+    """A scoring file's form: TF_EXAMPLES by its name, else the column count of its first line
+    that reads as 2 or 3 CSV fields (LABELLED_CSV when none of the first lines does). Reads the
+    file's first record, so an unreadable file fails here, before any work."""
+    if is_tfrecord(path):
+        next(read_numbered_records(path), None)
+        return FileForm(TF_EXAMPLES)
+    for _, number, line in itertools.islice(read_numbered_lines(path), _FORM_SCAN_LINES):
+        fields = _csv_fields(line)
+        if not isinstance(fields, str) and len(fields) in _FORM_BY_FIELD_COUNT:
+            names = [f.strip().lower() for f in fields]
+            header = number == 1 and names[-2:] == list(features.TEXT_KEYS)
+            return FileForm(_FORM_BY_FIELD_COUNT[len(fields)], header)
+    return FileForm(LABELLED_CSV)
+
+
+def relative_name(path: str, base_dir: str) -> str:
+    """`path` as rejected.csv and the scores name it: relative to the input base directory."""
+    prefix = base_dir.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else os.path.basename(path)
 
 
 def read_tfds_records(input_base: str, split: str) -> Iterator[tuple[str, int, dict]]:
@@ -181,24 +297,83 @@ def _raw_tfds_record(record: dict) -> bytes:
 
 
 class _ParseRow(beam.DoFn):
-    """(source, number, raw CSV line or TFDS record) to a tf.Example or a tagged Rejection."""
+    """(source, number, raw CSV line, tf.Example record or TFDS record) to a tf.Example or a
+    tagged Rejection. `forms` (scoring input) maps each file to its FileForm; training files
+    are all LABELLED_CSV."""
 
-    def __init__(self, source: str, max_field_chars: int):
+    def __init__(self, source: str, max_field_chars: int, base_dir: str = "",
+                 forms: dict[str, FileForm] | None = None):
         self._source = source
         self._max_field_chars = max_field_chars
+        self._base_dir = base_dir
+        self._forms = forms
 
     def process(self, numbered_row):
         origin, number, raw = numbered_row
+        form = self._forms[origin] if self._forms is not None else FileForm(LABELLED_CSV)
+        if form.header and number == 1:
+            return
         if self._source == SOURCE_TFDS:
             parsed = parse_tfds_record(raw, self._max_field_chars)
+        elif form.form == TF_EXAMPLES:
+            parsed = parse_example_record(raw, self._max_field_chars)
         else:
-            parsed = parse_line(raw, self._max_field_chars)
+            parsed = parse_line(raw, self._max_field_chars, form.form)
+        name = relative_name(origin, self._base_dir)
         if isinstance(parsed, str):
-            raw_line = _raw_tfds_record(raw) if self._source == SOURCE_TFDS else raw
-            yield beam.pvalue.TaggedOutput(
-                "rejected", Rejection(os.path.basename(origin), number, parsed, raw_line))
+            if self._source == SOURCE_TFDS:
+                raw = _raw_tfds_record(raw)
+            elif form.form == TF_EXAMPLES:
+                raw = codecs.escape_encode(raw)[0]  # binary: as a bytes literal reads, one line
+            yield beam.pvalue.TaggedOutput("rejected", Rejection(name, number, parsed, raw))
         else:
-            yield make_example(*parsed)
+            yield make_example(*parsed, source=(name, number) if self._forms is not None else None)
+
+
+class ParseFiles(beam.PTransform):
+    """Files (CSV or TFRecord) to examples (main output) and Rejections (`rejected`), spread
+    over the workers: the one reading path of ExampleGen and `agnews score`."""
+
+    def __init__(self, paths: list[str], settings: IngestSettings, base_dir: str):
+        super().__init__()
+        self._paths = sorted(paths)
+        self._settings = settings
+        self._base_dir = base_dir
+
+    def expand(self, pbegin):
+        forms = None if self._settings.labelled else {p: file_form(p) for p in self._paths}
+        return (pbegin
+                | "ListFiles" >> beam.Create(self._paths)
+                | "ReadRows" >> beam.FlatMap(read_numbered_rows)
+                | "Spread" >> beam.Reshuffle()
+                | "Parse" >> beam.ParDo(_ParseRow(SOURCE_CSV, self._settings.max_field_chars,
+                                                  self._base_dir, forms)
+                                        ).with_outputs("rejected", main="examples"))
+
+
+class WriteRejected(beam.PTransform):
+    """Rejections to one `rejected.csv` (header only when nothing was rejected)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, rejected):
+        return (rejected
+                | "RejectedToCsv" >> beam.Map(Rejection.to_csv_line)
+                | "WriteRejected" >> beam.io.WriteToText(self._path, shard_name_template="",
+                                                         header=REJECTED_HEADER))
+
+
+def write_summary(accepted: list, rejected, path: str) -> None:
+    """Writes rows per outcome (ACCEPTED or a rejection reason) as JSON at `path`, from the
+    accepted examples' PCollections and the Rejections."""
+    _ = ([pcoll | f"Accepted[{i}]" >> beam.Map(lambda _: ACCEPTED) for i, pcoll in enumerate(accepted)]
+         + [rejected | "Reasons" >> beam.Map(lambda r: r.reason)]
+         | "AllOutcomes" >> beam.Flatten()
+         | "CountOutcomes" >> beam.combiners.Count.PerElement()
+         | "ToDict" >> beam.combiners.ToDict()
+         | "WriteSummary" >> beam.Map(_write_summary, path))
 
 
 _WORD = re.compile(r"[^\W_]+")  # runs of Unicode letters and digits
@@ -251,27 +426,24 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         split_names = [name for split in input_config.splits
                        for name in (train_splits if split.name == "train" else [split.name])]
         examples.split_names = artifact_utils.encode_split_names(split_names)
-        rejected_pcolls, outcome_pcolls = [], []
+        rejected_pcolls, accepted_pcolls = [], []
         with self._make_beam_pipeline() as pipeline:
             for split in input_config.splits:
                 if settings.source == SOURCE_TFDS:
-                    rows = (pipeline
-                            | f"Split[{split.name}]" >> beam.Create([(input_base, split.name)])
-                            | f"ReadTfds[{split.name}]" >> beam.FlatMapTuple(read_tfds_records))
+                    parsed = (
+                        pipeline
+                        | f"Split[{split.name}]" >> beam.Create([(input_base, split.name)])
+                        | f"ReadTfds[{split.name}]" >> beam.FlatMapTuple(read_tfds_records)
+                        | f"Spread[{split.name}]" >> beam.Reshuffle()
+                        | f"Parse[{split.name}]" >> beam.ParDo(
+                            _ParseRow(SOURCE_TFDS, settings.max_field_chars)
+                        ).with_outputs("rejected", main="examples"))
                 else:
                     files = FileSystems.match([os.path.join(input_base, split.pattern)])[0].metadata_list
-                    rows = (pipeline
-                            | f"ListFiles[{split.name}]" >> beam.Create(sorted(m.path for m in files))
-                            | f"ReadLines[{split.name}]" >> beam.FlatMap(read_numbered_lines))
-                parsed = (
-                    rows
-                    | f"Spread[{split.name}]" >> beam.Reshuffle()
-                    | f"Parse[{split.name}]" >> beam.ParDo(
-                        _ParseRow(settings.source, settings.max_field_chars)
-                    ).with_outputs("rejected", main="examples"))
+                    parsed = pipeline | f"Read[{split.name}]" >> ParseFiles(
+                        [m.path for m in files], settings, input_base)
                 rejected_pcolls.append(parsed.rejected)
-                outcome_pcolls.append(parsed.examples | f"Accepted[{split.name}]" >> beam.Map(
-                    lambda _: ACCEPTED))
+                accepted_pcolls.append(parsed.examples)
                 if split.name == "train":
                     outputs = dict(zip(train_splits, parsed.examples | "HashSplit" >> beam.Partition(
                         hash_split_index, len(bucket_ends), bucket_ends)))
@@ -282,17 +454,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                         artifact_utils.get_split_uri(examples_artifacts, name),
                         file_format, exec_properties)
             rejected = rejected_pcolls | "AllRejected" >> beam.Flatten()
-            _ = (rejected
-                 | "RejectedToCsv" >> beam.Map(Rejection.to_csv_line)
-                 | "WriteRejected" >> beam.io.WriteToText(
-                     os.path.join(examples.uri, REJECTED_FILE_NAME), shard_name_template="",
-                     header=REJECTED_HEADER))
-            _ = ((outcome_pcolls + [rejected | "Reasons" >> beam.Map(lambda r: r.reason)])
-                 | "AllOutcomes" >> beam.Flatten()
-                 | "CountOutcomes" >> beam.combiners.Count.PerElement()
-                 | "ToDict" >> beam.combiners.ToDict()
-                 | "WriteSummary" >> beam.Map(
-                     _write_summary, os.path.join(examples.uri, SUMMARY_FILE_NAME)))
+            _ = rejected | WriteRejected(os.path.join(examples.uri, REJECTED_FILE_NAME))
+            write_summary(accepted_pcolls, rejected, os.path.join(examples.uri, SUMMARY_FILE_NAME))
 
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, write_split.to_file_format_str(file_format))
@@ -300,15 +463,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for key, value in counts.items():
             examples.set_int_custom_property(f"rows_{key}", value)
         check_bad_fraction(counts, settings.max_bad_fraction,
-                           os.path.join(examples.uri, REJECTED_FILE_NAME))
+                           os.path.join(examples.uri, REJECTED_FILE_NAME),
+                           "check --data and the file names (train*.csv, train*.csv.gz, test*.csv...)"
+                           if settings.labelled else "check the --score directory")
 
 
-def check_bad_fraction(counts: dict[str, int], max_bad_fraction: float, rejected_path: str) -> None:
+def check_bad_fraction(counts: dict[str, int], max_bad_fraction: float, rejected_path: str,
+                       where_to_look: str = "check the input files") -> None:
+    """Stops (IngestError) on input with no rows or with too large a share of rejected rows."""
     total = sum(counts.values())
     bad = total - counts.get(ACCEPTED, 0)
     if total == 0:
-        raise IngestError("The input files hold no rows: check --data and the file names "
-                          "(train*.csv, train*.csv.gz, test*.csv...).")
+        raise IngestError(f"The input files hold no rows: {where_to_look}.")
     if bad / total > max_bad_fraction:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != ACCEPTED)
         raise IngestError(

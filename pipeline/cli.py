@@ -1,4 +1,4 @@
-"""`agnews`: run the pipeline and query a pushed model.
+"""`agnews`: run the pipeline, query a pushed model and score files with it.
 
 Each command imports only what it needs, when it runs: help and --print-config need no
 TensorFlow; predict, serve and report need TensorFlow but not TFX, TFT, TFMA or Beam.
@@ -26,6 +26,8 @@ from pipeline.config import PipelineConfig, load_config
 # Exit codes: 0 done (pushed, or not blessed without --require-push); 1 stopped (bad data,
 # broken data contract, missing files); 2 not pushed with --require-push; 3 refused (another
 # run holds the same MLMD store or pipeline root); 130 interrupted (Ctrl-C), as shells count it.
+# `agnews score` uses the same: 0 done, 1 stopped (no model, unreadable or empty input, too many
+# rejected rows, output not empty), 130 interrupted.
 EXIT_INTERRUPTED = 130
 
 
@@ -72,6 +74,10 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                 "and reported next to it on the holdout split.")
     option("--no-cache", action="store_false", dest="enable_cache",
            help="Re-run every component even when its inputs did not change.")
+    option("--score", metavar="DIR",
+           help="Also score every file in DIR (rows as `agnews score` reads them) with the "
+                "trained model, when it is blessed (TFX BulkInferrer); the scores go to "
+                "report/scores.csv next to the report.")
 
 
 def _add_compile_parser(subparsers) -> None:
@@ -168,6 +174,8 @@ def _run(args) -> int:
              f"see {summary.rejected_rows_file})" if rejected else ""))
     run_dir = os.path.dirname(os.path.abspath(config.metadata_path))
     _print_report(run_dir, config)
+    if summary.scores_note:
+        print(summary.scores_note)
     if summary.pushed:
         from pipeline import report
 
@@ -256,6 +264,74 @@ def _predict(args) -> int:
     return 0
 
 
+def _add_score_parser(subparsers) -> None:
+    from pipeline.score import PREDICTION_LOGS_PREFIX, SCORES_PREFIX, SUMMARY_FILE_NAME
+
+    parser = subparsers.add_parser(
+        "score", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="Score files of rows with a pushed model (a Beam pipeline; local or Dataflow/Flink).",
+        description=f"""\
+Scores every row of INPUT files with a pushed SavedModel, in a Beam pipeline (tfx_bsl's
+RunInference, as TFX's BulkInferrer: the model is loaded once per worker process).
+
+Inputs: AG News-style CSV or CSV.gz, headerless, labelled (class,title,description) or not
+(title,description): each file's form is told from its first line that reads as 2 or 3 CSV
+fields, so one damaged line does not change it; a first line of column names (...,title,
+description) is skipped. A file whose name contains "tfrecord" holds tf.Examples with title
+and description (GZIP when named *.gz). An INPUT may be a file, a glob pattern or a directory.
+
+Writes to OUT: {SCORES_PREFIX}-SSSSS-of-NNNNN.csv (source_file relative to the inputs' common
+directory, line_number from 1 (a record's number in a TFRecord file), label, p_<class> for each
+class, model_version; rows in no particular order), rejected.csv (rows that cannot be
+read, with file, line, reason and raw line, by ingestion's rules), with --prediction-logs
+{PREDICTION_LOGS_PREFIX}-*.gz (TFRecords of TF Serving PredictionLogs), and {SUMMARY_FILE_NAME},
+written last: a directory without it holds no finished job. Shards are written aside by Beam
+and renamed into place when complete.""")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="Files, glob patterns or directories.")
+    parser.add_argument("--model", default=PipelineConfig().serving_dir,
+                        help="A model version directory, or a base directory whose newest "
+                             "numeric version is used (default: %(default)s).")
+    parser.add_argument("--output", required=True, metavar="OUT", help="Directory for the scores.")
+    parser.add_argument("--prediction-logs", action="store_true",
+                        help="Also write the PredictionLogs (request example and response) as TFRecords.")
+    parser.add_argument("--max-bad-fraction", type=float, default=settings.DEFAULT_MAX_BAD_FRACTION,
+                        help="Stop, keeping no scores, when more rows than this are rejected "
+                             "(default: %(default)s).")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace the outputs of an earlier job in OUT (without it, a non-empty "
+                             "OUT is refused; so is one holding other files).")
+    parser.add_argument("--beam-arg", action="append", dest="beam_args", default=[],
+                        help="A Beam pipeline option, e.g. --beam-arg=--direct_running_mode=multi_processing "
+                             "--beam-arg=--direct_num_workers=2, or --beam-arg=--runner=DataflowRunner ... "
+                             "(repeatable).")
+
+
+def _score(args) -> int:
+    from components import ingest
+    from pipeline import beam_packaging, score
+
+    quiet.drop_tfx_notices()
+    try:
+        summary = score.score(args.inputs, args.model, args.output, args.beam_args,
+                              args.prediction_logs, args.max_bad_fraction, overwrite=args.overwrite)
+    except (score.ScoreError, ingest.IngestError, beam_packaging.WheelBuildError) as error:
+        print(f"agnews score failed: {error}", file=sys.stderr)
+        return 1
+    rejected = {k: v for k, v in summary.rows.items() if k != ACCEPTED}
+    print(f"Model: {summary.model_dir} (version {summary.model_version}, loaded "
+          f"{summary.model_loads} time{'s' if summary.model_loads != 1 else ''})")
+    print(f"Input rows: {sum(summary.rows.values())} in {len(summary.inputs)} file"
+          f"{'s' if len(summary.inputs) != 1 else ''}, scored {summary.scored}, rejected "
+          f"{sum(rejected.values())}"
+          + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(rejected.items()))}; "
+             f"see {summary.rejected_rows_file})" if rejected else ""))
+    print(f"Scores: {os.path.join(args.output, score.SCORES_PREFIX)}-*.csv "
+          f"({len(summary.scores)} shard{'s' if len(summary.scores) != 1 else ''})"
+          + (f"; prediction logs: {os.path.join(args.output, score.PREDICTION_LOGS_PREFIX)}-*.gz"
+             if summary.prediction_logs else ""))
+    return 0
+
+
 def _add_serve_parser(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="Serve the pushed model over TF Serving's REST API.")
     parser.add_argument("--model", default=PipelineConfig().serving_dir,
@@ -297,14 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(subparsers)
     _add_predict_parser(subparsers)
+    _add_score_parser(subparsers)
     _add_serve_parser(subparsers)
     _add_report_parser(subparsers)
     _add_compile_parser(subparsers)
     args = parser.parse_args(argv)
     if not getattr(args, "print_config", False):
         quiet.import_tensorflow()  # every other command needs it: import it once, without its noise
-    commands = {"run": _run, "predict": _predict, "serve": _serve, "report": _report,
-                "compile": _compile}
+    commands = {"run": _run, "predict": _predict, "score": _score, "serve": _serve,
+                "report": _report, "compile": _compile}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

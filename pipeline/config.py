@@ -16,7 +16,7 @@ SAMPLE_DATA_DIR = PROJECT_DIR / "data" / "ag_news_sample"
 SCHEMA_DIR = PROJECT_DIR / "schemas"
 TFDS_PREFIX = "tfds:"
 # The settings that name files or directories: load_config makes them absolute.
-PATH_FIELDS = ("data", "pipeline_root", "metadata_path", "serving_dir", "schema_dir")
+PATH_FIELDS = ("data", "pipeline_root", "metadata_path", "serving_dir", "schema_dir", "score")
 
 
 @dataclasses.dataclass
@@ -53,6 +53,9 @@ class PipelineConfig:
     max_accuracy_drop: float = 0.01
     beam_args: list[str] = dataclasses.field(default_factory=list)
     enable_cache: bool = True
+    # Batch scoring: a directory of rows to score (CSV, labelled or not, or TFRecords of
+    # tf.Examples) with the blessed model (BulkInferrer); None scores nothing.
+    score: str | None = None
 
     def transform_config(self, model: str) -> dict:
         """What preprocessing_fn reads from its custom_config, for `model`'s Transform."""
@@ -93,11 +96,11 @@ def load_config(path: str | None = None, **overrides) -> PipelineConfig:
                          f"known: {', '.join(sorted(known))}.")
     if path:
         file_dir = os.path.dirname(os.path.abspath(path))
-        values.update({k: _absolute(v, file_dir) for k, v in values.items() if k in PATH_FIELDS})
+        values.update({k: _absolute(v, file_dir) for k, v in values.items() if k in PATH_FIELDS and v})
     values.update(overrides)
     config = PipelineConfig(**values)
     return dataclasses.replace(
-        config, **{k: _absolute(getattr(config, k), os.getcwd()) for k in PATH_FIELDS})
+        config, **{k: _absolute(getattr(config, k), os.getcwd()) for k in PATH_FIELDS if getattr(config, k)})
 
 
 def _absolute(value: str, base: str) -> str:

@@ -24,6 +24,8 @@ class RunSummary:
     not_servable_reason: str | None = None  # why the servability gate refused the model
     evaluation: object | None = None  # the Evaluator's ModelEvaluation artifact (MLMD)
     gate_failures: list[str] = dataclasses.field(default_factory=list)  # why it was not blessed
+    scores_file: str | None = None  # with --score: BulkInferrer's scores as CSV next to the report
+    scores_note: str | None = None  # with --score: where the scores are, or why there are none
 
 
 def run(config: PipelineConfig) -> RunSummary:
@@ -31,7 +33,14 @@ def run(config: PipelineConfig) -> RunSummary:
     config = for_beam_workers(config)
     LocalDagRunner().run(create_pipeline(
         config, metadata.sqlite_connection_config(config.metadata_path)))
-    return summarize(config.metadata_path, config.pipeline_name)
+    summary = summarize(config.metadata_path, config.pipeline_name)
+    if config.score:
+        from pipeline import score
+
+        summary.scores_file, summary.scores_note = score.write_pipeline_scores(
+            os.path.dirname(os.path.abspath(config.metadata_path)), config.pipeline_name,
+            config.metadata_path)
+    return summary
 
 
 def for_beam_workers(config: PipelineConfig) -> PipelineConfig:

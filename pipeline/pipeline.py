@@ -10,8 +10,8 @@ import json
 import os
 
 import tensorflow_model_analysis as tfma
-from tfx.components import (Evaluator, ExampleValidator, Pusher, StatisticsGen, Trainer,
-                            Transform)
+from tfx.components import (BulkInferrer, Evaluator, ExampleValidator, Pusher, StatisticsGen,
+                            Trainer, Transform)
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
@@ -19,7 +19,7 @@ from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
+from tfx.proto import bulk_inferrer_pb2, example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import Channel, standard_artifacts
 
 from components import features, ingest, servability, validation
@@ -29,6 +29,7 @@ PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 TRAIN_PATTERN = "train*.csv*"
 TEST_PATTERN = "test*.csv*"
+SCORE_SPLIT = "score"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,8 +202,37 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_dir)))
     return _pipeline(config, [*data_components, trainer, *baseline_trainer, baseline_resolver, evaluator,
                               *report_evaluators, servability_gate,
-                              pusher],
+                              pusher, *_scoring(config, trainer, evaluator)],
                      metadata_connection_config)
+
+
+def _scoring(config: PipelineConfig, trainer, evaluator) -> list:
+    """With `config.score`: every file in that directory read by ingestion's own rules (its own
+    ExampleGen, scoring mode) and scored by BulkInferrer with the Trainer's model, only when the
+    Evaluator blessed it (BulkInferrer skips an unblessed model and writes nothing)."""
+    if not config.score:
+        return []
+    import tensorflow as tf
+
+    # Listed only where `data` is (a local run: test_split unknown), as resolve_data_source does.
+    if config.test_split is None and not tf.io.gfile.glob(os.path.join(config.score, "*")):
+        raise FileNotFoundError(f"No files to score in {config.score}: --score takes a directory of "
+                                "CSV (labelled or not) or TFRecord files.")
+    score_example_gen = FileBasedExampleGen(
+        input_base=config.score,
+        input_config=example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name=SCORE_SPLIT, pattern="*")]),
+        custom_config=ingest.IngestSettings(config.max_bad_fraction, config.max_field_chars,
+                                            ingest.SOURCE_CSV, labelled=False).to_custom_config(),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(ingest.Executor)
+    ).with_id("score_example_gen")
+    bulk_inferrer = BulkInferrer(
+        examples=score_example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        data_spec=bulk_inferrer_pb2.DataSpec(),
+        model_spec=bulk_inferrer_pb2.ModelSpec(model_signature_name=[features.BATCH_SCORING]))
+    return [score_example_gen, bulk_inferrer]
 
 
 def _pipeline(config: PipelineConfig, components, metadata_connection_config) -> Pipeline:

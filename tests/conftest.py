@@ -69,11 +69,30 @@ def transform_outputs(root):
     return examples, graph
 
 
+# Rows the first run scores with BulkInferrer (--score): sample rows the training data does not
+# hold, unlabelled, below a line of column names.
+SCORE_ROWS = 40
+
+
+def score_lines() -> list[bytes]:
+    """`title,description` lines of sample rows 301-340 (the e2e run trains on rows 1-300)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows(
+        row[1:] for row in csv.reader(line.decode() for line in sample_lines(300 + SCORE_ROWS)[300:]))
+    return out.getvalue().encode().splitlines()
+
+
 @pytest.fixture(scope="session")
 def first_run(tmp_path_factory):
-    """One real pipeline run (LocalDagRunner, 1 epoch) on 300 sample rows plus a token-less row;
-    returns its directory and the `agnews` arguments used."""
-    return _pipeline_run(tmp_path_factory.mktemp("e2e"))
+    """One real pipeline run (LocalDagRunner, 1 epoch) on 300 sample rows plus a token-less row,
+    scoring SCORE_ROWS more with BulkInferrer; returns its directory and the `agnews` arguments used."""
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "score").mkdir()
+    (root / "score" / "unlabelled.csv").write_bytes(b"\n".join([b"title,description", *score_lines()]) + b"\n")
+    return _pipeline_run(root, "--score", str(root / "score"))
 
 
 @pytest.fixture(scope="session")

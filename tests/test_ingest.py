@@ -133,3 +133,61 @@ def test_examples_carry_the_contract_features(tmp_path):
     assert feature[features.TITLE_KEY].bytes_list.value == [b"Oil prices rise"]
     assert feature[features.DESCRIPTION_KEY].bytes_list.value == [b"Crude oil rose #36;2 on Monday."]
     assert json.loads(open(f"{examples.uri}/{artifacts.SUMMARY_FILE_NAME}").read()) == {artifacts.ACCEPTED: 1}
+
+
+def test_unlabelled_lines_and_tf_examples_follow_the_same_rules():
+    unlabelled = ingest.UNLABELLED_CSV
+    assert ingest.parse_line(b'"Oil prices rise","Crude rose."', form=unlabelled) == (
+        None, "Oil prices rise", "Crude rose.")
+    assert ingest.parse_line(GOOD, form=unlabelled) == ingest.WRONG_COLUMN_COUNT
+    assert ingest.parse_line(b'"Oil prices rise","Crude rose."') == ingest.WRONG_COLUMN_COUNT
+    assert ingest.parse_line(b'" ",""', form=unlabelled) == ingest.EMPTY_TEXT
+    assert ingest.parse_line(b'"caf\xe9","x"', form=unlabelled) == ingest.INVALID_UTF8
+    assert ingest.parse_line(b'"' + b"x" * 11 + b'","y"', max_field_chars=10, form=unlabelled) == ingest.FIELD_TOO_LONG
+    example = ingest.make_example(None, "Mets win", "", source=("a/b.csv", 7))
+    assert ingest.example_source(example) == ("a/b.csv", 7)
+    assert features.LABEL_KEY not in example.features.feature
+    assert ingest.parse_example_record(example.SerializeToString()) == (None, "Mets win", "")
+    assert ingest.parse_example_record(ingest.make_example(2, "a", "b").SerializeToString()) == (2, "a", "b")
+    assert ingest.parse_example_record(ingest.make_example(7, "a", "b").SerializeToString()) == ingest.LABEL_NOT_1_TO_4
+    assert ingest.parse_example_record(ingest.make_example(None, "", " ").SerializeToString()) == ingest.EMPTY_TEXT
+    for garbage in (b"hello world", b"not a proto", b"\xff\xff"):
+        assert ingest.parse_example_record(garbage) == ingest.NOT_A_TF_EXAMPLE
+
+
+@pytest.mark.parametrize("lines, form", [
+    ([GOOD], ingest.FileForm(ingest.LABELLED_CSV)),
+    ([b'"Oil prices rise","Crude rose."', GOOD], ingest.FileForm(ingest.UNLABELLED_CSV)),
+    ([b"title,description", b'"a","b"'], ingest.FileForm(ingest.UNLABELLED_CSV, header=True)),
+    ([b"class,Title,Description", GOOD], ingest.FileForm(ingest.LABELLED_CSV, header=True)),
+    # A damaged first line does not decide: the first line that reads as 2 or 3 fields does.
+    ([b'"cut short', b'"a","b","c","d"', b'"a","b"'], ingest.FileForm(ingest.UNLABELLED_CSV)),
+    ([b"", b"just one field"], ingest.FileForm(ingest.LABELLED_CSV)),
+])
+def test_a_files_form_is_told_from_its_first_readable_line(tmp_path, lines, form):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert ingest.file_form(str(path)) == form
+
+
+def test_scoring_examplegen_reads_unlabelled_files_and_keeps_each_rows_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "unlabelled.csv").write_bytes(b'title,description\n"Mets win","Big game."\n"only"\n"A","B"\n')
+    (data / "labelled.csv").write_bytes(GOOD + b"\n")
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(data / "examples.tfrecord.gz"), "GZIP") as writer:
+        writer.write(ingest.make_example(None, "From a record", "").SerializeToString())
+    assert ingest.file_form(str(data / "examples.tfrecord.gz")) == ingest.FileForm(ingest.TF_EXAMPLES)
+    examples, error = run_example_gen(
+        tmp_path / "examples", ingest.IngestSettings(max_bad_fraction=0.5, labelled=False), str(data),
+        {"score": "*"})
+    assert error is None and examples.split_names == '["score"]'
+    got = sorted((ingest.example_source(e), e.features.feature[features.TITLE_KEY].bytes_list.value[0])
+                 for e in read_examples(examples, "score"))
+    assert got == [(("examples.tfrecord.gz", 1), b"From a record"),
+                   (("labelled.csv", 1), b"Oil prices rise"), (("unlabelled.csv", 2), b"Mets win"),
+                   (("unlabelled.csv", 4), b"A")]
+    assert [(r["source_file"], r["line_number"], r["reason"]) for r in _rejected_rows(examples)] == [
+        ("unlabelled.csv", "3", ingest.WRONG_COLUMN_COUNT)]

@@ -55,6 +55,27 @@ def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
     assert not (versions[0] / "assets" / features.NGRAM_VOCAB_NAME).exists()  # BiLSTM: no n-grams
 
 
+def test_bulk_inferrer_scores_the_score_directory_next_to_the_report(first_run):
+    """--score: BulkInferrer scored every row with the blessed model; the run turned its
+    PredictionLogs into report/scores.csv, one row per input row with its line number."""
+    import csv
+
+    from pipeline import score
+    from .conftest import SCORE_ROWS
+
+    root, _ = first_run
+    with open(root / "report" / score.PIPELINE_SCORES_FILE_NAME, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == score.SCORES_HEADER
+    assert sorted(int(r["line_number"]) for r in rows) == list(range(2, SCORE_ROWS + 2))  # line 1: names
+    assert {r["source_file"] for r in rows} == {"unlabelled.csv"}
+    assert {r["model_version"] for r in rows} == {_versions(root)[-1].name}
+    for row in rows:
+        probabilities = [float(row[f"p_{name}"]) for name in features.LABEL_NAMES]
+        assert abs(sum(probabilities) - 1) < 1e-5
+        assert row["label"] == features.LABEL_NAMES[probabilities.index(max(probabilities))]
+
+
 def test_the_wide_model_carries_both_vocabularies_and_no_baseline_ran(wide_run):
     from pipeline import report
 
@@ -98,7 +119,7 @@ def test_pushed_model_serves_raw_text_with_tensorflow_alone(run, request):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["foreign_modules"] == []
     assert result["signatures"] == sorted([features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE,
-                                           features.TRANSFORM_FEATURES])
+                                           features.BATCH_SCORING, features.TRANSFORM_FEATURES])
     for probabilities, class_id, label in zip(result["probabilities"], result["class_id"], result["label"]):
         assert len(probabilities) == features.NUM_CLASSES
         assert abs(sum(probabilities) - 1) < 1e-4 and min(probabilities) >= 0
@@ -175,7 +196,8 @@ def test_saved_model_cli_shows_every_signature_and_runs_serving_default(first_ru
     show = subprocess.run([saved_model_cli, "show", "--all", "--dir", version],
                           capture_output=True, text=True, timeout=300)
     assert show.returncode == 0, show.stderr[-2000:]
-    for name in (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE, features.TRANSFORM_FEATURES):
+    for name in (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE, features.BATCH_SCORING,
+                 features.TRANSFORM_FEATURES):
         assert f"signature_def['{name}']" in show.stdout
     run = subprocess.run(
         [saved_model_cli, "run", "--dir", version, "--tag_set", "serve",
@@ -193,11 +215,17 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
     # 0 epochs: an untrained model, about 1 in 4 right, against a bar of 0.5.
     worse = [a for a in args] + ["--epochs", "0", "--min-accuracy", "0.5", "--require-push"]
     assert cli.main(worse) == 2
-    assert "Model NOT pushed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Model NOT pushed" in out
     assert [p.name for p in _versions(root)] == served_before
     store = metadata.open_store(str(root / "metadata.sqlite"))
     blessings = store.get_artifacts_by_type("ModelBlessing")
     assert max(blessings, key=lambda a: a.id).custom_properties["blessed"].int_value == 0
+    # Only a blessed model scores: BulkInferrer wrote nothing, and the last run's scores are gone.
+    assert "Scores: none (the model was not blessed, and only a blessed model scores)." in out
+    inference = metadata.latest_output(store, "agnews", "BulkInferrer", "InferenceResult")
+    assert inference is not None and not list(Path(inference.uri).glob("*"))
+    assert not (root / "report" / "scores.csv").exists()
 
 
 def test_the_evaluators_signature_and_serving_default_agree_on_every_holdout_example(first_run):
