@@ -30,15 +30,20 @@ DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_MAX_BAD_FRACTION = 0.01
 DEFAULT_MAX_FIELD_CHARS = 10_000
 
-# `agnews serve` (pipeline.serve): TF Serving's REST API on this machine only by default.
+# `agnews serve` (pipeline.serving): TF Serving's REST and gRPC APIs, on its default ports, on
+# this machine only by default.
 SERVING_MODEL_NAME = "agnews"
 DEFAULT_SERVE_HOST = "127.0.0.1"
-DEFAULT_SERVE_PORT = 8501
+DEFAULT_SERVE_PORT = 8501  # REST
+DEFAULT_GRPC_PORT = 8500
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_BATCH = 1024  # rows in one request
 # Batching of concurrent requests (TF Serving's max_batch_size and batch_timeout_micros).
 DEFAULT_BATCH_MAX_ROWS = 64
 DEFAULT_BATCH_TIMEOUT_MS = 0.0
+DEFAULT_BATCH_THREADS = None  # batches run at once (num_batch_threads): None is one per core
+DEFAULT_LOG_SAMPLE_RATE = 0.01  # share of requests written to --log-requests
+DEFAULT_FILE_SYSTEM_POLL_WAIT_S = 1.0  # how often new versions are looked for (TF Serving's default)
 
 # `agnews compile kubeflow` (pipeline.kubeflow_runner): the image built from the Dockerfile.
 DEFAULT_KUBEFLOW_IMAGE = "agnews-pipeline:latest"

@@ -2,7 +2,6 @@
 import csv
 import gzip
 import json
-import threading
 import urllib.request
 
 import numpy as np
@@ -10,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from components import features, ingest
-from pipeline import cli, metadata, predict, score, serve
+from pipeline import cli, metadata, predict, score
+from pipeline.serving.server import ServeOptions, running_in_thread
 
 from .conftest import agnews_subprocess, sample_lines, score_lines
 
@@ -111,18 +111,13 @@ def test_score_predict_serve_and_bulk_inferrer_give_the_same_probabilities(first
     from_predict = np.array([list(r["probabilities"].values()) for r in predict.predict(
         version_dir, [t for t, _ in texts], [d for _, d in texts])])
 
-    server = serve.make_serving_server(str(root / "serving"), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running_in_thread(ServeOptions(model_base_path=str(root / "serving"), rest_port=0,
+                                        grpc_port=None)) as server:
         body = json.dumps({"instances": [{"title": t, "description": d} for t, d in texts]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/v1/models/agnews:predict",
+        request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}/v1/models/agnews:predict",
                                          data=body, method="POST")
         with urllib.request.urlopen(request, timeout=120) as response:
             predictions = json.loads(response.read())["predictions"]
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
     from_serve = np.array([p[features.PROBABILITIES_KEY] for p in predictions])
 
     # BulkInferrer's PredictionLogs of the same rows (the first run scored them, line = row + 1).

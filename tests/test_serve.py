@@ -1,7 +1,9 @@
-"""`agnews serve`: real HTTP requests to a server on 127.0.0.1, in TF Serving's REST format."""
+"""`agnews serve`'s REST API: real HTTP requests to a server on 127.0.0.1, in TF Serving's format."""
+import asyncio
 import json
 import shutil
-import threading
+import socket
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -10,27 +12,33 @@ import numpy as np
 import pytest
 
 from components import features
-from pipeline import serve
+from pipeline.predict import load_warm
+from pipeline.serving.batcher import Batcher, run_signature
+from pipeline.serving.server import ServeOptions, running_in_thread
+
+ROW = {"title": "Stocks slide as oil climbs", "description": "Wall Street fell."}
 
 
-@pytest.fixture(params=["one call per request", "batching"])
-def served(first_run, tmp_path, request):
-    """A server on a free port over a copy of the pushed model directory, with and without
-    batching (a 50 ms batch window, so that concurrent test requests share calls)."""
+def copy_served_model(first_run, tmp_path, name="agnews"):
+    """A copy of the first run's pushed model directory (its numeric versions) under tmp_path."""
     root, _ = first_run
-    model_dir = tmp_path / "serving"
+    model_dir = tmp_path / "serving" / name
     shutil.copytree(root / "serving", model_dir)
-    batcher = serve.Batcher(max_rows=64, timeout_s=0.05) if request.param == "batching" else None
-    server = serve.make_serving_server(str(model_dir), port=0, max_body_bytes=4096, max_batch=8,
-                                       batcher=batcher)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", model_dir
-    server.shutdown()
-    thread.join(timeout=10)
+    return model_dir
 
 
-def _call(url, body=None, method=None):
+def newest(model_dir) -> str:
+    return str(max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()))
+
+
+def push_copy(model_dir, version: int) -> None:
+    """Adds a version as Pusher does: the whole directory appears at once (copy, then rename)."""
+    staging = model_dir.parent / f".staging-{version}"
+    shutil.copytree(model_dir / newest(model_dir), staging)
+    staging.rename(model_dir / str(version))
+
+
+def call(url, body=None, method=None):
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
     try:
@@ -40,10 +48,43 @@ def _call(url, body=None, method=None):
         return error.code, json.loads(error.read())
 
 
-ROW = {"title": "Stocks slide as oil climbs", "description": "Wall Street fell."}
+def state(url, version) -> str | None:
+    """The version's state in TF Serving's status answer, None while the server does not know it."""
+    status, body = call(f"{url}/v1/models/agnews/versions/{version}")
+    return body["model_version_status"][0]["state"] if status == 200 else None
 
 
-def _assert_prediction(row):
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def serve_copy(first_run, tmp_path, batching: bool):
+    """A server on free ports over a copy of the pushed model directory; batching gathers
+    requests for 50 ms, so that concurrent test requests share calls."""
+    model_dir = copy_served_model(first_run, tmp_path)
+    options = ServeOptions(model_base_path=str(model_dir), rest_port=0, grpc_port=0, max_body_bytes=4096,
+                           max_batch=8, batching=batching, batch_max_rows=64, batch_timeout_ms=50,
+                           file_system_poll_wait_s=0.2)
+    with running_in_thread(options) as server:
+        yield f"http://127.0.0.1:{server.rest_port}", model_dir
+
+
+@pytest.fixture(scope="module", params=["one call per request", "batching"])
+def served(first_run, tmp_path_factory, request):
+    """One server per module and batching mode, for the tests that change nothing on disk."""
+    yield from serve_copy(first_run, tmp_path_factory.mktemp("served"), request.param == "batching")
+
+
+@pytest.fixture
+def served_alone(first_run, tmp_path):
+    """A server of its own, for a test that pushes versions."""
+    yield from serve_copy(first_run, tmp_path, batching=True)
+
+
+def assert_prediction(row):
     assert set(row) == {features.PROBABILITIES_KEY, features.CLASS_ID_KEY, features.LABEL_NAME_KEY}
     assert abs(sum(row[features.PROBABILITIES_KEY]) - 1) < 1e-4
     assert row[features.LABEL_NAME_KEY] == features.LABEL_NAMES[row[features.CLASS_ID_KEY]]
@@ -51,22 +92,30 @@ def _assert_prediction(row):
 
 def test_status_and_row_and_columnar_predictions(served):
     url, model_dir = served
-    version = str(max(int(p.name) for p in model_dir.iterdir()))
-    status, body = _call(f"{url}/v1/models/agnews")
+    version = newest(model_dir)
+    status, body = call(f"{url}/v1/models/agnews")
     assert status == 200
-    assert body["model_version_status"][0]["version"] == version
-    assert body["model_version_status"][0]["state"] == "AVAILABLE"
+    assert body["model_version_status"] == [
+        {"version": version, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
 
-    status, body = _call(f"{url}/v1/models/agnews:predict", {"instances": [ROW, ROW]})
+    status, body = call(f"{url}/v1/models/agnews:predict", {"instances": [ROW, ROW]})
     assert status == 200 and len(body["predictions"]) == 2
-    _assert_prediction(body["predictions"][0])
+    assert_prediction(body["predictions"][0])
     assert body["predictions"][0] == body["predictions"][1]
 
-    status, columnar = _call(f"{url}/v1/models/agnews/versions/{version}:predict",
-                             {"inputs": {"title": [ROW["title"]], "description": [ROW["description"]]}})
+    status, columnar = call(f"{url}/v1/models/agnews/versions/{version}:predict",
+                            {"inputs": {"title": [ROW["title"]], "description": [ROW["description"]]}})
     assert status == 200
     assert columnar["outputs"][features.LABEL_NAME_KEY] == [body["predictions"][0][features.LABEL_NAME_KEY]]
     assert len(columnar["outputs"][features.PROBABILITIES_KEY][0]) == features.NUM_CLASSES
+
+
+def test_metadata_lists_the_signatures(served):
+    url, model_dir = served
+    status, body = call(f"{url}/v1/models/agnews/metadata")
+    assert status == 200 and body["model_spec"] == {"name": "agnews", "version": newest(model_dir)}
+    inputs = body["metadata"]["signature_def"]["signature_def"][features.SERVING_DEFAULT]["inputs"]
+    assert set(inputs) == set(features.TEXT_KEYS)
 
 
 @pytest.mark.parametrize("path, body, status, fragment", [
@@ -79,15 +128,34 @@ def test_status_and_row_and_columnar_predictions(served):
     ("/v1/models/agnews:predict", {"instances": [{"title": "x" * 5000, "description": ""}]}, 400, "larger than 4096"),
     ("/v1/models/agnews:predict", {"rows": [ROW]}, 400, "Missing 'inputs' or 'instances'"),
     ("/v1/models/agnews:predict", {"instances": [ROW], "signature_name": "nope"}, 400, "nope"),
+    ("/v1/models/agnews:predict", None, 400, "must be POST"),
     ("/v1/models/other:predict", {"instances": [ROW]}, 404, "Servable not found"),
     ("/v1/models/agnews/versions/1:predict", {"instances": [ROW]}, 404, "Specific(agnews, 1)"),
     ("/v1/models/agnews/versions/abc", None, 404, "Servable not found"),
+    ("/v1/models/agnews/versions/1", None, 404, "Could not find version 1 of model agnews"),
+    ("/v1/models/agnews/labels/stable:predict", {"instances": [ROW]}, 400, "Unrecognized servable version label: stable"),
+    ("/v2/anything", None, 404, "Servable not found"),
 ])
 def test_bad_requests_get_tf_serving_errors(served, path, body, status, fragment):
     url, _ = served
-    got_status, got = _call(url + path, body)
+    got_status, got = call(url + path, body)
     assert got_status == status
     assert set(got) == {"error"} and fragment in got["error"]
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit(served):
+    """The 400 comes while the body is still being sent: the server never reads it whole."""
+    url, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        client.sendall(b"POST /v1/models/agnews:predict HTTP/1.1\r\nHost: x\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 1000
+        for _ in range(5):  # 5,000 bytes of a body that never ends
+            client.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = client.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"larger than 4096" in answer
 
 
 def test_concurrent_requests_from_several_threads(served):
@@ -95,7 +163,7 @@ def test_concurrent_requests_from_several_threads(served):
     rows = [{"title": f"Headline number {i}", "description": "text"} for i in range(6)]
 
     def ask(i):
-        return _call(f"{url}/v1/models/agnews:predict", {"instances": [rows[i % 6]]})
+        return call(f"{url}/v1/models/agnews:predict", {"instances": [rows[i % 6]]})
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(pool.map(ask, range(24)))
@@ -104,61 +172,88 @@ def test_concurrent_requests_from_several_threads(served):
         assert body == answers[i % 6][1]  # same input, same answer, whichever thread asked
 
 
-def test_a_newly_pushed_version_is_served_without_restart(served):
-    url, model_dir = served
-    old = max(model_dir.iterdir(), key=lambda p: int(p.name))
-    _, before = _call(f"{url}/v1/models/agnews:predict", {"instances": [ROW]})
-    shutil.copytree(old, model_dir / str(int(old.name) + 1))
-    status, body = _call(f"{url}/v1/models/agnews")
-    assert status == 200 and body["model_version_status"][0]["version"] == str(int(old.name) + 1)
-    status, after = _call(f"{url}/v1/models/agnews:predict", {"instances": [ROW]})
-    assert status == 200 and after == before  # same weights, now loaded from the new version
-    status, _ = _call(f"{url}/v1/models/agnews/versions/{old.name}:predict", {"instances": [ROW]})
-    assert status == 200
+def test_a_newly_pushed_version_takes_over_and_the_old_one_is_unloaded(served_alone):
+    url, model_dir = served_alone
+    old = newest(model_dir)
+    new = str(int(old) + 1)
+    _, before = call(f"{url}/v1/models/agnews:predict", {"instances": [ROW]})
+    push_copy(model_dir, int(new))
+    wait_for(lambda: state(url, new) == "AVAILABLE")
+    status, after = call(f"{url}/v1/models/agnews:predict", {"instances": [ROW]})
+    assert status == 200 and after == before  # same weights, now answered by the new version
+    wait_for(lambda: state(url, old) == "END")
+    status, body = call(f"{url}/v1/models/agnews")
+    assert [(v["version"], v["state"]) for v in body["model_version_status"]] == [(new, "AVAILABLE"), (old, "END")]
+    status, body = call(f"{url}/v1/models/agnews/versions/{old}:predict", {"instances": [ROW]})
+    assert status == 404 and f"Specific(agnews, {old})" in body["error"]
+
+
+def _signature(first_run):
+    root, _ = first_run
+    return load_warm(str(max((root / "serving").iterdir(), key=lambda p: int(p.name)))).signatures[
+        features.SERVING_DEFAULT]
+
+
+def _run_concurrently(batcher, signature, requests):
+    async def gather():
+        return await asyncio.gather(*(batcher.run(signature, columns) for columns in requests),
+                                    return_exceptions=True)
+
+    return asyncio.run(gather())
 
 
 def test_concurrent_calls_share_one_signature_call_and_get_their_own_rows(first_run):
-    root, _ = first_run
-    version = max((root / "serving").iterdir(), key=lambda p: int(p.name))
-    signature = serve.load_warm(str(version)).signatures[features.SERVING_DEFAULT]
+    signature = _signature(first_run)
     calls = []
 
     def counted(**inputs):
         calls.append(len(inputs[features.TITLE_KEY]))
         return signature(**inputs)
 
-    batcher = serve.Batcher(max_rows=64, timeout_s=0.5)
-    requests = [{"title": [f"Headline {i}"] * (1 + i % 3), "description": ["text"] * (1 + i % 3)}
+    requests = [{"title": [f"Headline {i}".encode()] * (1 + i % 3), "description": [b"text"] * (1 + i % 3)}
                 for i in range(8)]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        batched = list(pool.map(lambda columns: batcher.run(counted, columns), requests))
+    batched = _run_concurrently(Batcher(max_rows=64, timeout_s=0.5), counted, requests)
     assert sum(calls) == sum(len(r["title"]) for r in requests) and len(calls) < len(requests)
     for columns, answer in zip(requests, batched):
-        alone = serve.run_signature(signature, columns)
-        assert answer[features.LABEL_NAME_KEY] == alone[features.LABEL_NAME_KEY]
+        alone = run_signature(signature, columns)
+        np.testing.assert_array_equal(answer[features.LABEL_NAME_KEY], alone[features.LABEL_NAME_KEY])
         np.testing.assert_allclose(answer[features.PROBABILITIES_KEY], alone[features.PROBABILITIES_KEY],
                                    atol=1e-5)
 
 
+def test_the_batch_cap_holds_and_a_larger_request_is_split(first_run):
+    """63 waiting rows plus a 130-row request never make a call of more than 64 rows."""
+    signature = _signature(first_run)
+    calls = []
+
+    def counted(**inputs):
+        calls.append(len(inputs[features.TITLE_KEY]))
+        return signature(**inputs)
+
+    requests = [{"title": [f"Small {i}".encode()] * 9, "description": [b""] * 9} for i in range(7)]
+    requests.append({"title": [f"Large {i}".encode() for i in range(130)], "description": [b""] * 130})
+    batched = _run_concurrently(Batcher(max_rows=64, timeout_s=0.5), counted, requests)
+    assert max(calls) <= 64 and sum(calls) == 63 + 130
+    large = batched[-1]
+    assert large[features.PROBABILITIES_KEY].shape == (130, features.NUM_CLASSES)
+    np.testing.assert_allclose(large[features.PROBABILITIES_KEY],
+                               run_signature(signature, requests[-1])[features.PROBABILITIES_KEY], atol=1e-5)
+
+
 def test_a_failing_request_in_a_merged_call_fails_alone(first_run):
-    root, _ = first_run
-    version = max((root / "serving").iterdir(), key=lambda p: int(p.name))
-    signature = serve.load_warm(str(version)).signatures[features.SERVING_DEFAULT]
+    signature = _signature(first_run)
 
     def rejects_poison(**inputs):  # the real signature, failing on one title as a broken input would
         if b"poison" in inputs[features.TITLE_KEY].numpy():
             raise ValueError("cannot score poison")
         return signature(**inputs)
 
-    batcher = serve.Batcher(max_rows=64, timeout_s=0.5)
-    titles = ["Oil prices rise", "poison", "Mets win", "Chip sales climb"]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [pool.submit(batcher.run, rejects_poison, {"title": [t], "description": [""]})
-                   for t in titles]
-    with pytest.raises(ValueError, match="poison"):
-        futures[1].result()
-    for future in futures[:1] + futures[2:]:
-        assert future.result()[features.LABEL_NAME_KEY][0] in features.LABEL_NAMES
+    titles = [b"Oil prices rise", b"poison", b"Mets win", b"Chip sales climb"]
+    answers = _run_concurrently(Batcher(max_rows=64, timeout_s=0.5), rejects_poison,
+                                [{"title": [t], "description": [b""]} for t in titles])
+    assert isinstance(answers[1], ValueError) and "poison" in str(answers[1])
+    for answer in answers[:1] + answers[2:]:
+        assert answer[features.LABEL_NAME_KEY][0].decode() in features.LABEL_NAMES
 
 
 def test_a_bad_request_in_a_batch_fails_alone(served):
@@ -166,8 +261,8 @@ def test_a_bad_request_in_a_batch_fails_alone(served):
     lone_surrogate = b'{"instances": [{"title": "\\ud800", "description": ""}]}'
 
     def ask(i):
-        return _call(f"{url}/v1/models/agnews:predict",
-                     lone_surrogate if i == 3 else {"instances": [{**ROW, "title": f"Headline {i}"}]})
+        return call(f"{url}/v1/models/agnews:predict",
+                    lone_surrogate if i == 3 else {"instances": [{**ROW, "title": f"Headline {i}"}]})
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(ask, range(8)))
@@ -175,4 +270,4 @@ def test_a_bad_request_in_a_batch_fails_alone(served):
     for i, (status, body) in enumerate(answers):
         if i != 3:
             assert status == 200
-            _assert_prediction(body["predictions"][0])
+            assert_prediction(body["predictions"][0])

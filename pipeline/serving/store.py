@@ -1,0 +1,243 @@
+"""The served models and their versions: loaded, warmed and unloaded in the background.
+
+As TF Serving's manager does: a poll thread lists each model's numeric version directories every
+`poll_wait_s`; a version its policy wants loads and replays its warmup requests on a loader
+thread while the versions already loaded keep answering; it takes traffic only once warm. A
+version that fails to load is reported (state END with its error, and the load metrics) and never
+replaces a working one; it is tried again `max_load_retries` times, `load_retry_interval_s`
+apart, never per request. Versions the policy no longer wants are unloaded once one it wants is
+available. Requests read immutable snapshots; the lock only guards swapping them, never a load.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.python.saved_model import loader_impl
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from components import features, settings
+from pipeline.predict import model_versions, warmup_requests
+from pipeline.serving import config as config_lib
+from pipeline.serving import errors
+from pipeline.serving.metrics import Metrics
+
+LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"  # TF Serving's ModelVersionStatus states
+DEFAULT_MAX_LOAD_RETRIES = 5  # TF Serving's --max_num_load_retries
+DEFAULT_LOAD_RETRY_INTERVAL_S = 60.0  # TF Serving's --load_retry_interval_micros
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    model: Any  # the SavedModel object: keeps the signature's variables alive
+    signature: Any  # its serving_default concrete function
+    signature_defs: get_model_metadata_pb2.SignatureDefMap
+
+
+@dataclasses.dataclass(frozen=True)
+class Version:
+    model_name: str
+    number: int
+    path: str
+    state: str
+    error: str = ""
+    loaded: Loaded | None = None
+    attempts: int = 0
+    retry_at: float = 0.0
+
+
+def load_version(path: str, metrics: Metrics) -> Loaded:
+    """Loads a SavedModel and replays its TF Serving warmup file, timing both as TF Serving does."""
+    start = time.perf_counter()
+    try:
+        model = tf.saved_model.load(path)
+        signature_defs = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature_def in loader_impl.parse_saved_model(path).meta_graphs[0].signature_def.items():
+            signature_defs.signature_def[name].CopyFrom(signature_def)
+    except Exception:
+        metrics.load_attempts.labels(path, "fail").inc()
+        raise
+    metrics.load_attempts.labels(path, "success").inc()
+    metrics.load_latency.labels(path).inc((time.perf_counter() - start) * 1e6)
+    start, status = time.perf_counter(), "OK"
+    try:
+        for signature, inputs in warmup_requests(path):
+            if signature in model.signatures:
+                model.signatures[signature](**inputs)
+    except Exception:
+        status = "FAILED"
+        raise
+    finally:
+        metrics.warmup_latency.labels(path, status).observe((time.perf_counter() - start) * 1e6)
+    if features.SERVING_DEFAULT not in model.signatures:
+        raise ValueError(f"{path} has no {features.SERVING_DEFAULT} signature")
+    return Loaded(model, model.signatures[features.SERVING_DEFAULT], signature_defs)
+
+
+class ModelStore:
+    def __init__(self, configs: list[config_lib.ModelConfig], metrics: Metrics,
+                 poll_wait_s: float = settings.DEFAULT_FILE_SYSTEM_POLL_WAIT_S, config_file: str | None = None,
+                 config_poll_s: float = 0.0, max_load_retries: int = DEFAULT_MAX_LOAD_RETRIES,
+                 load_retry_interval_s: float = DEFAULT_LOAD_RETRY_INTERVAL_S):
+        self.metrics = metrics
+        self.poll_wait_s, self.config_file, self.config_poll_s = poll_wait_s, config_file, config_poll_s
+        self.max_load_retries, self.load_retry_interval_s = max_load_retries, load_retry_interval_s
+        self._configs = {c.name: c for c in configs}
+        self._versions: dict[str, dict[int, Version]] = {c.name: {} for c in configs}
+        self._lock = threading.Lock()
+        self._loads = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # Reading: what requests see.
+
+    def model_names(self) -> list[str]:
+        return sorted(self._configs)
+
+    def _config(self, name: str) -> config_lib.ModelConfig:
+        model = self._configs.get(name)
+        if model is None:
+            raise errors.not_found(f"Servable not found for request: Latest({name})")
+        return model
+
+    def _requested(self, name: str, version: int | None, label: str | None) -> int | None:
+        if label is None:
+            return version
+        number = self._config(name).label_version(label)
+        if number is None:
+            raise errors.invalid(f"Unrecognized servable version label: {label}")
+        return number
+
+    def serving(self, name: str, version: int | None = None, label: str | None = None) -> Version:
+        """The version that answers a request: the newest available one unless one is named."""
+        number = self._requested(name, version, label)
+        versions = self._versions.get(name, {})
+        if number is None:
+            available = [v for v in versions.values() if v.state == AVAILABLE]
+            if not available:
+                raise errors.not_found(f"Servable not found for request: Latest({name})")
+            return max(available, key=lambda v: v.number)
+        found = versions.get(number)
+        if found is None or found.state != AVAILABLE:
+            raise errors.not_found(f"Servable not found for request: Specific({name}, {number})")
+        return found
+
+    def statuses(self, name: str, version: int | None = None, label: str | None = None) -> list[Version]:
+        """TF Serving's model status: every version it knows, newest first, or the one asked for."""
+        number = self._requested(name, version, label)
+        versions = self._versions.get(name)
+        if not versions:
+            raise errors.not_found(f"Could not find any versions of model {name}")
+        if number is None:
+            return sorted(versions.values(), key=lambda v: -v.number)
+        if number not in versions:
+            raise errors.not_found(f"Could not find version {number} of model {name}")
+        return [versions[number]]
+
+    # Writing: the poll and loader threads.
+
+    def start(self) -> None:
+        """Loads the versions the configuration wants (as TF Serving does before it listens),
+        then polls for new versions (and for a changed config file) in the background."""
+        wait(self.reconcile())
+        self._poller = threading.Thread(target=self._poll, name="model-poll", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller:
+            self._poller.join()
+        self._loads.shutdown(wait=True, cancel_futures=True)
+
+    def set_configs(self, configs: list[config_lib.ModelConfig]) -> None:
+        """A new model list: added models start loading, removed ones are unloaded."""
+        with self._lock:
+            self._configs = {c.name: c for c in configs}
+            self._versions = {c.name: self._versions.get(c.name, {})
+                              if self._same_source(c) else {} for c in configs}
+
+    def _same_source(self, new: config_lib.ModelConfig) -> bool:
+        return new.name in self._configs and self._configs[new.name].base_path == new.base_path
+
+    def _poll(self) -> None:
+        next_config_read = time.monotonic() + self.config_poll_s
+        while not self._stop.wait(self.poll_wait_s):
+            if self.config_file and self.config_poll_s > 0 and time.monotonic() >= next_config_read:
+                next_config_read = time.monotonic() + self.config_poll_s
+                try:
+                    configs = config_lib.read_config_file(self.config_file)
+                except ValueError as error:  # the current configuration stays, as in TF Serving
+                    print(f"agnews serve: model config not reloaded: {error}", file=sys.stderr, flush=True)
+                else:
+                    if configs != list(self._configs.values()):
+                        self.set_configs(configs)
+            self.reconcile()
+
+    def _set(self, version: Version) -> bool:
+        """Swaps in a new snapshot holding `version`; False when its model left the configuration."""
+        with self._lock:
+            versions = self._versions.get(version.model_name)
+            if versions is None or version.path != os.path.join(
+                    self._configs[version.model_name].base_path, str(version.number)):
+                return False
+            self._versions = {**self._versions, version.model_name: {**versions, version.number: version}}
+            return True
+
+    def reconcile(self) -> list[Future]:
+        """Starts the loads and unloads each model's policy calls for; returns the loads started."""
+        started = []
+        for model in list(self._configs.values()):
+            try:
+                available = model_versions(model.base_path)
+            except tf.errors.OpError as error:  # a file system hiccup: keep serving, look again next poll
+                print(f"agnews serve: cannot list {model.base_path}: {error.message}", file=sys.stderr, flush=True)
+                continue
+            aspired = model.aspired(available)
+            known = self._versions.get(model.name, {})
+            for number in sorted(aspired):
+                version = known.get(number)
+                if version is None or self._may_retry(version):
+                    started.append(self._start_load(model, number, version.attempts if version else 0))
+            self._unload_surplus(model.name, aspired)
+        return started
+
+    def _may_retry(self, version: Version) -> bool:
+        if version.state != END:
+            return False
+        if not version.error:  # unloaded earlier, wanted again (policy or label change)
+            return True
+        return 0 < version.attempts <= self.max_load_retries and time.monotonic() >= version.retry_at
+
+    def _start_load(self, model: config_lib.ModelConfig, number: int, attempts: int) -> Future:
+        path = os.path.join(model.base_path, str(number))
+        self._set(Version(model.name, number, path, LOADING, attempts=attempts + 1))
+        return self._loads.submit(self._load, model.name, number, path, attempts + 1)
+
+    def _load(self, name: str, number: int, path: str, attempts: int) -> None:
+        try:
+            loaded = load_version(path, self.metrics)
+        except Exception as error:  # noqa: BLE001  (reported in the status, never raised at a request)
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            self._set(Version(name, number, path, END, error=message, attempts=attempts,
+                              retry_at=time.monotonic() + self.load_retry_interval_s))
+            print(f"agnews serve: version {number} of {name} failed to load: {message}", file=sys.stderr, flush=True)
+            return
+        if self._set(Version(name, number, path, AVAILABLE, loaded=loaded, attempts=attempts)):
+            config = self._configs.get(name)
+            if config:
+                self._unload_surplus(name, config.aspired(model_versions(config.base_path)))
+
+    def _unload_surplus(self, name: str, wanted: set[int]) -> None:
+        """Unloads the available versions outside `wanted` once one of `wanted` is available."""
+        versions = self._versions.get(name, {})
+        if not any(versions[n].state == AVAILABLE for n in wanted if n in versions):
+            return
+        for version in versions.values():
+            if version.state == AVAILABLE and version.number not in wanted:
+                self._set(dataclasses.replace(version, state=END, loaded=None))
