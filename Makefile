@@ -12,7 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 ARGS ?=
 
-.PHONY: setup run test test-airflow test-gcs bench clean
+.PHONY: setup run test test-airflow test-gcs test-image bench bench-tools clean
 
 .tools/bin/uv:
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
@@ -40,16 +40,24 @@ test: setup  ## Unit tests plus one end-to-end pipeline run on tiny data.
 test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by `airflow dags test`.
 	.venv-airflow/bin/pytest -m airflow $(ARGS)
 
+test-image: setup  ## The Dockerfile's install steps run into a fresh venv, then the compiled KFP tasks in it (uv, ~2-4 min).
+	$(VENV)/bin/pytest -m image $(ARGS)
+
 test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (root, Go, openssl).
 	bash .ci/gcs-emulator $(VENV)/bin/pytest tests/test_filesystems.py $(ARGS)
 
-bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, accuracy over seeds (~45 min), ingest + Transform, serving, CLI, batch scoring.
+bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, accuracy over seeds (~45 min), ingest + Transform, serving (REST and gRPC under wrk/ghz), CLI, batch scoring, warm start, Transform's analyzer cache.
 	$(VENV)/bin/python bench/train_vs_seed.py
 	$(VENV)/bin/python bench/accuracy.py
 	$(VENV)/bin/python bench/ingest_transform.py
 	$(VENV)/bin/python bench/serve.py
 	$(VENV)/bin/python bench/cli.py
 	$(VENV)/bin/python bench/score.py
+	$(VENV)/bin/python bench/warm_start.py
+	$(VENV)/bin/python bench/transform_cache.py
+
+bench-tools:  ## wrk (apt-get) and ghz (go install into bench/.tools/bin) for bench/serve.py, which runs this itself.
+	bash bench/load_tools.sh
 
 clean:
 	rm -rf artifacts

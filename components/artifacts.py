@@ -10,8 +10,12 @@ import os
 REJECTED_FILE_NAME = "rejected.csv"
 SUMMARY_FILE_NAME = "ingest_summary.json"
 ACCEPTED = "accepted"
+# Not a rejection: a blank CSV line is counted in the summary under this key, and neither
+# written to rejected.csv nor counted toward --max-bad-fraction.
+BLANK_LINE = "blank_line"
 # In the Trainer's ModelRun artifact: per-epoch Keras metrics.
 HISTORY_FILE_NAME = "history.json"
+WARM_START_FILE_NAME = "warm_start.json"  # what the model started from (components.warm_start)
 
 
 def read_json(path: str):
@@ -28,6 +32,11 @@ def read_history(model_run_uri: str) -> dict[str, list[float]]:
 
     path = os.path.join(model_run_uri, HISTORY_FILE_NAME)
     return read_json(path) if tf.io.gfile.exists(path) else {}
+
+
+def rejected_counts(rows: dict[str, int]) -> dict[str, int]:
+    """The rejected rows per reason, of a summary's rows per outcome."""
+    return {reason: count for reason, count in rows.items() if reason not in (ACCEPTED, BLANK_LINE)}
 
 
 def read_summary(examples_uri: str) -> dict[str, int]:

@@ -7,7 +7,9 @@ line's file and 1-based number, turns good lines into tf.Examples (`title`, `des
 as bytes, `label` as int64 0-3, text kept exactly as in the file: normalization belongs to
 the model graph so that serving sees the same), and writes every other line to
 `rejected.csv` inside the Examples artifact with the reason. The run fails when the
-rejected fraction exceeds `max_bad_fraction`.
+rejected fraction exceeds `max_bad_fraction`. A blank line (empty or whitespace only; editors and
+exports leave them) is neither: the summary counts it under BLANK_LINE. A UTF-8 byte-order mark
+at the start of a file (what Excel and Notepad write) is not part of the first row.
 
 Scoring input (`labelled=False`: `agnews score` and the pipeline's `--score` ExampleGen) goes
 through the same parsing and rules. Its CSV files may also be unlabelled (title, description):
@@ -32,6 +34,7 @@ import re
 from typing import Any, Iterator
 
 import apache_beam as beam
+from absl import logging
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from google.protobuf import json_format, message, struct_pb2
@@ -43,7 +46,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components import features
-from components.artifacts import ACCEPTED, REJECTED_FILE_NAME, SUMMARY_FILE_NAME, read_summary
+from components.artifacts import (ACCEPTED, BLANK_LINE, REJECTED_FILE_NAME, SUMMARY_FILE_NAME,
+                                  read_summary)
 from components.settings import DEFAULT_MAX_BAD_FRACTION, DEFAULT_MAX_FIELD_CHARS
 
 # Reasons a line is rejected, as written in rejected.csv.
@@ -230,9 +234,12 @@ def example_source(example: tf.train.Example) -> tuple[str, int]:
 
 
 def read_numbered_lines(path: str) -> Iterator[tuple[str, int, bytes]]:
-    """Yields (path, 1-based line number, line without its end) for plain or .gz files."""
+    """Yields (path, 1-based line number, line without its end) for plain or .gz files; the
+    first line without a UTF-8 byte-order mark."""
     with FileSystems.open(path) as handle:  # compression is detected from the name
         for number, line in enumerate(iter(handle.readline, b""), start=1):
+            if number == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
             yield path, number, line.rstrip(b"\r\n")
 
 
@@ -298,8 +305,8 @@ def _raw_tfds_record(record: dict) -> bytes:
 
 class _ParseRow(beam.DoFn):
     """(source, number, raw CSV line, tf.Example record or TFDS record) to a tf.Example or a
-    tagged Rejection. `forms` (scoring input) maps each file to its FileForm; training files
-    are all LABELLED_CSV."""
+    tagged Rejection (reason BLANK_LINE for a blank CSV line). `forms` (scoring input) maps each
+    file to its FileForm; training files are all LABELLED_CSV."""
 
     def __init__(self, source: str, max_field_chars: int, base_dir: str = "",
                  forms: dict[str, FileForm] | None = None):
@@ -317,6 +324,8 @@ class _ParseRow(beam.DoFn):
             parsed = parse_tfds_record(raw, self._max_field_chars)
         elif form.form == TF_EXAMPLES:
             parsed = parse_example_record(raw, self._max_field_chars)
+        elif not raw.strip():
+            parsed = BLANK_LINE
         else:
             parsed = parse_line(raw, self._max_field_chars, form.form)
         name = relative_name(origin, self._base_dir)
@@ -331,8 +340,9 @@ class _ParseRow(beam.DoFn):
 
 
 class ParseFiles(beam.PTransform):
-    """Files (CSV or TFRecord) to examples (main output) and Rejections (`rejected`), spread
-    over the workers: the one reading path of ExampleGen and `agnews score`."""
+    """Files (CSV or TFRecord) to examples (main output) and Rejections (`rejected`, blank lines
+    included: WriteRejected, write_summary and check_bad_fraction tell them apart), spread over
+    the workers: the one reading path of ExampleGen and `agnews score`."""
 
     def __init__(self, paths: list[str], settings: IngestSettings, base_dir: str):
         super().__init__()
@@ -352,7 +362,7 @@ class ParseFiles(beam.PTransform):
 
 
 class WriteRejected(beam.PTransform):
-    """Rejections to one `rejected.csv` (header only when nothing was rejected)."""
+    """Rejections but blank lines to one `rejected.csv` (header only when nothing was rejected)."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -360,14 +370,15 @@ class WriteRejected(beam.PTransform):
 
     def expand(self, rejected):
         return (rejected
+                | "NotBlank" >> beam.Filter(lambda r: r.reason != BLANK_LINE)
                 | "RejectedToCsv" >> beam.Map(Rejection.to_csv_line)
                 | "WriteRejected" >> beam.io.WriteToText(self._path, shard_name_template="",
                                                          header=REJECTED_HEADER))
 
 
 def write_summary(accepted: list, rejected, path: str) -> None:
-    """Writes rows per outcome (ACCEPTED or a rejection reason) as JSON at `path`, from the
-    accepted examples' PCollections and the Rejections."""
+    """Writes rows per outcome (ACCEPTED, a rejection reason or BLANK_LINE) as JSON at `path`,
+    from the accepted examples' PCollections and the Rejections."""
     _ = ([pcoll | f"Accepted[{i}]" >> beam.Map(lambda _: ACCEPTED) for i, pcoll in enumerate(accepted)]
          + [rejected | "Reasons" >> beam.Map(lambda r: r.reason)]
          | "AllOutcomes" >> beam.Flatten()
@@ -439,9 +450,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                             _ParseRow(SOURCE_TFDS, settings.max_field_chars)
                         ).with_outputs("rejected", main="examples"))
                 else:
-                    files = FileSystems.match([os.path.join(input_base, split.pattern)])[0].metadata_list
-                    parsed = pipeline | f"Read[{split.name}]" >> ParseFiles(
-                        [m.path for m in files], settings, input_base)
+                    paths = (data_files(input_base, split.pattern, split.name) if settings.labelled
+                             else matching_files(os.path.join(input_base, split.pattern)))
+                    parsed = pipeline | f"Read[{split.name}]" >> ParseFiles(paths, settings, input_base)
                 rejected_pcolls.append(parsed.rejected)
                 accepted_pcolls.append(parsed.examples)
                 if split.name == "train":
@@ -464,13 +475,39 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             examples.set_int_custom_property(f"rows_{key}", value)
         check_bad_fraction(counts, settings.max_bad_fraction,
                            os.path.join(examples.uri, REJECTED_FILE_NAME),
-                           "check --data and the file names (train*.csv, train*.csv.gz, test*.csv...)"
+                           "check --data and the file names (train.csv or train.csv.gz, test.csv...)"
                            if settings.labelled else "check the --score directory")
+
+
+def matching_files(pattern: str) -> list[str]:
+    """The files a glob pattern matches, on any file system Beam reads, sorted."""
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def data_files(input_base: str, pattern: str, split: str) -> list[str]:
+    """The CSV files of input split `split`: of the files `pattern` (e.g. `span-3/train*`)
+    matches, those named like the split, plain or gzipped, whole or in shards (`train.csv`,
+    `train-00000-of-00004.csv.gz`). Others (`train.csv.bak`, `train_old.csv`, `train.csv~`) are
+    named in the log and left alone; both `.csv` and `.csv.gz` files for one split would read
+    each row twice, and stop the run."""
+    matched = matching_files(os.path.join(input_base, pattern))
+    form = re.compile(rf"{re.escape(split)}(-[^/]*)?\.csv(\.gz)?")
+    kept = [path for path in matched if form.fullmatch(os.path.basename(path))]
+    if set(matched) - set(kept):
+        logging.warning("Not read (not %s.csv or %s.csv.gz, whole or in shards): %s", split, split,
+                        ", ".join(sorted(set(matched) - set(kept))))
+    if {path.endswith(".gz") for path in kept} == {True, False}:
+        raise IngestError(
+            f"Both {split}*.csv and {split}*.csv.gz files in {os.path.dirname(kept[0])}: each row "
+            f"would be read twice. Keep one form: {', '.join(os.path.basename(p) for p in kept)}.")
+    return kept
 
 
 def check_bad_fraction(counts: dict[str, int], max_bad_fraction: float, rejected_path: str,
                        where_to_look: str = "check the input files") -> None:
-    """Stops (IngestError) on input with no rows or with too large a share of rejected rows."""
+    """Stops (IngestError) on input with no rows or with too large a share of rejected rows
+    (blank lines are not rows)."""
+    counts = {k: v for k, v in counts.items() if k != BLANK_LINE}
     total = sum(counts.values())
     bad = total - counts.get(ACCEPTED, 0)
     if total == 0:

@@ -19,6 +19,12 @@ def _never_empty(token_ids: tf.RaggedTensor) -> tf.RaggedTensor:
     return tf.concat([token_ids, filler], axis=1)
 
 
+def _frequency_threshold(min_count: int) -> int | None:
+    """TFT's frequency_threshold for "seen at least min_count times": None at 1 or less, where
+    every seen token qualifies anyway (TFT warns that a threshold of 1 does nothing)."""
+    return min_count if min_count > 1 else None
+
+
 def length_bucket(num_tokens: tf.Tensor) -> tf.Tensor:
     """"short", "medium" or "long" by token count, for slicing the evaluation."""
     return tf.where(num_tokens <= features.SHORT_MAX_TOKENS, "short",
@@ -33,6 +39,8 @@ def preprocessing_fn(inputs, custom_config=None):
     `text` (one of features.TEXT_CHOICES) and `ngrams` (also emit `ngram_bag`'s features).
     The vocabulary keeps the VOCAB_SIZE - 2 most frequent tokens of the whole text (before
     the length cap); id 0 is padding, id 1 any other token.
+    Every analyzer has a `name`: TFT's analyzer cache keys carry it, so they do not depend on
+    the order of the calls.
     """
     config = custom_config or {}
     max_tokens = int(config.get("max_tokens", features.DEFAULT_MAX_TOKENS))
@@ -43,8 +51,9 @@ def preprocessing_fn(inputs, custom_config=None):
     tokens = text.tokenize(title, description)
     vocabulary = tft.vocabulary(
         tokens, top_k=features.VOCAB_SIZE - features.NUM_RESERVED_IDS,
-        frequency_threshold=int(config.get("min_token_count", features.DEFAULT_MIN_TOKEN_COUNT)),
-        vocab_filename=features.VOCAB_NAME)
+        frequency_threshold=_frequency_threshold(
+            int(config.get("min_token_count", features.DEFAULT_MIN_TOKEN_COUNT))),
+        vocab_filename=features.VOCAB_NAME, name="token_vocabulary")
     token_ids = tft.apply_vocabulary(
         tokens[:, :max_tokens], vocabulary,
         default_value=features.OOV_ID - features.NUM_RESERVED_IDS) + features.NUM_RESERVED_IDS
@@ -64,7 +73,8 @@ def ngram_bag(tokens: tf.RaggedTensor) -> dict[str, tf.SparseTensor]:
     the linear models (TFT's own n-gram, vocabulary and TF-IDF analyzers)."""
     ngrams = tft.ngrams(tokens.to_sparse(), features.NGRAM_RANGE, separator=" ")
     ngram_ids = tft.compute_and_apply_vocabulary(
-        ngrams, top_k=features.NGRAM_VOCAB_SIZE - 1, frequency_threshold=features.NGRAM_MIN_COUNT,
-        num_oov_buckets=1, vocab_filename=features.NGRAM_VOCAB_NAME)
-    ids, weights = tft.tfidf(ngram_ids, features.NGRAM_VOCAB_SIZE)
+        ngrams, top_k=features.NGRAM_VOCAB_SIZE - 1,
+        frequency_threshold=_frequency_threshold(features.NGRAM_MIN_COUNT),
+        num_oov_buckets=1, vocab_filename=features.NGRAM_VOCAB_NAME, name="ngram_vocabulary")
+    ids, weights = tft.tfidf(ngram_ids, features.NGRAM_VOCAB_SIZE, name="ngram_tfidf")
     return {features.NGRAM_IDS_KEY: ids, features.NGRAM_WEIGHTS_KEY: weights}

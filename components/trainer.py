@@ -10,11 +10,12 @@ import tempfile
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from absl import logging
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.public import tfxio
 
-from components import features, model, signatures
-from components.artifacts import HISTORY_FILE_NAME
+from components import features, model, signatures, warm_start
+from components.artifacts import HISTORY_FILE_NAME, WARM_START_FILE_NAME
 from components.settings import (DEFAULT_BATCH_SIZE, DEFAULT_EMBEDDING_DROPOUT, DEFAULT_EPOCHS,
                                  DEFAULT_LEARNING_RATE, DEFAULT_MODEL, DEFAULT_PATIENCE)
 
@@ -137,6 +138,29 @@ def fit(classifier: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.
         verbose=2)
 
 
+def build_classifier(fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput,
+                     strategy: tf.distribute.Strategy) -> tuple[tf.keras.Model, dict]:
+    """The compiled model run_fn fits, and what it starts from: the weights of
+    `fn_args.base_model` when warm_start.start_from can use them, else fresh ones. Separate
+    from run_fn so that the starting weights can be checked before any training."""
+    config = fn_args.custom_config or {}
+    model_name = config.get("model", DEFAULT_MODEL)
+    policy = tf.keras.mixed_precision.global_policy()  # layers keep the one they were built with
+    if config.get("mixed_precision"):
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            classifier = model.build_model(
+                model_name,
+                float(config.get("learning_rate", DEFAULT_LEARNING_RATE)),
+                float(config.get("embedding_dropout", DEFAULT_EMBEDDING_DROPOUT)))
+    finally:
+        tf.keras.mixed_precision.set_global_policy(policy)
+    start = warm_start.start_from(classifier, model_name, fn_args.base_model, tf_transform_output,
+                                  enabled=bool(config.get("warm_start", True)))
+    return classifier, start
+
+
 def run_fn(fn_args: FnArgs) -> None:
     strategy = distribution_strategy()  # first: no TensorFlow op may run before it
     print(f"Training on {strategy.num_replicas_in_sync} replica(s): {_kind(strategy)}")
@@ -151,18 +175,9 @@ def run_fn(fn_args: FnArgs) -> None:
         for files, shuffle in ((fn_args.train_files, True), (fn_args.eval_files, False)))
     if features.TOKEN_IDS_KEY in model.input_keys(model_name):
         print(f"Padding fraction of the eval batches: {padding_fraction(evaluation):.3f}")
-    policy = tf.keras.mixed_precision.global_policy()  # layers keep the one they were built with
-    if config.get("mixed_precision"):
-        tf.keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        with strategy.scope():
-            classifier = model.build_model(
-                model_name,
-                float(config.get("learning_rate", DEFAULT_LEARNING_RATE)),
-                float(config.get("embedding_dropout", DEFAULT_EMBEDDING_DROPOUT)))
-    finally:
-        tf.keras.mixed_precision.set_global_policy(policy)
-    classifier.summary(print_fn=print)
+    classifier, start = build_classifier(fn_args, tf_transform_output, strategy)
+    classifier.summary(print_fn=logging.info)  # in the run's log file, not on the console
+    print(warm_start.describe(start))
     history = fit(classifier, train, evaluation, epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
                   patience=int(config.get("patience", DEFAULT_PATIENCE)),
                   callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
@@ -170,7 +185,10 @@ def run_fn(fn_args: FnArgs) -> None:
         with tf.io.gfile.GFile(os.path.join(model_run_dir, HISTORY_FILE_NAME), "w") as handle:
             json.dump({k: [float(v) for v in values] for k, values in history.history.items()},
                       handle)
+        with tf.io.gfile.GFile(os.path.join(model_run_dir, WARM_START_FILE_NAME), "w") as handle:
+            json.dump(start, handle)
         signatures.export_serving_model(classifier, tf_transform_output, serving_model_dir)
+        warm_start.record_kind(serving_model_dir, model_name)
 
 
 @contextlib.contextmanager

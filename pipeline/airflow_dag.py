@@ -50,9 +50,15 @@ def _deployed_config() -> PipelineConfig:
                          f"--print-config > FILE), not {path!r}: each Airflow process has its own "
                          "working directory.")
     config = load_config(path)
-    if config.test_split is None:
-        raise ValueError(f'{path} must say "test_split": true or false (whether the data has '
-                         "test files): the DAG is built without listing the data.")
+    if config.test_split is None or config.spans is None:
+        raise ValueError(f'{path} must say "test_split" and "spans": true or false (whether the '
+                         "data has test files, and span-<N> directories): the DAG is built "
+                         "without listing the data.")
+    if config.spans and config.window > 1:
+        raise ValueError(f'{path} must say "window": 1 under Airflow: with several spans, TFX '
+                         "1.16's legacy Transform driver (AirflowDagRunner's) registers an extra "
+                         "output artifact without splits, which the Trainer then refuses. Each "
+                         "run trains on its span, warm-started from the last pushed model.")
     if beam_packaging.needs_shipping(config.beam_args):
         raise ValueError(f"{path} names a remote Beam runner, whose workers need agnews: add "
                          "--sdk_container_image=IMAGE (the pipeline image) or "
@@ -63,10 +69,11 @@ def _deployed_config() -> PipelineConfig:
 
 _config = _deployed_config()
 
-# The Airflow DAG object, found by Airflow's DagBag under the pipeline name. One run, and one
+# The Airflow DAG object, found by Airflow's DagBag under the pipeline name, run on the
+# config's `schedule` (e.g. "@daily"; each run ingests the newest span). One run, and one
 # task, at a time: they share one sqlite MLMD store, and each task holds `agnews run`'s lock.
 DAG = AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config={
-    "schedule_interval": None,
+    "schedule_interval": _config.schedule,
     "start_date": datetime.datetime(2024, 1, 1),
     "catchup": False,
     "max_active_runs": 1,

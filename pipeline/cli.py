@@ -1,12 +1,15 @@
-"""`agnews`: run the pipeline, query a pushed model and score files with it.
+"""`agnews`: run the pipeline, query, serve and score with a pushed model, compare served
+requests with the training data.
 
 Each command imports only what it needs, when it runs: help and --print-config need no
-TensorFlow; predict, serve and report need TensorFlow but not TFX, TFT, TFMA or Beam.
+TensorFlow; predict, serve and report need TensorFlow but not TFX, TFT, TFMA or Beam (report
+reads TFMA's and TFDV's results once, then from its cache); skew needs TFDV.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 import warnings
@@ -18,7 +21,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 from components import features, settings
-from components.artifacts import ACCEPTED
+from components.artifacts import ACCEPTED, BLANK_LINE, rejected_counts
 from components import quiet
 from pipeline.config import PipelineConfig, load_config
 
@@ -39,9 +42,20 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
            help="JSON file of PipelineConfig fields (see --print-config) applied before the flags; "
                 "relative paths in it are taken from its directory.")
     option("--print-config", action="store_true", help="Print the effective configuration and exit.")
-    option("--data", help="Directory of canonical AG News CSV: train*.csv[.gz], optional "
-                          "test*.csv[.gz], or tfds:ag_news_subset[:DATA_DIR] (default: the embedded "
-                          "3,000-row sample).")
+    option("--data", help="Directory of canonical AG News CSV: train.csv or train.csv.gz, optional "
+                          "test.csv[.gz]; a directory of spans of those, span-<N>/train.csv[.gz] "
+                          "(each run ingests the newest); or tfds:ag_news_subset[:DATA_DIR] "
+                          "(default: the embedded 3,000-row sample).")
+    option("--span", type=_non_negative, metavar="N",
+           help="Ingest span-<N> instead of the newest span (a backfill); the window ends at N.")
+    option("--window", type=_at_least_one, metavar="K",
+           help=f"Train on the K newest ingested spans, as ML Metadata records them "
+                f"(default: {d.window}).")
+    option("--accept-drift", action="store_true",
+           help="Train on a span even though its statistics drifted from the previous span's "
+                "(a deliberate decision, logged); without it a drifted span stops the run.")
+    option("--cold-start", action="store_false", dest="warm_start",
+           help="Train from random weights instead of from the last pushed model.")
     option("--pipeline-root", help=f"TFX artifacts (default: {d.pipeline_root}).")
     option("--metadata-path", help=f"MLMD sqlite file (default: {d.metadata_path}).")
     option("--serving-dir", help=f"Pusher's TF Serving base directory (default: {d.serving_dir}).")
@@ -90,6 +104,9 @@ def _add_compile_parser(subparsers) -> None:
                         help="Pipeline image built from the Dockerfile (default: %(default)s).")
     parser.add_argument("--test-split", action="store_true",
                         help="The data directory has test*.csv[.gz] files (it is not listed at compile time).")
+    parser.add_argument("--spans", action="store_true",
+                        help="The data directory holds span-<N>/ directories: each run ingests the "
+                             "newest (or --span N).")
     parser.add_argument("--trainer-accelerator", metavar="TYPE[:COUNT]",
                         help="Run the Trainers on a node with COUNT (default 1) GPUs of TYPE, as "
                              "KFP / Vertex AI name them, e.g. NVIDIA_TESLA_T4:1.")
@@ -100,7 +117,8 @@ def _compile(args) -> int:
     from pipeline import kubeflow_runner
 
     config = _config_from_args(args)
-    config = dataclasses.replace(config, test_split=bool(getattr(args, "test_split", False)))
+    config = dataclasses.replace(config, test_split=bool(getattr(args, "test_split", False)),
+                                 spans=bool(getattr(args, "spans", False)))
     if getattr(args, "print_config", False):
         print(kubeflow_runner.for_image(config, args.image).to_json())
         return 0
@@ -112,6 +130,12 @@ def _compile(args) -> int:
         return 1
     print(f"KFP v2 pipeline written to {path}: upload it to Kubeflow Pipelines or Vertex AI Pipelines.")
     return 0
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("must be a whole number of at least 0")
+    return int(text)
 
 
 def _at_least_one(text: str) -> int:
@@ -126,6 +150,9 @@ def _add_run_parser(subparsers) -> None:
     _add_pipeline_options(run)
     run.add_argument("--require-push", action="store_true", default=False,
                      help="Exit with status 2 when the model was not blessed and so not pushed.")
+    run.add_argument("--verbose", action="store_true", default=False,
+                     help="Print every library log line too (they always go to the run's log "
+                          "file, logs/ beside the ML Metadata file).")
     run.add_argument("--keep", type=_at_least_one, default=None, metavar="N",
                      help="After pushing, delete all but the newest N versions in --serving-dir "
                           "(default: keep every version).")
@@ -155,32 +182,41 @@ def _run(args) -> int:
     quiet.drop_tfx_notices()
     try:
         with run_lock.exclusive(config.metadata_path, config.pipeline_root):
-            from components import ingest, validation
-            from pipeline import beam_packaging, local_runner
+            from components import drift, ingest, validation
+            from pipeline import beam_packaging, local_runner, run_log
 
+            describe = functools.partial(run_log.describe_component, config.metadata_path,
+                                         config.pipeline_name)
             try:
-                summary = local_runner.run(config)
-            except (ingest.IngestError, validation.DataContractError, FileNotFoundError,
-                    beam_packaging.WheelBuildError) as error:
-                print(f"agnews run failed: {error}", file=sys.stderr)
+                with run_log.quiet_run(config.run_dir, describe, args.verbose) as log_path:
+                    summary = local_runner.run(config)
+            except (ingest.IngestError, validation.DataContractError, drift.DriftError,
+                    FileNotFoundError, beam_packaging.WheelBuildError) as error:
+                print(f"agnews run failed: {error}\nFull log: {log_path}", file=sys.stderr)
                 return 1
     except run_lock.RunInProgress as error:
         print(f"agnews run refused: {error}", file=sys.stderr)
         return 3
-    rejected = {k: v for k, v in summary.rows.items() if k != ACCEPTED}
-    print(f"Input rows: {sum(summary.rows.values())}, accepted {summary.rows.get(ACCEPTED, 0)}, "
-          f"rejected {sum(rejected.values())}"
-          + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(rejected.items()))}; "
-             f"see {summary.rejected_rows_file})" if rejected else ""))
-    run_dir = os.path.dirname(os.path.abspath(config.metadata_path))
-    _print_report(run_dir, config)
+    rows = summary.rows.get(ACCEPTED, 0) + sum(rejected_counts(summary.rows).values())
+    print(f"Span {summary.span} input rows: {rows}, accepted {summary.rows.get(ACCEPTED, 0)}, "
+          + _rejected_rows(summary.rows, summary.rejected_rows_file))
+    if not summary.drift_checked:
+        print(f"Drift: not checked, span {summary.span} is the first span (no earlier span to "
+              "compare with).")
+    if not summary.trained:
+        print(f"Nothing new to train on: the served model was trained on this window of spans, "
+              f"so no new version was pushed (--no-cache retrains anyway). Full log: {log_path}")
+        return 0
+    print(f"Trained on spans {', '.join(map(str, summary.window))}.")
+    _print_report(config.run_dir, config)
+    print(f"Full log: {log_path}")
     if summary.scores_note:
         print(summary.scores_note)
     if summary.pushed:
         from pipeline import report
 
         print(f"Model pushed to: {summary.pushed_to} (blessed on its eval accuracy over the "
-              f"whole eval split, {report.overall_accuracy(run_dir, summary.evaluation):.4f}: at "
+              f"whole eval split, {report.overall_accuracy(config.run_dir, summary.evaluation):.4f}: at "
               f"least {config.min_accuracy:g}, and at most {config.max_accuracy_drop:g} below the "
               f"last blessed model's when there is one)")
         if args.keep is not None:
@@ -197,6 +233,15 @@ def _run(args) -> int:
           f"hold for the whole eval split, slices are reported only; TFMA's report: "
           f"{summary.evaluation_uri}). The served version is unchanged.")
     return 2 if args.require_push else 0
+
+
+def _rejected_rows(rows: dict[str, int], rejected_rows_file: str | None) -> str:
+    """'rejected R (reason: n, ...; see FILE)', and the blank lines skipped, of a row count."""
+    rejected, blank = rejected_counts(rows), rows.get(BLANK_LINE, 0)
+    return (f"rejected {sum(rejected.values())}"
+            + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(rejected.items()))}; "
+               f"see {rejected_rows_file})" if rejected else "")
+            + (f"; {blank} blank line{'s' if blank != 1 else ''} skipped" if blank else ""))
 
 
 def _print_report(run_dir: str, config: PipelineConfig) -> None:
@@ -317,14 +362,11 @@ def _score(args) -> int:
     except (score.ScoreError, ingest.IngestError, beam_packaging.WheelBuildError) as error:
         print(f"agnews score failed: {error}", file=sys.stderr)
         return 1
-    rejected = {k: v for k, v in summary.rows.items() if k != ACCEPTED}
     print(f"Model: {summary.model_dir} (version {summary.model_version}, loaded "
           f"{summary.model_loads} time{'s' if summary.model_loads != 1 else ''})")
-    print(f"Input rows: {sum(summary.rows.values())} in {len(summary.inputs)} file"
-          f"{'s' if len(summary.inputs) != 1 else ''}, scored {summary.scored}, rejected "
-          f"{sum(rejected.values())}"
-          + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(rejected.items()))}; "
-             f"see {summary.rejected_rows_file})" if rejected else ""))
+    rows = summary.rows.get(ACCEPTED, 0) + sum(rejected_counts(summary.rows).values())
+    print(f"Input rows: {rows} in {len(summary.inputs)} file{'s' if len(summary.inputs) != 1 else ''}, "
+          f"scored {summary.scored}, " + _rejected_rows(summary.rows, summary.rejected_rows_file))
     print(f"Scores: {os.path.join(args.output, score.SCORES_PREFIX)}-*.csv "
           f"({len(summary.scores)} shard{'s' if len(summary.scores) != 1 else ''})"
           + (f"; prediction logs: {os.path.join(args.output, score.PREDICTION_LOGS_PREFIX)}-*.gz"
@@ -333,12 +375,30 @@ def _score(args) -> int:
 
 
 def _add_serve_parser(subparsers) -> None:
-    parser = subparsers.add_parser("serve", help="Serve the pushed model over TF Serving's REST API.")
+    parser = subparsers.add_parser(
+        "serve", help="Serve pushed models over TF Serving's REST and gRPC APIs.",
+        description="TF Serving's REST and gRPC APIs for pushed models: newest version of --model, "
+                    "or the models of a --model-config-file. SIGTERM or Ctrl-C stops it after "
+                    "answering the requests in flight.")
     parser.add_argument("--model", default=PipelineConfig().serving_dir,
                         help="Base directory of numeric versions (default: %(default)s).")
+    parser.add_argument("--model-name", default=settings.SERVING_MODEL_NAME,
+                        help="Name clients use for --model (default: %(default)s).")
+    parser.add_argument("--model-config-file", default=None,
+                        help="TF Serving ModelServerConfig text proto: several models, "
+                             "model_version_policy, version_labels. Replaces --model/--model-name.")
+    parser.add_argument("--model-config-file-poll-wait-seconds", type=float, default=0.0,
+                        help="Re-read --model-config-file this often; 0 reads it once (default).")
+    parser.add_argument("--file-system-poll-wait-seconds", type=float,
+                        default=settings.DEFAULT_FILE_SYSTEM_POLL_WAIT_S,
+                        help="How often to look for new versions (default: %(default)s).")
     parser.add_argument("--host", default=settings.DEFAULT_SERVE_HOST,
                         help="Address to bind (default: %(default)s, this machine only).")
-    parser.add_argument("--port", type=int, default=settings.DEFAULT_SERVE_PORT)
+    parser.add_argument("--rest-port", "--port", dest="rest_port", type=int, default=settings.DEFAULT_SERVE_PORT,
+                        help="REST port (default: %(default)s; --port is the same flag).")
+    parser.add_argument("--grpc-port", type=int, default=settings.DEFAULT_GRPC_PORT,
+                        help="gRPC port (default: %(default)s).")
+    parser.add_argument("--no-grpc", action="store_true", help="Serve REST only.")
     parser.add_argument("--max-body-bytes", type=int, default=settings.DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--max-batch", type=int, default=settings.DEFAULT_MAX_BATCH,
                         help="Most rows in one request (default: %(default)s).")
@@ -346,25 +406,67 @@ def _add_serve_parser(subparsers) -> None:
                         help="Run each request's own signature call instead of batching "
                              "concurrent requests together.")
     parser.add_argument("--batch-max-rows", type=_at_least_one, default=settings.DEFAULT_BATCH_MAX_ROWS,
-                        help="Most rows one batched call gathers (default: %(default)s).")
+                        help="Most rows one batched call gathers; larger requests are split "
+                             "(default: %(default)s).")
     parser.add_argument("--batch-timeout-ms", type=float, default=settings.DEFAULT_BATCH_TIMEOUT_MS,
                         help="How long a batch waits for more requests after its first one; 0 "
                              "takes only those already waiting, which under load are the ones "
                              "that queued while the previous batch ran (default: %(default)s).")
+    parser.add_argument("--batch-threads", type=_at_least_one, default=settings.DEFAULT_BATCH_THREADS,
+                        help="Batches run at once (default: one per CPU core).")
+    parser.add_argument("--log-requests", metavar="DIR", default=None,
+                        help="Write sampled requests and answers as PredictionLog TFRecords in DIR.")
+    parser.add_argument("--log-sample-rate", type=float, default=settings.DEFAULT_LOG_SAMPLE_RATE,
+                        help="Share of requests --log-requests writes (default: %(default)s).")
 
 
 def _serve(args) -> int:
-    from pipeline import serve
+    from pipeline.serving import server
 
-    batcher = serve.Batcher(args.batch_max_rows, args.batch_timeout_ms / 1000) if args.batching else None
-    server = serve.make_serving_server(args.model, args.host, args.port, args.max_body_bytes,
-                                       args.max_batch, batcher)
-    print(f"Serving {args.model} as model '{serve.MODEL_NAME}' on "
-          f"http://{args.host}:{server.server_port}/v1/models/{serve.MODEL_NAME} (Ctrl-C stops)", flush=True)
+    options = server.ServeOptions(
+        model_base_path=args.model, model_name=args.model_name, model_config_file=args.model_config_file,
+        model_config_file_poll_wait_s=args.model_config_file_poll_wait_seconds,
+        file_system_poll_wait_s=args.file_system_poll_wait_seconds, host=args.host,
+        rest_port=args.rest_port, grpc_port=None if args.no_grpc else args.grpc_port,
+        max_body_bytes=args.max_body_bytes, max_batch=args.max_batch, batching=args.batching,
+        batch_max_rows=args.batch_max_rows, batch_timeout_ms=args.batch_timeout_ms,
+        batch_threads=args.batch_threads, log_requests=args.log_requests, log_sample_rate=args.log_sample_rate)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.serve_until_signalled(options, on_ready=lambda running: print(
+            f"Serving {running.where()} (Ctrl-C or SIGTERM stops)", flush=True))
+    except (ValueError, OSError) as error:
+        print(f"agnews serve failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_skew_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "skew", help="Compare logged serving requests with the training statistics (TFDV).")
+    parser.add_argument("--logs", required=True, help="The --log-requests directory of `agnews serve`.")
+    parser.add_argument("--run-dir", default=os.path.dirname(PipelineConfig().metadata_path),
+                        help="Directory holding the runs' metadata.sqlite (default: %(default)s).")
+
+
+def _skew(args) -> int:
+    from pipeline.serving import skew
+
+    logged = skew.logged_statistics(args.logs)
+    if not logged:
+        print(f"agnews skew failed: no request logs (*.tfrecord) in {args.logs}", file=sys.stderr)
+        return 1
+    for (model_name, version), (rows, served) in sorted(logged.items()):
+        try:
+            uri, train = skew.training_statistics(os.path.join(args.run_dir, "metadata.sqlite"), version)
+        except LookupError as error:
+            print(f"agnews skew: {model_name} version {version}: {error}", file=sys.stderr)
+            return 1
+        print(f"{model_name} version {version}: {rows} logged rows vs training statistics {uri}")
+        print(f"  {'feature':<12} {'L-infinity':>10} {'JS divergence':>13} {'avg length train':>16} {'served':>7}")
+        for row in skew.compare(train, served):
+            print(f"  {row.feature:<12} {row.distances['L_INFTY']:>10.4f} "
+                  f"{row.distances['JENSEN_SHANNON_DIVERGENCE']:>13.4f} {row.train_avg_length:>16.1f} "
+                  f"{row.served_avg_length:>7.1f}")
     return 0
 
 
@@ -375,12 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_predict_parser(subparsers)
     _add_score_parser(subparsers)
     _add_serve_parser(subparsers)
+    _add_skew_parser(subparsers)
     _add_report_parser(subparsers)
     _add_compile_parser(subparsers)
     args = parser.parse_args(argv)
     if not getattr(args, "print_config", False):
         quiet.import_tensorflow()  # every other command needs it: import it once, without its noise
-    commands = {"run": _run, "predict": _predict, "score": _score, "serve": _serve,
+    commands = {"run": _run, "predict": _predict, "score": _score, "serve": _serve, "skew": _skew,
                 "report": _report, "compile": _compile}
     try:
         return commands[args.command](args)

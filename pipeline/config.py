@@ -30,6 +30,20 @@ class PipelineConfig:
     # Whether `data` has test files: None looks (local runs); compiling for a cluster whose
     # storage this machine cannot list says it (True/False).
     test_split: bool | None = None
+    # Data in spans (DIR/span-<N>/train.csv[.gz]; None: look, as for test_split). Each run
+    # ingests the newest span, or `span` (a backfill), and trains on the `window` newest
+    # ingested spans (up to `span`), found in ML Metadata.
+    spans: bool | None = None
+    span: int | None = None
+    window: int = 3
+    # Drift gate: a span whose statistics drifted from the previous span's stops the run,
+    # unless accepted (a deliberate decision, logged).
+    accept_drift: bool = False
+    # Warm start: the Trainer starts from the last pushed model when its kind matches.
+    warm_start: bool = True
+    # Airflow's schedule for the DAG (a cron expression or preset such as "@daily"; None: run
+    # when triggered). On Kubeflow, a recurring run is set in KFP itself.
+    schedule: str | None = None
     # Ingestion: how the train files' rows are hashed into train / eval / holdout (in tenths).
     train_buckets: int = 8
     eval_buckets: int = 1
@@ -63,6 +77,11 @@ class PipelineConfig:
                 "ngrams": model in settings.NGRAM_MODELS}
 
     @property
+    def run_dir(self) -> str:
+        """Where a local run keeps what is not an artifact: the report, logs, the lock's file."""
+        return os.path.dirname(os.path.abspath(self.metadata_path))
+
+    @property
     def trained_models(self) -> tuple[str, ...]:
         """The chosen model, then the baseline when it is on and a different model."""
         with_baseline = self.baseline and self.model != settings.BASELINE_MODEL
@@ -74,7 +93,7 @@ class PipelineConfig:
         return {"model": self.model, "epochs": self.epochs, "patience": self.patience,
                 "batch_size": self.batch_size, "learning_rate": self.learning_rate,
                 "embedding_dropout": self.embedding_dropout,
-                "mixed_precision": self.mixed_precision}
+                "mixed_precision": self.mixed_precision, "warm_start": self.warm_start}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -6,6 +6,12 @@ the embedded sample are rewritten to that directory. Data, pipeline root and ser
 directory should be URLs the cluster reaches (e.g. gs://). With a remote Beam runner, the
 pipeline image is the Beam workers' image too (--sdk_container_image): it has agnews and
 the locked dependencies installed, and TFX's image it extends has Beam's worker entrypoint.
+
+Spans compile as locally (each run ingests the newest span, or `span`), but the window, the
+drift gate and the last-pushed baseline do not: they are resolved from ML Metadata by
+resolvers of our own, and TFX 1.16's KFP v2 compiler takes only its latest-artifact and
+latest-blessed-model resolvers. On KFP each run trains on its span, from and against the
+latest blessed model (pipeline.create_pipeline's `span_lineage=False`).
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ def compile_pipeline(config: PipelineConfig, output: str, image: str = DEFAULT_K
     from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import (KubeflowV2DagRunner,
                                                                       KubeflowV2DagRunnerConfig)
 
-    pipeline = create_pipeline(for_image(config, image))
+    pipeline = create_pipeline(for_image(config, image), span_lineage=False)
     if trainer_accelerator:
         resources = accelerator_resources(trainer_accelerator)
         for component in pipeline.components:

@@ -26,10 +26,14 @@ class RunSummary:
     gate_failures: list[str] = dataclasses.field(default_factory=list)  # why it was not blessed
     scores_file: str | None = None  # with --score: BulkInferrer's scores as CSV next to the report
     scores_note: str | None = None  # with --score: where the scores are, or why there are none
+    span: int | None = None  # the span this run ingested
+    window: list[int] = dataclasses.field(default_factory=list)  # the spans the model trained on
+    drift_checked: bool = False  # False for the first span: no earlier span to compare with
+    trained: bool = False  # False: nothing new (the served model was trained on this window)
 
 
 def run(config: PipelineConfig) -> RunSummary:
-    os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
+    os.makedirs(config.run_dir, exist_ok=True)
     config = for_beam_workers(config)
     LocalDagRunner().run(create_pipeline(
         config, metadata.sqlite_connection_config(config.metadata_path)))
@@ -38,7 +42,7 @@ def run(config: PipelineConfig) -> RunSummary:
         from pipeline import score
 
         summary.scores_file, summary.scores_note = score.write_pipeline_scores(
-            os.path.dirname(os.path.abspath(config.metadata_path)), config.pipeline_name,
+            config.run_dir, config.pipeline_name,
             config.metadata_path)
     return summary
 
@@ -46,16 +50,19 @@ def run(config: PipelineConfig) -> RunSummary:
 def for_beam_workers(config: PipelineConfig) -> PipelineConfig:
     """`config` with an agnews wheel for remote Beam workers when they need one (see
     beam_packaging), built next to the run's metadata (artifacts/dist by default)."""
-    wheel_dir = os.path.join(os.path.dirname(os.path.abspath(config.metadata_path)), "dist")
+    wheel_dir = os.path.join(config.run_dir, "dist")
     return dataclasses.replace(config, beam_args=beam_packaging.with_wheel(config.beam_args, wheel_dir))
 
 
 def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
-    """What the newest outputs of ExampleGen, the Evaluator and Pusher in MLMD say (the
-    metrics themselves are read by pipeline.report)."""
-    latest = functools.partial(metadata.latest_output, metadata.open_store(metadata_path),
-                               pipeline_name)
+    """What ExampleGen, the gates, the Evaluator and Pusher output in the newest run recorded in
+    MLMD (the metrics themselves are read by pipeline.report)."""
+    store = metadata.open_store(metadata_path)
+    run_id = metadata.latest_run_id(store, pipeline_name)
+    latest = functools.partial(metadata.output_in_run, store, pipeline_name, run_id)
     pushed_model = latest("Pusher", "PushedModel")
+    model = latest("Trainer", "Model")
+    validator = metadata.execution_in_run(store, pipeline_name, run_id, "DistributionValidator")
     evaluation = latest("Evaluator", "ModelEvaluation")
     examples = latest("FileBasedExampleGen", "Examples")
     servability = latest("ServabilityGate", "InfraBlessing")
@@ -70,7 +77,12 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
         not_servable_reason=servability.custom_properties[REASON_PROPERTY].string_value
         if servability and REASON_PROPERTY in servability.custom_properties else None,
         evaluation=evaluation,
-        gate_failures=gate_failures(evaluation.uri) if evaluation else [])
+        gate_failures=gate_failures(evaluation.uri) if evaluation else [],
+        span=metadata.span(examples) if examples else None,
+        window=sorted(metadata.span(a) for a in store.get_artifacts_by_id(
+            list(metadata.training_window(store, model.id)))) if model else [],
+        drift_checked=bool(validator and metadata.inputs(store, validator.id, "baseline_statistics")),
+        trained=model is not None)
 
 
 def gate_failures(evaluation_uri: str) -> list[str]:

@@ -27,3 +27,117 @@ def latest_output(store: metadata_store.MetadataStore, pipeline_name: str, node_
     type_id = store.get_artifact_type(type_name).id
     artifacts = [a for a in store.get_artifacts_by_context(context.id) if a.type_id == type_id]
     return max(artifacts, key=lambda a: a.id) if artifacts else None
+
+
+def run_ids(store: metadata_store.MetadataStore, pipeline_name: str,
+            with_node: str | None = None) -> list[int]:
+    """The pipeline runs (TFX's `pipeline_run` contexts) of `pipeline_name`, oldest first;
+    with `with_node`, only those in which that node ran."""
+    scope = store.get_context_by_type_and_name(
+        "pipeline" if with_node is None else "node",
+        pipeline_name if with_node is None else f"{pipeline_name}.{with_node}")
+    if scope is None:
+        return []
+    wanted = {e.id for e in store.get_executions_by_context(scope.id)}
+    return sorted(run.id for run in store.get_contexts_by_type("pipeline_run")
+                  if wanted & {e.id for e in store.get_executions_by_context(run.id)})
+
+
+def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str,
+                  with_node: str | None = None) -> int | None:
+    """The newest of run_ids(...), None before the first run."""
+    return max(run_ids(store, pipeline_name, with_node), default=None)
+
+
+def execution_in_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: int,
+                     node_id: str):
+    """Node `node_id`'s execution in run `run_id` (its last, if several), or None."""
+    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
+    if node is None:
+        return None
+    in_run = {e.id for e in store.get_executions_by_context(run_id)}
+    executions = [e for e in store.get_executions_by_context(node.id) if e.id in in_run]
+    return max(executions, key=lambda e: e.id) if executions else None
+
+
+def outputs_in_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: int | None,
+                   node_id: str, type_name: str) -> list:
+    """The artifacts of `type_name` that node `node_id` output (or reused from its cache) in
+    pipeline run `run_id`: figures of one run are never mixed with another's."""
+    execution = execution_in_run(store, pipeline_name, run_id, node_id) if run_id else None
+    if execution is None:
+        return []
+    outputs = {event.artifact_id for event in store.get_events_by_execution_ids([execution.id])
+               if event.type in (metadata_store_pb2.Event.OUTPUT,
+                                 metadata_store_pb2.Event.INTERNAL_OUTPUT)}
+    type_id = store.get_artifact_type(type_name).id
+    return sorted((a for a in store.get_artifacts_by_id(list(outputs)) if a.type_id == type_id),
+                  key=lambda a: a.id)
+
+
+def output_in_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: int | None,
+                  node_id: str, type_name: str):
+    """The newest of outputs_in_run(...), or None."""
+    outputs = outputs_in_run(store, pipeline_name, run_id, node_id, type_name)
+    return outputs[-1] if outputs else None
+
+
+def span(artifact: metadata_store_pb2.Artifact) -> int:
+    """An Examples artifact's span, as ExampleGen's driver records it (a custom property)."""
+    return artifact.custom_properties["span"].int_value
+
+
+def skipped(execution) -> bool:
+    """Whether TFX skipped the node for want of inputs (e.g. the drift gate on the first span,
+    or the Trainer when there is nothing new): TFX records that as a FAILED execution with an
+    InsufficientInputError."""
+    result = execution.custom_properties.get("__execution_result__")
+    return (execution.last_known_state == metadata_store_pb2.Execution.FAILED
+            and "InsufficientInputError" in (result.string_value if result else ""))
+
+
+def stopped_the_run(execution) -> bool:
+    """Whether the execution failed, its error stopping the run."""
+    return execution.last_known_state == metadata_store_pb2.Execution.FAILED and not skipped(execution)
+
+
+PUSHED_PROPERTY = "pushed"  # set by TFX's Pusher: 1 when it pushed
+
+
+def producer(store, artifact_id: int) -> int | None:
+    """The execution that output the artifact."""
+    for event in store.get_events_by_artifact_ids([artifact_id]):
+        if event.type == metadata_store_pb2.Event.OUTPUT:
+            return event.execution_id
+    return None
+
+
+def inputs(store, execution_id: int | None, key: str) -> list[int]:
+    """Ids of the artifacts the execution read under input `key`."""
+    if execution_id is None:
+        return []
+    return [event.artifact_id for event in store.get_events_by_execution_ids([execution_id])
+            if event.type == metadata_store_pb2.Event.INPUT and event.path.steps
+            and event.path.steps[0].key == key]
+
+
+def latest_pushed_model_id(store, model_ids: set[int]) -> int | None:
+    """The Model (one of `model_ids`) in the newest push that happened: Pusher pushes the
+    servability gate's copy, so the path is PushedModel <- Pusher <- InfraBlessing <- gate <- Model."""
+    pushes = store.get_artifacts_by_type("PushedModel")
+    for push in sorted(pushes, key=lambda a: a.id, reverse=True):
+        if not push.custom_properties[PUSHED_PROPERTY].int_value:
+            continue
+        for blessing in inputs(store, producer(store, push.id), "infra_blessing"):
+            for model in inputs(store, producer(store, blessing), "model"):
+                if model in model_ids:
+                    return model
+    return None
+
+
+def training_window(store, model_id: int) -> set[int]:
+    """The Examples artifacts (spans) the model was trained on: Model <- Trainer <- transformed
+    examples <- Transform <- examples."""
+    return {examples
+            for transformed in inputs(store, producer(store, model_id), "examples")
+            for examples in inputs(store, producer(store, transformed), "examples")}

@@ -8,37 +8,46 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import tensorflow_model_analysis as tfma
-from tfx.components import (BulkInferrer, Evaluator, ExampleValidator, Pusher, StatisticsGen,
-                            Trainer, Transform)
+from tfx.components import (BulkInferrer, DistributionValidator, Evaluator, ExampleValidator,
+                            Pusher, StatisticsGen, Trainer, Transform)
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto import bulk_inferrer_pb2, example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
+from tfx.proto import (bulk_inferrer_pb2, example_gen_pb2, pusher_pb2, range_config_pb2,
+                       trainer_pb2, transform_pb2)
 from tfx.types import Channel, standard_artifacts
 
-from components import features, ingest, servability, validation
+from components import drift, features, ingest, push, servability, validation
+from pipeline import resolvers
 from pipeline.config import TFDS_PREFIX, PipelineConfig
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
-TRAIN_PATTERN = "train*.csv*"
-TEST_PATTERN = "test*.csv*"
+# The driver fingerprints and ExampleGen reads what these match; ingestion then keeps the
+# CSV files among them (ingest.data_files).
+TRAIN_PATTERN = "train*"
+TEST_PATTERN = "test*"
+SPAN_DIR = "span-{SPAN}"  # TFX's span placeholder: DIR/span-<N>/train.csv[.gz]
 SCORE_SPLIT = "score"
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSource:
-    """Where ExampleGen reads: its input_base, one input split per source split, the reader."""
+    """Where ExampleGen reads: its input_base, one input split per source split, the reader,
+    and with spans, the span to ingest (None: the newest)."""
     input_base: str
     splits: tuple[str, ...]
     kind: str
     input_config: example_gen_pb2.Input
+    range_config: range_config_pb2.RangeConfig | None = None
 
     @property
     def has_test(self) -> bool:
@@ -46,25 +55,51 @@ class DataSource:
 
 
 def _source(input_base: str, patterns: dict[str, str], kind: str,
-            test_split: bool | None = None) -> DataSource:
+            test_split: bool | None = None, span: int | None = None) -> DataSource:
+    """`span`: the span to ingest (None: the newest, as TFX's driver finds it)."""
     import tensorflow as tf
 
+    def files(pattern: str) -> list[str]:
+        listed = span if span is not None or "{SPAN}" not in pattern else newest_span(input_base)
+        return tf.io.gfile.glob(os.path.join(input_base, pattern.replace("{SPAN}", str(listed))))
+
     if test_split is None:
-        present = {name: pattern for name, pattern in patterns.items()
-                   if tf.io.gfile.glob(os.path.join(input_base, pattern))}
+        present = {name: pattern for name, pattern in patterns.items() if files(pattern)}
     else:
         present = {name: pattern for name, pattern in patterns.items() if name == "train" or test_split}
     if "train" not in present:
         raise FileNotFoundError(
             f"No training data {patterns['train']} in {input_base}: --data takes a directory of "
-            "canonical AG News CSV files (train.csv or train.csv.gz, optionally test.csv) or "
-            "tfds:ag_news_subset[:DATA_DIR].")
+            "canonical AG News CSV files (train.csv or train.csv.gz, optionally test.csv), a "
+            "directory of spans (span-<N>/train.csv[.gz]) or tfds:ag_news_subset[:DATA_DIR].")
+    range_config = None if span is None else range_config_pb2.RangeConfig(
+        static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span))
     return DataSource(input_base, tuple(present), kind, example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name=name, pattern=pattern) for name, pattern in present.items()]))
+        example_gen_pb2.Input.Split(name=name, pattern=pattern) for name, pattern in present.items()]),
+        range_config)
 
 
-def resolve_data_source(data: str, test_split: bool | None = None) -> DataSource:
-    """`DIR` of train*.csv[.gz] (+ test*.csv[.gz]) or `tfds:NAME[:DATA_DIR]`. With `test_split`
+def span_numbers(data: str) -> list[int]:
+    """The N of each span-<N> directory in DIR."""
+    import tensorflow as tf
+
+    names = (os.path.basename(path.rstrip("/")) for path in tf.io.gfile.glob(os.path.join(data, "span-*")))
+    return sorted(int(name[len("span-"):]) for name in names if re.fullmatch(r"span-\d+", name))
+
+
+def newest_span(data: str) -> int | None:
+    return max(span_numbers(data), default=None)
+
+
+def has_spans(data: str) -> bool:
+    """Whether DIR holds span-<N> directories (then each run ingests one span)."""
+    return bool(span_numbers(data))
+
+
+def resolve_data_source(data: str, test_split: bool | None = None, spans: bool | None = None,
+                        span: int | None = None) -> DataSource:
+    """`DIR` of train*.csv[.gz] (+ test*.csv[.gz]), `DIR` of span-<N>/ directories of those
+    (the newest span, or `span`), or `tfds:NAME[:DATA_DIR]`. With `test_split` (and `spans`)
     given, nothing is listed or downloaded (compiling for storage this machine cannot reach, or
     an Airflow DAG, built at every parse): a TFDS dataset must then be prepared already.
 
@@ -72,8 +107,14 @@ def resolve_data_source(data: str, test_split: bool | None = None) -> DataSource
     downloaded and prepared by TFDS itself, which needs internet access.
     """
     if not data.startswith(TFDS_PREFIX):
-        return _source(data, {"train": TRAIN_PATTERN, "test": TEST_PATTERN}, ingest.SOURCE_CSV,
-                       test_split)
+        if spans is None:
+            spans = has_spans(data)
+        if span is not None and not spans:
+            raise FileNotFoundError(f"--span {span} needs a directory of spans (span-<N>/), and "
+                                    f"{data} has none.")
+        prefix = os.path.join(SPAN_DIR, "") if spans else ""
+        return _source(data, {"train": prefix + TRAIN_PATTERN, "test": prefix + TEST_PATTERN},
+                       ingest.SOURCE_CSV, test_split, span if spans else None)
     import tensorflow_datasets as tfds
 
     name, _, data_dir = data[len(TFDS_PREFIX):].partition(":")
@@ -122,13 +163,22 @@ def eval_config(config: PipelineConfig, thresholds: bool = True) -> tfma.EvalCon
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
-                    through_transform_only: bool = False) -> Pipeline:
+                    through_transform_only: bool = False, span_lineage: bool = True) -> Pipeline:
     """The whole pipeline; `through_transform_only` stops after Transform (data preparation
-    alone, e.g. to measure or debug ingestion)."""
-    source = resolve_data_source(config.data, config.test_split)
+    alone, e.g. to measure or debug ingestion).
+
+    Each run ingests one span (a flat directory is span 0), checks it against the schema and
+    against the previous span's statistics (drift), then trains on the window of the newest
+    ingested spans, resolved from ML Metadata, starting from the last pushed model.
+    `span_lineage=False` (KFP v2, whose IR runs TFX's latest-artifact and latest-blessed-model
+    resolvers only): each run trains on its own span, from and against the latest blessed
+    model, without the drift gate.
+    """
+    source = resolve_data_source(config.data, config.test_split, config.spans, config.span)
     example_gen = FileBasedExampleGen(
         input_base=source.input_base,
         input_config=source.input_config,
+        range_config=source.range_config,
         output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
             example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
             for name, buckets in ((features.TRAIN_SPLIT, config.train_buckets),
@@ -137,56 +187,91 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
         custom_config=ingest.IngestSettings(
             config.max_bad_fraction, config.max_field_chars, source.kind).to_custom_config(),
         custom_executor_spec=executor_spec.BeamExecutorSpec(ingest.Executor))
-    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = ImportSchemaGen(
         schema_file=os.path.join(config.schema_dir, "schema.pbtxt"))
+    # With the schema, the label's statistics are categorical (the drift gate compares them).
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"],
+                                   schema=schema_gen.outputs["schema"])
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     anomalies_gate = validation.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    if span_lineage:
+        drift_components = _drift_gate(config, example_gen, statistics_gen)
+        span_window = Resolver(
+            strategy_class=resolvers.SpanWindowStrategy,
+            config={"num_spans": config.window,
+                    "last_span": -1 if config.span is None else config.span,
+                    "skip_if_trained": config.enable_cache and not through_transform_only},
+            examples=Channel(type=standard_artifacts.Examples, producer_component_id=example_gen.id),
+            model=Channel(type=standard_artifacts.Model),
+        ).with_id("span_window")
+        span_window.add_upstream_node(anomalies_gate)
+        span_window.add_upstream_node(drift_components[-1])
+        window, window_components = span_window.outputs["examples"], [*drift_components, span_window]
+    else:
+        window, window_components = example_gen.outputs["examples"], []
     # One Transform per trained model: the baseline's adds the n-gram features, which the
-    # BiLSTM's serving graph then does not have to carry or compute.
+    # BiLSTM's serving graph then does not have to carry or compute. Each reads its own
+    # analyzer cache, so a span already in an earlier window is not analysed again (not with
+    # --no-cache: then every analyzer runs over the whole window).
     models = config.trained_models if not through_transform_only else config.trained_models[:1]
+    transform_ids = ["Transform" if name == config.model else "baseline_transform" for name in models]
+    cache_resolvers = [
+        Resolver(strategy_class=LatestArtifactStrategy,
+                 cache=Channel(type=standard_artifacts.TransformCache, producer_component_id=node_id)
+                 ).with_id(f"{node_id}_cache")
+        for node_id in transform_ids] if config.enable_cache else []
     transforms = [
-        Transform(examples=example_gen.outputs["examples"],
+        Transform(examples=window,
                   schema=schema_gen.outputs["schema"],
                   preprocessing_fn=PREPROCESSING_FN,
+                  analyzer_cache=cache.outputs["cache"] if cache else None,
+                  disable_analyzer_cache=cache is None,
+                  # Nothing reads Transform's pre- and post-transform statistics.
+                  disable_statistics=True,
                   splits_config=transform_pb2.SplitsConfig(
                       analyze=[features.TRAIN_SPLIT],
                       transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT]),
                   custom_config=config.transform_config(name)
-                  ).with_id("Transform" if name == config.model else "baseline_transform")
-        for name in models]
+                  ).with_id(node_id)
+        for name, node_id, cache in zip(models, transform_ids, cache_resolvers or [None] * len(models))]
     for transform in transforms:
         transform.add_upstream_node(anomalies_gate)
     data_components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                       *transforms]
+                       *window_components, *cache_resolvers, *transforms]
     if through_transform_only:
         return _pipeline(config, data_components, metadata_connection_config)
+    # The baseline of the change threshold and the warm start: the model last pushed (a
+    # blessed model the servability gate refused was never served).
+    last_pushed = Resolver(
+        strategy_class=resolvers.LatestPushedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+    ) if span_lineage else Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing))
+    last_pushed = last_pushed.with_id("last_pushed_model")
     trainer, *baseline_trainer = (
         Trainer(run_fn=RUN_FN,
                 examples=transform.outputs["transformed_examples"],
                 transform_graph=transform.outputs["transform_graph"],
                 schema=schema_gen.outputs["schema"],
+                base_model=last_pushed.outputs["model"] if config.warm_start else None,
                 train_args=trainer_pb2.TrainArgs(splits=[features.TRAIN_SPLIT]),
                 eval_args=trainer_pb2.EvalArgs(splits=[features.EVAL_SPLIT]),
                 custom_config={**config.train_config, "model": name}
                 ).with_id("Trainer" if name == config.model else "baseline_trainer")
         for name, transform in zip(models, transforms))
-    baseline_resolver = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
     evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=window,
         model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs["model"],
+        baseline_model=last_pushed.outputs["model"],
         eval_config=eval_config(config))
     # Holdout (and test, when given) are reported on, never used to bless or to train: the
     # eval split has steered early stopping, so its accuracy is biased upwards. The baseline
     # model, when trained, is TFMA's baseline here: both are scored on the same examples.
     report_evaluators = [
-        Evaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        Evaluator(examples=window, model=trainer.outputs["model"],
                   baseline_model=baseline_trainer[0].outputs["model"] if baseline_trainer else None,
                   example_splits=[split], eval_config=eval_config(config, thresholds=False)
                   ).with_id(f"{split}_evaluator")
@@ -198,12 +283,35 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
     pusher = Pusher(
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=servability_gate.outputs["blessing"],
+
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_dir)))
-    return _pipeline(config, [*data_components, trainer, *baseline_trainer, baseline_resolver, evaluator,
+    pusher.executor_spec = executor_spec.ExecutorClassSpec(push.Executor)  # see components/push.py
+    return _pipeline(config, [*data_components, last_pushed, trainer, *baseline_trainer, evaluator,
                               *report_evaluators, servability_gate,
                               pusher, *_scoring(config, trainer, evaluator)],
                      metadata_connection_config)
+
+
+def _drift_gate(config: PipelineConfig, example_gen, statistics_gen) -> list:
+    """DistributionValidator comparing the new span's statistics with the previous span's, and
+    the gate that stops the run on drift. The first span has no previous span: the validator
+    then blesses it unchecked and the gate passes, saying so."""
+    previous_statistics = Resolver(
+        strategy_class=resolvers.PreviousSpanStatisticsStrategy,
+        statistics=Channel(type=standard_artifacts.ExampleStatistics,
+                           producer_component_id=statistics_gen.id),
+        examples=example_gen.outputs["examples"],
+    ).with_id("previous_span_statistics")
+    baseline = previous_statistics.outputs["statistics"].as_optional()
+    distribution_validator = DistributionValidator(
+        statistics=statistics_gen.outputs["statistics"], baseline_statistics=baseline,
+        **drift.validator_settings(config.schema_dir))
+    drift_gate = drift.DriftGate(
+        anomalies=distribution_validator.outputs["anomalies"],
+        statistics=statistics_gen.outputs["statistics"], baseline_statistics=baseline,
+        accept_drift=int(config.accept_drift), **drift.gate_settings(config.schema_dir))
+    return [previous_statistics, distribution_validator, drift_gate]
 
 
 def _scoring(config: PipelineConfig, trainer, evaluator) -> list:
@@ -232,6 +340,7 @@ def _scoring(config: PipelineConfig, trainer, evaluator) -> list:
         model_blessing=evaluator.outputs["blessing"],
         data_spec=bulk_inferrer_pb2.DataSpec(),
         model_spec=bulk_inferrer_pb2.ModelSpec(model_signature_name=[features.BATCH_SCORING]))
+    bulk_inferrer.executor_spec = executor_spec.BeamExecutorSpec(push.BulkInferrerExecutor)
     return [score_example_gen, bulk_inferrer]
 
 

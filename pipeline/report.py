@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,14 +23,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from components import features, settings  # noqa: E402
-from components.artifacts import ACCEPTED, read_history, read_summary  # noqa: E402
+from components.artifacts import ACCEPTED, read_history, read_summary, rejected_counts  # noqa: E402
 from pipeline import metadata  # noqa: E402
 
 REPORT_DIR_NAME = "report"  # <run dir>/report/
 REPORT_FILE_NAME = "report.md"
-EVALUATIONS_DIR_NAME = "evaluations"  # <report dir>/evaluations/<MLMD artifact id>.json
+EVALUATIONS_DIR_NAME = "evaluations"  # <report dir>/evaluations/<key>.json
+DRIFT_DIR_NAME = "drift"  # <report dir>/drift/<key>.json
 CURVES_FILE_NAME = "training_curves.png"
 CONFUSION_FILE_NAME = "confusion_matrix.png"
+HISTORY_FILE_NAME = "accuracy_over_spans.png"
 ACCURACY = "sparse_categorical_accuracy"
 
 
@@ -89,10 +93,46 @@ def load_evaluation(uri: str) -> Evaluation:
     return Evaluation(dict(metrics), dict(per_class), confusion, baseline)
 
 
+def _cache_path(cache_dir: Path, artifact) -> Path:
+    """Where what is read from an artifact is kept: keyed by its URI and creation time, as ids
+    restart in each ML Metadata store."""
+    key = hashlib.sha256(f"{artifact.uri}\n{artifact.create_time_since_epoch}".encode()).hexdigest()
+    return cache_dir / f"{key[:24]}.json"
+
+
+def cached_drift(store, pipeline_name: str, run_id: int, cache_dir: Path) -> list[str]:
+    """The drift gate's figures for the run's span (one line per check, e.g. 'label:
+    infinity_norm 0.052 <= threshold 0.12'), or a line saying there was no previous span; read
+    with TFDV the first time, then from the cache."""
+    validator = metadata.execution_in_run(store, pipeline_name, run_id, "DistributionValidator")
+    gate = metadata.execution_in_run(store, pipeline_name, run_id, "DriftGate")
+    anomalies = metadata.output_in_run(store, pipeline_name, run_id, "DistributionValidator",
+                                       "ExampleAnomalies")
+    if validator is None or gate is None or anomalies is None:
+        return []
+    inputs = {key: store.get_artifacts_by_id(metadata.inputs(store, validator.id, key))
+              for key in ("statistics", "baseline_statistics")}
+    if not inputs["baseline_statistics"]:
+        return ["first span: no earlier span to compare with"]
+    path = _cache_path(cache_dir, anomalies)
+    if path.exists():
+        return json.loads(path.read_text())
+    from components import drift
+
+    lines = [str(d) for d in drift.describe_drift(
+        anomalies.uri, inputs["statistics"][0].uri, inputs["baseline_statistics"][0].uri,
+        drift.parse_checks(gate.properties["thresholds"].string_value
+                           or gate.custom_properties["thresholds"].string_value))]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(lines))
+    return lines
+
+
 def cached_evaluation(artifact, cache_dir: Path) -> Evaluation:
     """The evaluation of a ModelEvaluation artifact, read with TFMA the first time and from
-    `cache_dir/<artifact id>.json` after that (an artifact's files never change)."""
-    path = cache_dir / f"{artifact.id}.json"
+    `cache_dir/<key>.json` after that (an artifact's files never change). The key is the
+    artifact's URI and creation time: ids restart in each ML Metadata store."""
+    path = _cache_path(cache_dir, artifact)
     if path.exists():
         cached = json.loads(path.read_text())
         return Evaluation(cached["metrics"],
@@ -159,12 +199,14 @@ def _accuracy_row(name: str, overall: dict[str, float] | None, note: str) -> lis
 
 
 def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
+    """The outputs of the newest run that evaluated a model, all from that one run."""
+    run_id = metadata.latest_run_id(store, pipeline_name, with_node="Evaluator")
     wanted = {"examples": ("FileBasedExampleGen", "Examples"), "model_run": ("Trainer", "ModelRun"),
               "evaluation": ("Evaluator", "ModelEvaluation"), "blessing": ("Evaluator", "ModelBlessing"),
               "holdout_evaluation": (f"{features.HOLDOUT_SPLIT}_evaluator", "ModelEvaluation"),
               "test_evaluation": (f"{features.TEST_SPLIT}_evaluator", "ModelEvaluation"),
               "pushed": ("Pusher", "PushedModel")}
-    return {name: metadata.latest_output(store, pipeline_name, node, type_name)
+    return {name: metadata.output_in_run(store, pipeline_name, run_id, node, type_name)
             for name, (node, type_name) in wanted.items()}
 
 
@@ -174,6 +216,70 @@ def overall_accuracy(run_dir: str, evaluation) -> float | None:
     return cached_evaluation(evaluation, cache_dir).metrics.get("", {}).get(ACCURACY)
 
 
+def run_history(store, pipeline_name: str, cache_dir: Path) -> list[dict]:
+    """One row per pipeline run, oldest first: the span it ingested, its accepted rows, the
+    drift measured against the previous span, the holdout accuracy and what became of the model."""
+    rows = []
+    for run_id in metadata.run_ids(store, pipeline_name):
+        output = functools.partial(metadata.output_in_run, store, pipeline_name, run_id)
+        examples = output("FileBasedExampleGen", "Examples")
+        if examples is None:
+            continue
+        holdout = output(f"{features.HOLDOUT_SPLIT}_evaluator", "ModelEvaluation")
+        accuracy = cached_evaluation(holdout, cache_dir / EVALUATIONS_DIR_NAME).metrics.get("", {}).get(ACCURACY) \
+            if holdout else None
+        rows.append({"span": metadata.span(examples),
+                     "rows": read_summary(examples.uri).get(ACCEPTED, 0),
+                     "drift": cached_drift(store, pipeline_name, run_id, cache_dir / DRIFT_DIR_NAME),
+                     "holdout_accuracy": accuracy,
+                     "outcome": _outcome(store, pipeline_name, run_id)})
+    return rows
+
+
+def _outcome(store, pipeline_name: str, run_id: int) -> str:
+    """What became of the run's model: the version pushed, or why there is none."""
+    def execution(node: str):
+        return metadata.execution_in_run(store, pipeline_name, run_id, node)
+
+    def ran(node: str) -> bool:
+        return execution(node) is not None and not metadata.skipped(execution(node))
+
+    def failed(node: str) -> bool:
+        return execution(node) is not None and metadata.stopped_the_run(execution(node))
+
+    for node, why in (("FileBasedExampleGen", "stopped: bad input rows"),
+                      ("AnomaliesGate", "stopped: schema anomalies"),
+                      ("DriftGate", "stopped: drift")):
+        if failed(node):
+            return why
+    pushed = metadata.output_in_run(store, pipeline_name, run_id, "Pusher", "PushedModel")
+    if pushed is not None and pushed.custom_properties["pushed"].int_value:
+        return f"pushed version {pushed.custom_properties['pushed_version'].string_value}"
+    if not ran("Trainer"):
+        return "nothing new" if ran("span_window") else "stopped before training"
+    blessing = metadata.output_in_run(store, pipeline_name, run_id, "Evaluator", "ModelBlessing")
+    if blessing is None:
+        return "stopped before the push gate"
+    if not blessing.custom_properties["blessed"].int_value:
+        return "not pushed: not blessed"
+    return "not pushed: not servable"
+
+
+def _plot_history(rows: list[dict], path: Path) -> None:
+    spans = [row["span"] for row in rows if row["holdout_accuracy"] is not None]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(range(len(spans)), [row["holdout_accuracy"] for row in rows
+                                  if row["holdout_accuracy"] is not None], marker="o")
+    axis.set_xticks(range(len(spans)), [str(span) for span in spans])
+    axis.set_xlabel("span ingested by the run")
+    axis.set_ylabel("holdout accuracy")
+    axis.set_title("Holdout accuracy, run by run")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def write_report(run_dir: str, pipeline_name: str = "agnews",
                  metadata_path: str | None = None) -> tuple[Path, str]:
     """Writes `<run_dir>/report/` from the newest run in `<run_dir>/metadata.sqlite`;
@@ -181,7 +287,8 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
     metadata_path = metadata_path or os.path.join(run_dir, "metadata.sqlite")
     if not os.path.exists(metadata_path):
         raise FileNotFoundError(f"No ML Metadata at {metadata_path}: run `agnews run` first.")
-    outputs = _latest_outputs(metadata.open_store(metadata_path), pipeline_name)
+    store = metadata.open_store(metadata_path)
+    outputs = _latest_outputs(store, pipeline_name)
     if outputs["evaluation"] is None:
         raise FileNotFoundError(f"The runs recorded in {metadata_path} have no evaluation yet.")
     out_dir = Path(run_dir) / REPORT_DIR_NAME
@@ -207,7 +314,7 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
         *([_accuracy_row("test accuracy", test.metrics.get(""), "the test files")] if test else []),
         ["epochs trained", len(history.get("loss", [])) or "–"],
         ["input rows (accepted / rejected)",
-         f"{rows.get(ACCEPTED, 0)} / {sum(v for k, v in rows.items() if k != ACCEPTED)}"],
+         f"{rows.get(ACCEPTED, 0)} / {sum(rejected_counts(rows).values())}"],
         ["blessed", "yes" if blessed else "NO"],
         ["pushed to", pushed_to or "not pushed"],
     ])
@@ -223,6 +330,12 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
         [name, *(f"{v:.0f}" for v in evaluation.confusion[i])]
         for i, name in enumerate(features.LABEL_NAMES)])
 
+    runs = run_history(store, pipeline_name, out_dir)
+    over_spans = _markdown_table(["span", "rows", "drift (feature distance / threshold)",
+                                  "holdout accuracy", "model"], [
+        [row["span"], row["rows"], "; ".join(row["drift"]) or "–", _fmt(row["holdout_accuracy"]),
+         row["outcome"]] for row in runs])
+    _plot_history(runs, out_dir / HISTORY_FILE_NAME)
     if history:
         _plot_curves(history, out_dir / CURVES_FILE_NAME)
     _plot_confusion(evaluation.confusion, out_dir / CONFUSION_FILE_NAME)
@@ -236,6 +349,8 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
         "## Confusion matrix (eval split)", confusion,
         f"![confusion matrix]({CONFUSION_FILE_NAME})",
         *([f"## Training curves\n\n![training curves]({CURVES_FILE_NAME})"] if history else []),
+        "## Run by run (oldest first)", over_spans,
+        f"![holdout accuracy over spans]({HISTORY_FILE_NAME})",
         f"Sources: evaluation {outputs['evaluation'].uri}"
         + (f", Trainer run {outputs['model_run'].uri}" if outputs["model_run"] else ""),
     ]) + "\n"

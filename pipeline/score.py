@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -21,7 +22,7 @@ import zlib
 
 from components import features
 from components import artifacts
-from components.artifacts import ACCEPTED, REJECTED_FILE_NAME, read_summary
+from components.artifacts import ACCEPTED, REJECTED_FILE_NAME, read_summary, rejected_counts
 
 SCORES_PREFIX = "scores"            # <OUT>/scores-SSSSS-of-NNNNN.csv
 PREDICTION_LOGS_PREFIX = "prediction_logs"  # <OUT>/prediction_logs-SSSSS-of-NNNNN.gz, with --prediction-logs
@@ -263,16 +264,19 @@ def write_pipeline_scores(run_dir: str, pipeline_name: str, metadata_path: str) 
     from pipeline.report import REPORT_DIR_NAME
 
     store = metadata.open_store(metadata_path)
-    result = metadata.latest_output(store, pipeline_name, "BulkInferrer", "InferenceResult")
-    blessing = metadata.latest_output(store, pipeline_name, "Evaluator", "ModelBlessing")
-    pushed = metadata.latest_output(store, pipeline_name, "Pusher", "PushedModel")
+    output = functools.partial(metadata.output_in_run, store, pipeline_name,
+                               metadata.latest_run_id(store, pipeline_name))
+    result = output("BulkInferrer", "InferenceResult")
+    blessing = output("Evaluator", "ModelBlessing")
+    pushed = output("Pusher", "PushedModel")
     files = tf.io.gfile.glob(os.path.join(result.uri, "*")) if result else []
     path = os.path.join(run_dir, REPORT_DIR_NAME, PIPELINE_SCORES_FILE_NAME)
     if not files:
         if os.path.exists(path):
             os.remove(path)  # an earlier model's scores: not this run's
-        why = ("the model was not blessed, and only a blessed model scores"
-               if blessing and not blessing.custom_properties["blessed"].int_value
+        why = ("no model was trained in this run (nothing new)" if blessing is None
+               else "the model was not blessed, and only a blessed model scores"
+               if not blessing.custom_properties["blessed"].int_value
                else "BulkInferrer wrote no predictions")
         return None, f"Scores: none ({why})."
     version = (pushed.custom_properties["pushed_version"].string_value
@@ -285,9 +289,9 @@ def write_pipeline_scores(run_dir: str, pipeline_name: str, metadata_path: str) 
             handle.write(score_line(prediction_log_pb2.PredictionLog.FromString(record.numpy()), version) + "\n")
             count += 1
     os.replace(path + ".partial", path)
-    examples = metadata.latest_output(store, pipeline_name, "score_example_gen", "Examples")
+    examples = output("score_example_gen", "Examples")
     rows = read_summary(examples.uri)
-    rejected = sum(rows.values()) - rows.get(ACCEPTED, 0)
+    rejected = sum(rejected_counts(rows).values())
     return path, (f"Scores: {path} ({count} rows, model version {version or 'not pushed'}"
                   + (f"; {rejected} rows rejected, see {os.path.join(examples.uri, REJECTED_FILE_NAME)}"
                      if rejected else "") + ").")

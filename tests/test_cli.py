@@ -39,7 +39,8 @@ def test_keep_zero_is_refused_before_anything_runs(capsys):
     assert "--keep: must be a whole number of at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["serve"], ["report"], ["compile"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["serve"], ["report"], ["compile"],
+                                     ["skew"], ["score"]])
 def test_help_imports_no_tensorflow_tfx_or_beam(command):
     code, loaded, out, _ = agnews_subprocess(*command, "--help")
     assert code == 0

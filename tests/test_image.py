@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from docker.utils.build import exclude_paths
 
 from components.artifacts import ACCEPTED, read_summary
@@ -110,6 +111,7 @@ def _run_container(container: dict, executor_input: dict, workdir: Path, env: di
     assert done.returncode == 0, f"{' '.join(argv[:3])}:\n{done.stderr[-4000:]}"
 
 
+@pytest.mark.image
 def test_the_image_environment_runs_the_compiled_tasks(tmp_path):
     workdir, venv, outputs = tmp_path / "pipeline", tmp_path / "venv", tmp_path / "outputs"
     for path in copied_paths():

@@ -1,8 +1,10 @@
 """Ingestion: every line becomes an example or a rejected row with its line number and reason."""
+import codecs
 import collections
 import csv
 import gzip
 import json
+import os
 
 import pytest
 from components import artifacts, features, ingest
@@ -191,3 +193,81 @@ def test_scoring_examplegen_reads_unlabelled_files_and_keeps_each_rows_line(tmp_
                    (("unlabelled.csv", 4), b"A")]
     assert [(r["source_file"], r["line_number"], r["reason"]) for r in _rejected_rows(examples)] == [
         ("unlabelled.csv", "3", ingest.WRONG_COLUMN_COUNT)]
+
+
+def _write(path, lines: list[bytes]) -> None:
+    """Writes `lines` as a .csv or, by its name, a .csv.gz file."""
+    content = b"\n".join(lines) + b"\n"
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wb") as handle:
+            handle.write(content)
+    else:
+        path.write_bytes(content)
+
+
+@pytest.mark.parametrize("name", ["train.csv", "train.csv.gz"])
+def test_a_byte_order_mark_and_blank_lines_are_not_bad_rows(tmp_path, name):
+    """A BOM is not part of row 1; blank lines (CRLF ones too) are counted apart, not rejected and
+    not rows, and later rows keep their line numbers."""
+    rows = sample_lines(20)
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data / name, [codecs.BOM_UTF8 + rows[0], b"", *rows[1:10], b"  \t",
+                         b'"9","bad label","x"', *rows[10:], b"\r", b" "])
+    # 1 bad row of 21 is under 5%; it would not be if the 4 blank lines were bad rows.
+    examples, error = _run_example_gen(tmp_path, data, max_bad_fraction=0.05)
+    assert error is None
+    assert [(r["source_file"], int(r["line_number"]), r["reason"]) for r in _rejected_rows(examples)] == [
+        (name, 13, ingest.LABEL_NOT_1_TO_4)]
+    assert artifacts.read_summary(examples.uri) == {
+        artifacts.ACCEPTED: 20, ingest.LABEL_NOT_1_TO_4: 1, ingest.BLANK_LINE: 4}
+    titles = sorted(e.features.feature[features.TITLE_KEY].bytes_list.value[0].decode()
+                    for split in ("train", "eval", "holdout") for e in read_examples(examples, split))
+    assert titles == sorted(ingest.parse_line(row)[1] for row in rows)
+
+
+@pytest.mark.parametrize("name", ["unlabelled.csv", "unlabelled.csv.gz"])
+def test_scoring_reads_a_byte_order_mark_and_blank_lines_the_same_way(tmp_path, name):
+    """`agnews score`'s reading path (ParseFiles, WriteRejected, write_summary, check_bad_fraction):
+    the column names behind a BOM are still a header, blank lines are not bad rows."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    _write(tmp_path / name, [codecs.BOM_UTF8 + b"title,description", b'"Mets win","Big game."', b"",
+                             b'"only"', b"   ", b'"A","B"'])
+    settings = ingest.IngestSettings(max_bad_fraction=0.4, labelled=False)
+    with beam.Pipeline() as pipeline:
+        parsed = pipeline | ingest.ParseFiles([str(tmp_path / name)], settings, str(tmp_path))
+        assert_that(parsed.examples | beam.Map(lambda e: (
+            ingest.example_source(e), e.features.feature[features.TITLE_KEY].bytes_list.value[0])),
+            equal_to([((name, 2), b"Mets win"), ((name, 6), b"A")]))
+        _ = parsed.rejected | ingest.WriteRejected(str(tmp_path / artifacts.REJECTED_FILE_NAME))
+        ingest.write_summary([parsed.examples], parsed.rejected, str(tmp_path / "rows.json"))
+    rows = artifacts.read_json(str(tmp_path / "rows.json"))
+    assert rows == {artifacts.ACCEPTED: 2, ingest.WRONG_COLUMN_COUNT: 1, ingest.BLANK_LINE: 2}
+    with open(tmp_path / artifacts.REJECTED_FILE_NAME, encoding="utf-8") as handle:
+        assert handle.read().splitlines() == [ingest.REJECTED_HEADER, f'{name},4,wrong_column_count,"""only"""']
+    ingest.check_bad_fraction(rows, settings.max_bad_fraction, "rejected.csv")  # 1 of 3 rows, not 1 of 5
+
+
+def test_blank_lines_alone_are_no_rows():
+    with pytest.raises(ingest.IngestError, match="hold no rows"):
+        ingest.check_bad_fraction({ingest.BLANK_LINE: 3}, 0.5, "rejected.csv")
+
+
+def test_only_csv_files_named_like_the_split_are_read(tmp_path):
+    for name in ("train.csv", "train-00001-of-00002.csv", "train.csv.bak", "train.csv~",
+                 "train_old.csv", "test.csv"):
+        (tmp_path / name).write_text("1,t,d\n")
+    assert [os.path.basename(p) for p in ingest.data_files(str(tmp_path), "train*", "train")] == [
+        "train-00001-of-00002.csv", "train.csv"]
+    (tmp_path / "span-3").mkdir()
+    (tmp_path / "span-3" / "train.csv.gz").write_bytes(gzip.compress(b"1,t,d\n"))
+    assert [os.path.basename(p) for p in ingest.data_files(str(tmp_path), "span-3/train*", "train")] == ["train.csv.gz"]
+
+
+def test_both_plain_and_gzipped_files_of_a_split_stop_the_run(tmp_path):
+    (tmp_path / "train.csv").write_text("1,t,d\n")
+    (tmp_path / "train.csv.gz").write_bytes(gzip.compress(b"1,t,d\n"))
+    with pytest.raises(ingest.IngestError, match="read twice. Keep one form"):
+        ingest.data_files(str(tmp_path), "train*", "train")

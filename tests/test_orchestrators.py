@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from pipeline import run_lock
+from pipeline import metadata, run_lock
 from pipeline.config import PipelineConfig, SAMPLE_DATA_DIR, SCHEMA_DIR, load_config
 from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR, compile_pipeline
 from pipeline.pipeline import create_pipeline
@@ -16,16 +16,17 @@ from pipeline.pipeline import create_pipeline
 from .conftest import sample_lines
 
 
-def local_graph(config: PipelineConfig) -> dict[str, set[str]]:
+def local_graph(config: PipelineConfig, span_lineage: bool = True) -> dict[str, set[str]]:
     """Component id -> ids of the components it runs after, as LocalDagRunner sees them."""
-    return {c.id: {u.id for u in c.upstream_nodes} for c in create_pipeline(config).components}
+    return {c.id: {u.id for u in c.upstream_nodes}
+            for c in create_pipeline(config, span_lineage=span_lineage).components}
 
 
 def test_kubeflow_ir_is_a_pipeline_spec_with_the_local_graph(tmp_path):
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     cluster = PipelineConfig(data="gs://bucket/ag_news", pipeline_root="gs://bucket/root",
-                             serving_dir="gs://bucket/serving/agnews", test_split=True,
+                             serving_dir="gs://bucket/serving/agnews", test_split=True, spans=False,
                              beam_args=["--runner=DataflowRunner", "--region=europe-west4"])
     path = compile_pipeline(cluster, str(tmp_path / "pipeline.json"), image="registry.example/agnews:1")
     text = Path(path).read_text()
@@ -39,12 +40,13 @@ def test_kubeflow_ir_is_a_pipeline_spec_with_the_local_graph(tmp_path):
     for name, task in spec.root.dag.tasks.items():
         tasks.setdefault(name.split("-")[0], set()).update(d.split("-")[0] for d in task.dependent_tasks)
 
-    # The same graph as a local run over data with a test split.
+    # The same graph as a local run over data with a test split, but for what only ML Metadata
+    # resolves (window, drift gate, last pushed model: see kubeflow_runner).
     local_data = tmp_path / "data"
     local_data.mkdir()
     for split in ("train", "test"):
         (local_data / f"{split}.csv").write_bytes(b"\n".join(sample_lines(20)) + b"\n")
-    expected = local_graph(PipelineConfig(data=str(local_data)))
+    expected = local_graph(PipelineConfig(data=str(local_data)), span_lineage=False)
     assert tasks == expected
     executors = json.loads(text)["pipelineSpec"]["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values() if "container" in e} == {
@@ -90,7 +92,9 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
     elsewhere.mkdir()
     config_file = project / "agnews.json"
     settings = {"data": "data", "pipeline_root": "out/root", "metadata_path": "out/metadata.sqlite",
-                "serving_dir": "out/serving", "epochs": 1, "batch_size": 32, "min_accuracy": 0.0}
+                "serving_dir": "out/serving", "epochs": 1, "batch_size": 32, "min_accuracy": 0.0,
+                "max_accuracy_drop": 1.0, "baseline": False, "spans": True, "schedule": "@daily",
+                "window": 1}
     config_file.write_text(json.dumps(settings))
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -116,6 +120,8 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
     config_file.write_text(json.dumps({**settings, "test_split": False,
                                        "beam_args": ["--runner=DataflowRunner", "--project=p"]}))
     assert "names a remote Beam runner" in run("dags", "list-import-errors", timeout=600, ok=False)
+    config_file.write_text(json.dumps({**settings, "test_split": False, "window": 3}))
+    assert 'must say "window": 1 under Airflow' in run("dags", "list-import-errors", timeout=600, ok=False)
     config_file.write_text(json.dumps({**settings, "test_split": False}))
 
     # Parsing the DAG file, as the scheduler does every 30 s, reads no data (there is none yet)
@@ -126,12 +132,13 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
     shown = json.loads(subprocess.run(
         [sys.executable, "-c", "import json, pipeline.airflow_dag as m; print(json.dumps({"
          "'graph': {t.task_id: sorted(t.upstream_task_ids) for t in m.DAG.tasks}, "
-         "'max_active_runs': m.DAG.max_active_runs, 'max_active_tasks': m.DAG.max_active_tasks}))"],
+         "'max_active_runs': m.DAG.max_active_runs, 'max_active_tasks': m.DAG.max_active_tasks, "
+         "'schedule': m.DAG.schedule_interval}))"],
         env=env, cwd=elsewhere, capture_output=True, text=True, timeout=600, check=True,
     ).stdout.strip().splitlines()[-1])
     config = load_config(str(config_file))
     assert {k: set(v) for k, v in shown["graph"].items()} == local_graph(config)
-    assert (shown["max_active_runs"], shown["max_active_tasks"]) == (1, 1)
+    assert (shown["max_active_runs"], shown["max_active_tasks"], shown["schedule"]) == (1, 1, "@daily")
     assert sorted(p.name for p in project.iterdir()) == ["agnews.json"]
 
     # Each task holds `agnews run`'s lock: while another run holds it, the task is refused.
@@ -139,12 +146,24 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
         output = run("tasks", "test", "agnews", "FileBasedExampleGen", "2024-01-01", timeout=600, ok=False)
     assert f"another agnews run (pid {os.getpid()}) is using {config.metadata_path}" in output
 
-    (project / "data").mkdir()
-    (project / "data" / "train.csv").write_bytes(b"\n".join(sample_lines(300)) + b"\n")
-    run("dags", "test", "agnews", "2024-01-02")
-    versions = [p for p in (project / "out" / "serving").iterdir() if p.name.isdigit()]
-    assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
-    assert (project / "out" / "metadata.sqlite").is_file()
+    # Two daily runs, each ingesting the newest span; the second is warm-started from the first
+    # run's pushed model (one span per window under Airflow: see airflow_dag.py).
+    lines = sample_lines(600)
+    for day, span in ((2, 1), (3, 2)):
+        (project / "data" / f"span-{span}").mkdir(parents=True)
+        (project / "data" / f"span-{span}" / "train.csv").write_bytes(
+            b"\n".join(lines[(span - 1) * 300:span * 300]) + b"\n")
+        run("dags", "test", "agnews", f"2024-01-0{day}")
+        versions = sorted(p for p in (project / "out" / "serving").iterdir() if p.name.isdigit())
+        assert len(versions) == span and (versions[-1] / "saved_model.pb").is_file()
+    store = metadata.open_store(str(project / "out" / "metadata.sqlite"))
+    # TFX's legacy drivers (Airflow's) record the component id as an execution property.
+    first, second = sorted((e for e in store.get_executions()
+                            if e.properties["component_id"].string_value == "Trainer"),
+                           key=lambda e: e.id)
+    first_model = [e.artifact_id for e in store.get_events_by_execution_ids([first.id])
+                   if e.type == e.OUTPUT and e.path.steps[0].key == "model"]
+    assert metadata.inputs(store, second.id, "base_model") == first_model
     assert list(elsewhere.iterdir()) == []
 
 

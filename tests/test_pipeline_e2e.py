@@ -29,17 +29,17 @@ print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
 """
 
 UPSTREAM = ("FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-            "Transform", "Trainer")
+            "DistributionValidator", "DriftGate")
+TRAINING = ("Transform", "Trainer", "Evaluator")
 
 
-def _last_states(metadata_path: str) -> dict[str, int]:
+def _last_executions(metadata_path: str) -> dict[str, object]:
     store = metadata.open_store(metadata_path)
-    states = {}
-    for node in UPSTREAM + ("Evaluator", "Pusher"):
+    last = {}
+    for node in UPSTREAM + TRAINING:
         context = store.get_context_by_type_and_name("node", f"agnews.{node}")
-        executions = store.get_executions_by_context(context.id)
-        states[node] = max(executions, key=lambda e: e.id).last_known_state
-    return states
+        last[node] = max(store.get_executions_by_context(context.id), key=lambda e: e.id)
+    return last
 
 
 def _versions(root):
@@ -180,13 +180,18 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
                if name.startswith("label=")) == overall["example_count"]
 
 
-def test_second_run_takes_unchanged_upstream_components_from_cache(first_run):
+def test_a_second_run_on_unchanged_data_trains_and_pushes_nothing(first_run, capsys):
+    """The data components come from the cache; the served model was trained on this very
+    window, so Transform, Trainer and Evaluator are skipped and no version is added."""
     root, args = first_run
+    served_before = [p.name for p in _versions(root)]
     assert cli.main(args) == 0
-    states = _last_states(str(root / "metadata.sqlite"))
-    assert {node: states[node] for node in UPSTREAM} == {
+    assert "Nothing new to train on" in capsys.readouterr().out
+    last = _last_executions(str(root / "metadata.sqlite"))
+    assert {node: last[node].last_known_state for node in UPSTREAM} == {
         node: metadata_store_pb2.Execution.CACHED for node in UPSTREAM}
-    assert states["Evaluator"] == metadata_store_pb2.Execution.COMPLETE  # new baseline to compare
+    assert all(metadata.skipped(last[node]) for node in TRAINING)
+    assert [p.name for p in _versions(root)] == served_before
 
 
 def test_saved_model_cli_shows_every_signature_and_runs_serving_default(first_run):
@@ -213,7 +218,8 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
     root, args = first_run
     served_before = [p.name for p in _versions(root)]
     # 0 epochs: an untrained model, about 1 in 4 right, against a bar of 0.5.
-    worse = [a for a in args] + ["--epochs", "0", "--min-accuracy", "0.5", "--require-push"]
+    worse = [a for a in args] + ["--epochs", "0", "--min-accuracy", "0.5", "--require-push",
+                                 "--no-cache"]  # retrain, though the data did not change
     assert cli.main(worse) == 2
     out = capsys.readouterr().out
     assert "Model NOT pushed" in out

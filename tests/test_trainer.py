@@ -14,15 +14,20 @@ from components import features, model, settings, trainer
 from .conftest import read_examples, transform_outputs
 
 
-def _fn_args(root, tmp_path, custom_config):
-    examples, graph = transform_outputs(root)
+def fn_args(examples, graph: str, out_dir, custom_config, base_model: str | None = None) -> FnArgs:
+    """What TFX's Trainer gives run_fn for a Transform output (`examples` with train and eval
+    splits, the transform graph dir `graph`), writing under `out_dir`."""
     factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], [])
     return FnArgs(
         train_files=[f"{examples.uri}/Split-train/*"], eval_files=[f"{examples.uri}/Split-eval/*"],
-        transform_output=graph, serving_model_dir=str(tmp_path / "serving_model"),
-        model_run_dir=str(tmp_path / "logs"), custom_config=custom_config,
+        transform_output=graph, serving_model_dir=str(out_dir / "serving_model"),
+        model_run_dir=str(out_dir / "logs"), custom_config=custom_config, base_model=base_model,
         data_accessor=DataAccessor(
             tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None))
+
+
+def _fn_args(root, tmp_path, custom_config):
+    return fn_args(*transform_outputs(root), tmp_path, custom_config)
 
 
 def test_no_row_reaching_the_model_is_fully_masked(first_run, tmp_path):

@@ -1,0 +1,102 @@
+"""A pipeline that lives: `agnews run` on a directory of spans, run after run, as a scheduler
+would (real processes, one ML Metadata store): a cold first span, a warm-started window of two
+spans, a drifted span refused then accepted, and a rerun with nothing new."""
+import csv
+import gzip
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from components import features
+from pipeline import metadata
+
+from .conftest import sample_lines
+
+ROWS_PER_SPAN = 1000  # spans of 500 rows or fewer can drift by noise (schemas/drift.ini)
+
+
+def _versions(serving: Path) -> list[str]:
+    return sorted(p.name for p in serving.iterdir() if p.name.isdigit()) if serving.exists() else []
+
+
+def _write_span(data: Path, span: int, lines: list[bytes], gzipped: bool = False) -> None:
+    folder = data / f"span-{span}"
+    folder.mkdir(parents=True)
+    body = b"\n".join(lines) + b"\n"
+    if gzipped:
+        (folder / "train.csv.gz").write_bytes(gzip.compress(body))
+    else:
+        (folder / "train.csv").write_bytes(body)
+
+
+def _label(line: bytes) -> int:
+    return int(next(csv.reader(io.StringIO(line.decode())))[0])
+
+
+def _run(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([
+        sys.executable, "-m", "pipeline.cli", "run", "--data", str(root / "data"), "--pipeline-root", str(root / "pipeline"),
+        "--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving"),
+        "--epochs", "1", "--batch-size", "32", "--no-baseline", "--min-accuracy", "0",
+        "--max-accuracy-drop", "1", *extra], capture_output=True, text=True, timeout=1200)
+
+
+def _last_execution(store, node: str):
+    context = store.get_context_by_type_and_name("node", f"agnews.{node}")
+    return max(store.get_executions_by_context(context.id), key=lambda e: e.id)
+
+
+def test_spans_window_drift_and_nothing_new(tmp_path):
+    lines = sample_lines(3000)
+    data, serving = tmp_path / "data", tmp_path / "serving"
+    _write_span(data, 1, lines[:ROWS_PER_SPAN])
+    _write_span(data, 2, lines[ROWS_PER_SPAN:2 * ROWS_PER_SPAN], gzipped=True)
+
+    # Span 2 is the newest: a backfill of span 1 first, then the newest span.
+    first = _run(tmp_path, "--span", "1")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "first span" in first.stdout and "Trained on spans 1." in first.stdout
+    assert len(_versions(serving)) == 1
+    # A run log a person reads: a line per component, Keras's epochs, the summary; the
+    # libraries' logs are in the file it names.
+    assert "  FileBasedExampleGen" in first.stdout and "span 1: 1000 rows accepted" in first.stdout
+    assert "WARNING" not in first.stdout + first.stderr and first.stderr == ""
+    assert len(first.stdout.splitlines()) < 60, first.stdout
+    log_file = first.stdout.split("Full log: ")[1].split()[0]
+    assert "Component Transform is finished." in Path(log_file).read_text()
+
+    second = _run(tmp_path)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "Trained on spans 1, 2." in second.stdout
+    assert len(_versions(serving)) == 2
+    store = metadata.open_store(str(tmp_path / "metadata.sqlite"))
+    models = sorted(store.get_artifacts_by_type("Model"), key=lambda a: a.id)
+    trainer = _last_execution(store, "Trainer")
+    assert metadata.inputs(store, trainer.id, "base_model") == [models[0].id]  # warm-started from span 1's
+    transform = _last_execution(store, "Transform")
+    caches = sorted(store.get_artifacts_by_type("TransformCache"), key=lambda a: a.id)
+    assert metadata.inputs(store, transform.id, "analyzer_cache") == [caches[0].id]
+    spans = {metadata.span(a) for a in store.get_artifacts_by_id(metadata.inputs(store, transform.id, "examples"))}
+    assert spans == {1, 2}
+
+    # Span 3: nearly all Sports. The run stops before Transform; nothing new is served.
+    sports = [line for line in lines[2 * ROWS_PER_SPAN:] if _label(line) == 2]
+    _write_span(data, 3, sports[:ROWS_PER_SPAN - 10] + lines[-10:])
+    drifted = _run(tmp_path)
+    assert drifted.returncode == 1, drifted.stdout[-3000:] + drifted.stderr[-3000:]
+    assert f"{features.LABEL_KEY}: infinity_norm" in drifted.stderr
+    assert "Traceback" not in drifted.stderr and "--accept-drift" in drifted.stderr
+    assert len(_versions(serving)) == 2
+    assert len(store.get_executions_by_context(store.get_context_by_type_and_name(
+        "node", "agnews.Trainer").id)) == 2
+
+    accepted = _run(tmp_path, "--accept-drift")
+    assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
+    assert "Trained on spans 1, 2, 3." in accepted.stdout
+    versions = _versions(serving)
+
+    again = _run(tmp_path, "--accept-drift")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Nothing new to train on" in again.stdout
+    assert _versions(serving) == versions
