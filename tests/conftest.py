@@ -62,11 +62,14 @@ def transform_outputs(root):
 
     from tfx.types import standard_artifacts
 
+    def newest(output: str) -> str:  # a later test reruns Transform (--no-cache)
+        return max(glob.glob(str(root / "pipeline" / "Transform" / output / "*")),
+                   key=lambda path: int(path.rsplit("/", 1)[1]))
+
     examples = standard_artifacts.Examples()
-    (examples.uri,) = glob.glob(str(root / "pipeline" / "Transform" / "transformed_examples" / "*"))
+    examples.uri = newest("transformed_examples")
     examples.split_names = '["train", "eval"]'  # what Transform transforms
-    (graph,) = glob.glob(str(root / "pipeline" / "Transform" / "transform_graph" / "*"))
-    return examples, graph
+    return examples, newest("transform_graph")
 
 
 # Rows the first run scores with BulkInferrer (--score): sample rows the training data does not
