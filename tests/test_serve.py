@@ -202,13 +202,19 @@ def _run_concurrently(batcher, signature, requests):
     return asyncio.run(gather())
 
 
-def test_concurrent_calls_share_one_signature_call_and_get_their_own_rows(first_run):
-    signature = _signature(first_run)
+def _counting(signature):
+    """The signature, and the list of row counts it records per call."""
     calls = []
 
     def counted(**inputs):
         calls.append(len(inputs[features.TITLE_KEY]))
         return signature(**inputs)
+    return counted, calls
+
+
+def test_concurrent_calls_share_one_signature_call_and_get_their_own_rows(first_run):
+    signature = _signature(first_run)
+    counted, calls = _counting(signature)
 
     requests = [{"title": [f"Headline {i}".encode()] * (1 + i % 3), "description": [b"text"] * (1 + i % 3)}
                 for i in range(8)]
@@ -224,11 +230,7 @@ def test_concurrent_calls_share_one_signature_call_and_get_their_own_rows(first_
 def test_the_batch_cap_holds_and_a_larger_request_is_split(first_run):
     """63 waiting rows plus a 130-row request never make a call of more than 64 rows."""
     signature = _signature(first_run)
-    calls = []
-
-    def counted(**inputs):
-        calls.append(len(inputs[features.TITLE_KEY]))
-        return signature(**inputs)
+    counted, calls = _counting(signature)
 
     requests = [{"title": [f"Small {i}".encode()] * 9, "description": [b""] * 9} for i in range(7)]
     requests.append({"title": [f"Large {i}".encode() for i in range(130)], "description": [b""] * 130})
