@@ -12,7 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 ARGS ?=
 
-.PHONY: setup run test test-airflow test-gcs test-image bench bench-tools clean
+.PHONY: setup run test test-airflow test-gcs test-image test-lifecycle bench bench-tools clean
 
 .tools/bin/uv:
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
@@ -42,6 +42,9 @@ test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by
 
 test-image: setup  ## The Dockerfile's install steps run into a fresh venv, then the compiled KFP tasks in it (uv, ~2-4 min).
 	$(VENV)/bin/pytest -m image $(ARGS)
+
+test-lifecycle: setup  ## The pipeline over several spans (window, drift gate, warm start, nothing new), ~12 min.
+	$(VENV)/bin/pytest -m lifecycle $(ARGS)
 
 test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (root, Go, openssl).
 	bash .ci/gcs-emulator $(VENV)/bin/pytest tests/test_filesystems.py $(ARGS)

@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from components import features
 from pipeline import metadata
 
 from .conftest import sample_lines
+
+pytestmark = pytest.mark.lifecycle
 
 ROWS_PER_SPAN = 1000  # spans of 500 rows or fewer can drift by noise (schemas/drift.ini)
 

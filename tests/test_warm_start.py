@@ -19,6 +19,8 @@ from pipeline.config import SCHEMA_DIR
 from .conftest import run_example_gen, sample_lines
 from .test_trainer import fn_args
 
+pytestmark = pytest.mark.lifecycle
+
 
 def run_transform(root, lines: list[bytes], ngrams: bool = True):
     """(transformed examples, transform graph dir): ingestion then TFX's Transform executor, as
