@@ -414,6 +414,13 @@ def _add_serve_parser(subparsers) -> None:
                              "that queued while the previous batch ran (default: %(default)s).")
     parser.add_argument("--batch-threads", type=_at_least_one, default=settings.DEFAULT_BATCH_THREADS,
                         help="Batches run at once (default: one per CPU core).")
+    parser.add_argument("--tensorflow-intra-op-parallelism", "--tensorflow_intra_op_parallelism",
+                        dest="intra_op_threads", type=_non_negative, default=settings.DEFAULT_INTRA_OP_THREADS,
+                        help="Threads one TensorFlow op may use; 0 lets TensorFlow choose (default: "
+                             "%(default)s: a serving batch is too small to split well).")
+    parser.add_argument("--tensorflow-inter-op-parallelism", "--tensorflow_inter_op_parallelism",
+                        dest="inter_op_threads", type=_non_negative, default=settings.DEFAULT_INTER_OP_THREADS,
+                        help="TensorFlow ops run at once; 0 lets TensorFlow choose (default: %(default)s).")
     parser.add_argument("--log-requests", metavar="DIR", default=None,
                         help="Write sampled requests and answers as PredictionLog TFRecords in DIR.")
     parser.add_argument("--log-sample-rate", type=float, default=settings.DEFAULT_LOG_SAMPLE_RATE,
@@ -430,7 +437,8 @@ def _serve(args) -> int:
         rest_port=args.rest_port, grpc_port=None if args.no_grpc else args.grpc_port,
         max_body_bytes=args.max_body_bytes, max_batch=args.max_batch, batching=args.batching,
         batch_max_rows=args.batch_max_rows, batch_timeout_ms=args.batch_timeout_ms,
-        batch_threads=args.batch_threads, log_requests=args.log_requests, log_sample_rate=args.log_sample_rate)
+        batch_threads=args.batch_threads, log_requests=args.log_requests, log_sample_rate=args.log_sample_rate,
+        intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
     try:
         server.serve_until_signalled(options, on_ready=lambda running: print(
             f"Serving {running.where()} (Ctrl-C or SIGTERM stops)", flush=True))

@@ -273,3 +273,31 @@ def test_a_bad_request_in_a_batch_fails_alone(served):
         if i != 3:
             assert status == 200
             assert_prediction(body["predictions"][0])
+
+
+THREAD_POOLS_PROBE = """
+import json
+import components
+import tensorflow as tf
+from pipeline.serving import server
+server.use_tensorflow_threads(1, 2)
+sized = [tf.config.threading.get_intra_op_parallelism_threads(),
+         tf.config.threading.get_inter_op_parallelism_threads()]
+tf.constant(1.0) + 1.0  # TensorFlow now runs: its pools are fixed
+try:
+    server.use_tensorflow_threads(2, 2)
+    late = "accepted"
+except ValueError as error:
+    late = str(error)
+print(json.dumps([sized, late]))
+"""
+
+
+def test_tensorflows_thread_pools_are_sized_before_its_first_op_and_never_after():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", THREAD_POOLS_PROBE], capture_output=True, text=True, check=True)
+    sized, late = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sized == [1, 2]
+    assert "already started TensorFlow" in late

@@ -12,6 +12,7 @@ import socket
 import threading
 
 import grpc
+import tensorflow as tf
 import uvicorn
 import uvloop
 
@@ -45,6 +46,10 @@ class ServeOptions:
     batch_threads: int | None = settings.DEFAULT_BATCH_THREADS
     log_requests: str | None = None
     log_sample_rate: float = settings.DEFAULT_LOG_SAMPLE_RATE
+    # Process-wide: serve_until_signalled sets them before TensorFlow starts (running_in_thread
+    # serves in a process whose TensorFlow may already run, and leaves them as they are).
+    intra_op_threads: int = settings.DEFAULT_INTRA_OP_THREADS
+    inter_op_threads: int = settings.DEFAULT_INTER_OP_THREADS
 
     def model_configs(self) -> list[config_lib.ModelConfig]:
         """The models to serve; ValueError (one line) when the config file is wrong."""
@@ -120,8 +125,19 @@ class Server:
         return rest + (f", gRPC {host}:{self.grpc_port}" if self._grpc else "")
 
 
+def use_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """Sizes TensorFlow's thread pools; before the process's first TensorFlow op (else ValueError)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError:
+        raise ValueError("TensorFlow's thread pools are set before its first op; this process "
+                         "has already started TensorFlow") from None
+
+
 def serve_until_signalled(options: ServeOptions, on_ready=print) -> None:
     """Runs the server until SIGTERM or SIGINT, then stops it gracefully."""
+    use_tensorflow_threads(options.intra_op_threads, options.inter_op_threads)
 
     async def main():
         server = Server(options)
