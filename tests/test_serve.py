@@ -301,3 +301,20 @@ def test_tensorflows_thread_pools_are_sized_before_its_first_op_and_never_after(
     sized, late = json.loads(done.stdout.strip().splitlines()[-1])
     assert sized == [1, 2]
     assert "already started TensorFlow" in late
+
+
+def test_a_loaded_version_is_frozen_out_of_the_garbage_collectors_walks(first_run, tmp_path):
+    import gc
+
+    from pipeline.serving import config as config_lib
+    from pipeline.serving.metrics import Metrics
+    from pipeline.serving.store import ModelStore
+
+    store = ModelStore(config_lib.from_flags("agnews", str(copy_served_model(first_run, tmp_path))), Metrics())
+    store.start()
+    try:
+        model = store.serving("agnews").loaded.model
+        assert gc.is_tracked(model)
+        assert all(tracked is not model for tracked in gc.get_objects())  # frozen: in no generation
+    finally:
+        store.stop()

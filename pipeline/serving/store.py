@@ -11,6 +11,7 @@ available. Requests read immutable snapshots; the lock only guards swapping them
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import sys
 import threading
@@ -78,6 +79,16 @@ def load_version(path: str, metrics: Metrics) -> Loaded:
     if features.SERVING_DEFAULT not in model.signatures:
         raise ValueError(f"{path} has no {features.SERVING_DEFAULT} signature")
     return Loaded(model, model.signatures[features.SERVING_DEFAULT], signature_defs)
+
+
+def freeze_loaded_objects() -> None:
+    """Puts the objects of the loaded versions out of the garbage collector's reach (gc.freeze),
+    once per load: a loaded SavedModel is about 500k Python objects, and every full collection
+    walked them all, a 270 ms pause that was the p99 latency under 32 connections (36 ms once
+    frozen). Unfrozen and collected first, so that what unloaded versions left is freed."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class ModelStore:
@@ -232,6 +243,7 @@ class ModelStore:
             config = self._configs.get(name)
             if config:
                 self._unload_surplus(name, config.aspired(model_versions(config.base_path)))
+        freeze_loaded_objects()
 
     def _unload_surplus(self, name: str, wanted: set[int]) -> None:
         """Unloads the available versions outside `wanted` once one of `wanted` is available."""
