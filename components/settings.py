@@ -40,7 +40,7 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_BATCH = 1024  # rows in one request
 # Batching of concurrent requests (TF Serving's max_batch_size and batch_timeout_micros).
 DEFAULT_BATCH_MAX_ROWS = 64
-DEFAULT_BATCH_TIMEOUT_MS = 0.0
+DEFAULT_BATCH_TIMEOUT_MS = 1.0  # only while another batch runs (pipeline/serving/batcher.py)
 DEFAULT_BATCH_THREADS = None  # batches run at once (num_batch_threads): None is one per core
 # TensorFlow's thread pools in the server process (TF Serving's --tensorflow_intra_op_parallelism
 # and --tensorflow_inter_op_parallelism; 0 lets TensorFlow choose). One thread inside each op: a

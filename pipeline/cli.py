@@ -409,9 +409,8 @@ def _add_serve_parser(subparsers) -> None:
                         help="Most rows one batched call gathers; larger requests are split "
                              "(default: %(default)s).")
     parser.add_argument("--batch-timeout-ms", type=float, default=settings.DEFAULT_BATCH_TIMEOUT_MS,
-                        help="How long a batch waits for more requests after its first one; 0 "
-                             "takes only those already waiting, which under load are the ones "
-                             "that queued while the previous batch ran (default: %(default)s).")
+                        help="How long a batch waits for more requests while another batch is "
+                             "running; with none running it starts at once (default: %(default)s).")
     parser.add_argument("--batch-threads", type=_at_least_one, default=settings.DEFAULT_BATCH_THREADS,
                         help="Batches run at once (default: one per CPU core).")
     parser.add_argument("--tensorflow-intra-op-parallelism", "--tensorflow_intra_op_parallelism",

