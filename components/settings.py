@@ -33,6 +33,8 @@ DEFAULT_MAX_FIELD_CHARS = 10_000
 # `agnews serve` (pipeline.serving): TF Serving's REST and gRPC APIs, on its default ports, on
 # this machine only by default.
 SERVING_MODEL_NAME = "agnews"
+# `agnews run --push-baseline` pushes the baseline beside the model, under this name.
+BASELINE_SERVING_MODEL_NAME = f"{SERVING_MODEL_NAME}_{BASELINE_MODEL}"
 DEFAULT_SERVE_HOST = "127.0.0.1"
 DEFAULT_SERVE_PORT = 8501  # REST
 DEFAULT_GRPC_PORT = 8500

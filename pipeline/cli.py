@@ -76,7 +76,7 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     option("--min-accuracy", type=float,
            help=f"Eval accuracy a model needs to be blessed and pushed (default: {d.min_accuracy}).")
     option("--max-accuracy-drop", type=float,
-           help=f"How far below the last blessed model's accuracy a candidate may fall "
+           help=f"How far below the last pushed model's accuracy a candidate may fall "
                 f"(default: {d.max_accuracy_drop}).")
     option("--max-bad-fraction", type=float,
            help=f"Fail the run when more input rows than this are rejected (default: {d.max_bad_fraction}).")
@@ -155,7 +155,12 @@ def _add_run_parser(subparsers) -> None:
                           "file, logs/ beside the ML Metadata file).")
     run.add_argument("--keep", type=_at_least_one, default=None, metavar="N",
                      help="After pushing, delete all but the newest N versions in --serving-dir "
-                          "(default: keep every version).")
+                          "(and in the baseline's, with --push-baseline; default: keep every version).")
+    run.add_argument("--push-baseline", action="store_true",
+                     help=f"Also push the {settings.BASELINE_MODEL} baseline, through the same gates "
+                          f"as the model and against its own last push, to "
+                          f"{settings.BASELINE_SERVING_MODEL_NAME}/ beside --serving-dir: one model "
+                          f"server then serves both (agnews serve --model-config-file).")
 
 
 def _config_from_args(args) -> PipelineConfig:
@@ -165,7 +170,11 @@ def _config_from_args(args) -> PipelineConfig:
 
 
 def _run(args) -> int:
-    config = _config_from_args(args)
+    try:
+        config = _config_from_args(args)
+    except ValueError as error:
+        print(f"agnews run failed: {error}", file=sys.stderr)
+        return 1
     if getattr(args, "print_config", False):
         print(config.to_json())
         return 0
@@ -212,27 +221,35 @@ def _run(args) -> int:
     print(f"Full log: {log_path}")
     if summary.scores_note:
         print(summary.scores_note)
-    if summary.pushed:
+    print(_push_outcome("Model", summary, config))
+    if summary.baseline:
+        print(_push_outcome("Baseline", summary.baseline, config))
+    pushed_dirs = [serving_dir for push, serving_dir in ((summary, config.serving_dir),
+                                                         (summary.baseline, config.baseline_serving_dir))
+                   if push and push.pushed]
+    for serving_dir in pushed_dirs if args.keep is not None else []:
+        for removed in prune_versions(serving_dir, args.keep):
+            print(f"Removed old version: {removed}")
+    return 0 if summary.pushed or not args.require_push else 2
+
+
+def _push_outcome(subject: str, push, config: PipelineConfig) -> str:
+    """The line saying where `push` (a local_runner.PushSummary) pushed `subject`, or why not."""
+    if push.pushed:
         from pipeline import report
 
-        print(f"Model pushed to: {summary.pushed_to} (blessed on its eval accuracy over the "
-              f"whole eval split, {report.overall_accuracy(config.run_dir, summary.evaluation):.4f}: at "
-              f"least {config.min_accuracy:g}, and at most {config.max_accuracy_drop:g} below the "
-              f"last blessed model's when there is one)")
-        if args.keep is not None:
-            for removed in prune_versions(config.serving_dir, args.keep):
-                print(f"Removed old version: {removed}")
-        return 0
-    if summary.not_servable_reason:
-        print(f"Model NOT pushed: it failed the servability check (loaded with TensorFlow alone "
-              f"and sent the warmup requests): {summary.not_servable_reason}. "
-              f"The served version is unchanged.")
-        return 2 if args.require_push else 0
-    failures = "; ".join(summary.gate_failures) or "TFMA recorded no failed bar"
-    print(f"Model NOT pushed: it was not blessed ({failures}; the bars "
-          f"hold for the whole eval split, slices are reported only; TFMA's report: "
-          f"{summary.evaluation_uri}). The served version is unchanged.")
-    return 2 if args.require_push else 0
+        return (f"{subject} pushed to: {push.pushed_to} (blessed on its eval accuracy over the "
+                f"whole eval split, {report.overall_accuracy(config.run_dir, push.evaluation):.4f}: at "
+                f"least {config.min_accuracy:g}, and at most {config.max_accuracy_drop:g} below the "
+                f"last pushed {subject.lower()}'s when there is one)")
+    if push.not_servable_reason:
+        return (f"{subject} NOT pushed: it failed the servability check (loaded with TensorFlow alone "
+                f"and sent the warmup requests): {push.not_servable_reason}. "
+                f"The served version is unchanged.")
+    failures = "; ".join(push.gate_failures) or "TFMA recorded no failed bar"
+    return (f"{subject} NOT pushed: it was not blessed ({failures}; the bars "
+            f"hold for the whole eval split, slices are reported only; TFMA's report: "
+            f"{push.evaluation_uri}). The served version is unchanged.")
 
 
 def _rejected_rows(rows: dict[str, int], rejected_rows_file: str | None) -> str:

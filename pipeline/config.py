@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import posixpath
 from pathlib import Path
 
 from components import features, settings
@@ -61,6 +62,9 @@ class PipelineConfig:
     learning_rate: float = settings.DEFAULT_LEARNING_RATE
     embedding_dropout: float = settings.DEFAULT_EMBEDDING_DROPOUT
     baseline: bool = True  # also train settings.BASELINE_MODEL and report it on holdout
+    # Also push the baseline, through the same gates as the model, to baseline_serving_dir (so
+    # that one model server can serve both).
+    push_baseline: bool = False
     # Push gate. 0.60 blesses a model trained on the 3,000-row embedded sample (eval
     # accuracy about 0.8); for the full training set use --min-accuracy 0.88 or so.
     min_accuracy: float = 0.60
@@ -71,6 +75,14 @@ class PipelineConfig:
     # tf.Examples) with the blessed model (BulkInferrer); None scores nothing.
     score: str | None = None
 
+    def __post_init__(self):
+        """Refuses a baseline push that could push nothing (no baseline is trained)."""
+        if self.push_baseline and settings.BASELINE_MODEL not in self.trained_models[1:]:
+            raise ValueError(
+                f"push_baseline (--push-baseline) needs the {settings.BASELINE_MODEL} baseline "
+                f"trained beside another model, and this configuration trains {self.model} alone "
+                f"({'--no-baseline' if not self.baseline else 'it is the baseline itself'}).")
+
     def transform_config(self, model: str) -> dict:
         """What preprocessing_fn reads from its custom_config, for `model`'s Transform."""
         return {"max_tokens": self.max_tokens, "text": self.text,
@@ -80,6 +92,13 @@ class PipelineConfig:
     def run_dir(self) -> str:
         """Where a local run keeps what is not an artifact: the report, logs, the lock's file."""
         return os.path.dirname(os.path.abspath(self.metadata_path))
+
+    @property
+    def baseline_serving_dir(self) -> str:
+        """Where push_baseline pushes: beside serving_dir, named as the model server calls it
+        (a path or a URL such as gs://, as serving_dir is)."""
+        return posixpath.join(posixpath.dirname(self.serving_dir.rstrip("/")),
+                              settings.BASELINE_SERVING_MODEL_NAME)
 
     @property
     def trained_models(self) -> tuple[str, ...]:

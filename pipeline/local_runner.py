@@ -11,19 +11,27 @@ from components.artifacts import REJECTED_FILE_NAME, read_summary
 from components.servability import REASON_PROPERTY
 from pipeline import beam_packaging, metadata
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import BASELINE_NODES, MODEL_NODES, PushNodes, create_pipeline
 
 
 @dataclasses.dataclass
-class RunSummary:
-    pushed: bool
-    pushed_to: str | None
-    evaluation_uri: str | None
-    rows: dict[str, int]  # ExampleGen's count per outcome: accepted or a rejection reason
-    rejected_rows_file: str | None
+class PushSummary:
+    """What became of one trained model at its gates in the run."""
+    pushed: bool = False
+    pushed_to: str | None = None
+    evaluation_uri: str | None = None
     not_servable_reason: str | None = None  # why the servability gate refused the model
     evaluation: object | None = None  # the Evaluator's ModelEvaluation artifact (MLMD)
     gate_failures: list[str] = dataclasses.field(default_factory=list)  # why it was not blessed
+
+
+@dataclasses.dataclass
+class RunSummary(PushSummary):
+    """The run, and what became of its model (the PushSummary fields)."""
+    # ExampleGen's count per outcome: accepted or a rejection reason.
+    rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    rejected_rows_file: str | None = None
+    baseline: PushSummary | None = None  # with push_baseline: what became of the baseline
     scores_file: str | None = None  # with --score: BulkInferrer's scores as CSV next to the report
     scores_note: str | None = None  # with --score: where the scores are, or why there are none
     span: int | None = None  # the span this run ingested
@@ -55,34 +63,43 @@ def for_beam_workers(config: PipelineConfig) -> PipelineConfig:
 
 
 def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
-    """What ExampleGen, the gates, the Evaluator and Pusher output in the newest run recorded in
-    MLMD (the metrics themselves are read by pipeline.report)."""
+    """What ExampleGen, the gates, the Evaluators and Pushers output in the newest run recorded
+    in MLMD (the metrics themselves are read by pipeline.report)."""
     store = metadata.open_store(metadata_path)
     run_id = metadata.latest_run_id(store, pipeline_name)
     latest = functools.partial(metadata.output_in_run, store, pipeline_name, run_id)
-    pushed_model = latest("Pusher", "PushedModel")
-    model = latest("Trainer", "Model")
+    model = latest(MODEL_NODES.trainer, "Model")
     validator = metadata.execution_in_run(store, pipeline_name, run_id, "DistributionValidator")
-    evaluation = latest("Evaluator", "ModelEvaluation")
     examples = latest("FileBasedExampleGen", "Examples")
-    servability = latest("ServabilityGate", "InfraBlessing")
-    pushed = bool(pushed_model and pushed_model.custom_properties["pushed"].int_value)
     return RunSummary(
-        pushed=pushed,
-        pushed_to=pushed_model.custom_properties["pushed_destination"].string_value
-        if pushed else None,
-        evaluation_uri=evaluation.uri if evaluation else None,
+        **vars(push_summary(latest, MODEL_NODES)),
+        baseline=push_summary(latest, BASELINE_NODES) if metadata.execution_in_run(
+            store, pipeline_name, run_id, BASELINE_NODES.pusher) else None,
         rows=read_summary(examples.uri) if examples else {},
         rejected_rows_file=os.path.join(examples.uri, REJECTED_FILE_NAME) if examples else None,
-        not_servable_reason=servability.custom_properties[REASON_PROPERTY].string_value
-        if servability and REASON_PROPERTY in servability.custom_properties else None,
-        evaluation=evaluation,
-        gate_failures=gate_failures(evaluation.uri) if evaluation else [],
         span=metadata.span(examples) if examples else None,
         window=sorted(metadata.span(a) for a in store.get_artifacts_by_id(
             list(metadata.training_window(store, model.id)))) if model else [],
         drift_checked=bool(validator and metadata.inputs(store, validator.id, "baseline_statistics")),
         trained=model is not None)
+
+
+def push_summary(latest, nodes: PushNodes) -> PushSummary:
+    """What the gates and Pusher of `nodes` output; `latest(node_id, type_name)` reads one
+    output of the run."""
+    pushed_model = latest(nodes.pusher, "PushedModel")
+    evaluation = latest(nodes.evaluator, "ModelEvaluation")
+    servability = latest(nodes.servability_gate, "InfraBlessing")
+    pushed = bool(pushed_model and pushed_model.custom_properties["pushed"].int_value)
+    return PushSummary(
+        pushed=pushed,
+        pushed_to=pushed_model.custom_properties["pushed_destination"].string_value
+        if pushed else None,
+        evaluation_uri=evaluation.uri if evaluation else None,
+        not_servable_reason=servability.custom_properties[REASON_PROPERTY].string_value
+        if servability and REASON_PROPERTY in servability.custom_properties else None,
+        evaluation=evaluation,
+        gate_failures=gate_failures(evaluation.uri) if evaluation else [])
 
 
 def gate_failures(evaluation_uri: str) -> list[str]:
@@ -95,7 +112,7 @@ def gate_failures(evaluation_uri: str) -> list[str]:
         for failure in per_slice.failures:
             value, bar = failure.metric_value.double_value.value, failure.metric_threshold
             if failure.metric_key.is_diff:
-                lines.append(f"eval accuracy {value:+.4f} against the last blessed model's, a "
+                lines.append(f"eval accuracy {value:+.4f} against the last pushed model's, a "
                              f"larger drop than the {-bar.change_threshold.absolute.value:g} allowed")
             else:
                 lines.append(f"eval accuracy {value:.4f} is below the bar "

@@ -40,6 +40,22 @@ SCORE_SPLIT = "score"
 
 
 @dataclasses.dataclass(frozen=True)
+class PushNodes:
+    """The ids of the nodes that train, gate and push one model: the run summary reads each
+    model's outcome by them."""
+    trainer: str
+    last_pushed: str  # the resolver of the model's last push
+    evaluator: str
+    servability_gate: str
+    pusher: str
+
+
+MODEL_NODES = PushNodes("Trainer", "last_pushed_model", "Evaluator", "ServabilityGate", "Pusher")
+BASELINE_NODES = PushNodes("baseline_trainer", "last_pushed_baseline", "baseline_evaluator",
+                           "baseline_servability_gate", "baseline_pusher")
+
+
+@dataclasses.dataclass(frozen=True)
 class DataSource:
     """Where ExampleGen reads: its input_base, one input split per source split, the reader,
     and with spans, the span to ingest (None: the newest)."""
@@ -128,7 +144,7 @@ def resolve_data_source(data: str, test_split: bool | None = None, spans: bool |
 def eval_config(config: PipelineConfig, thresholds: bool = True) -> tfma.EvalConfig:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix, overall and sliced by
     true class and text length. Overall accuracy must clear an absolute bar and may not fall
-    below the last blessed model's (`thresholds=False`: the same metrics, reported only).
+    below the last pushed model's (`thresholds=False`: the same metrics, reported only).
     The bars hold for the overall slice only: TFMA applies a metric's `threshold` to every
     slice, and slices of a few dozen examples then refused models by noise."""
     accuracy_gate = tfma.MetricThreshold(
@@ -173,7 +189,14 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
     `span_lineage=False` (KFP v2, whose IR runs TFX's latest-artifact and latest-blessed-model
     resolvers only): each run trains on its own span, from and against the latest blessed
     model, without the drift gate.
+
+    With `config.push_baseline`, the baseline goes through the same gates as the model, against
+    its own last push, to `config.baseline_serving_dir`.
     """
+    if config.push_baseline and not span_lineage:
+        raise ValueError("push_baseline needs the resolvers that read ML Metadata's lineage "
+                         "(agnews run, Airflow): KFP v2's latest-blessed-model resolver cannot tell "
+                         "the baseline's models from the model's.")
     source = resolve_data_source(config.data, config.test_split, config.spans, config.span)
     example_gen = FileBasedExampleGen(
         input_base=source.input_base,
@@ -203,7 +226,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
                     "last_span": -1 if config.span is None else config.span,
                     "skip_if_trained": config.enable_cache and not through_transform_only},
             examples=Channel(type=standard_artifacts.Examples, producer_component_id=example_gen.id),
-            model=Channel(type=standard_artifacts.Model),
+            model=Channel(type=standard_artifacts.Model, producer_component_id=MODEL_NODES.trainer),
         ).with_id("span_window")
         span_window.add_upstream_node(anomalies_gate)
         span_window.add_upstream_node(drift_components[-1])
@@ -241,32 +264,28 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
                        *window_components, *cache_resolvers, *transforms]
     if through_transform_only:
         return _pipeline(config, data_components, metadata_connection_config)
-    # The baseline of the change threshold and the warm start: the model last pushed (a
-    # blessed model the servability gate refused was never served).
-    last_pushed = Resolver(
-        strategy_class=resolvers.LatestPushedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-    ) if span_lineage else Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing))
-    last_pushed = last_pushed.with_id("last_pushed_model")
+    # Each pushed model's last push (warm start, change threshold), then one Trainer per model.
+    pushed = [MODEL_NODES, *([BASELINE_NODES] if config.push_baseline else [])]
+    last_pushed = {nodes.trainer: _last_pushed(nodes, span_lineage) for nodes in pushed}
+    trainer_ids = [MODEL_NODES.trainer if name == config.model else BASELINE_NODES.trainer
+                   for name in models]
     trainer, *baseline_trainer = (
         Trainer(run_fn=RUN_FN,
                 examples=transform.outputs["transformed_examples"],
                 transform_graph=transform.outputs["transform_graph"],
                 schema=schema_gen.outputs["schema"],
-                base_model=last_pushed.outputs["model"] if config.warm_start else None,
+                base_model=last_pushed[node_id].outputs["model"]
+                if config.warm_start and node_id in last_pushed else None,
                 train_args=trainer_pb2.TrainArgs(splits=[features.TRAIN_SPLIT]),
                 eval_args=trainer_pb2.EvalArgs(splits=[features.EVAL_SPLIT]),
                 custom_config={**config.train_config, "model": name}
-                ).with_id("Trainer" if name == config.model else "baseline_trainer")
-        for name, transform in zip(models, transforms))
-    evaluator = Evaluator(
-        examples=window,
-        model=trainer.outputs["model"],
-        baseline_model=last_pushed.outputs["model"],
-        eval_config=eval_config(config))
+                ).with_id(node_id)
+        for name, transform, node_id in zip(models, transforms, trainer_ids))
+    evaluator, servability_gate, pusher = _push_gate(
+        config, MODEL_NODES, trainer, last_pushed[trainer.id], window, example_gen, config.serving_dir)
+    baseline_push = _push_gate(
+        config, BASELINE_NODES, baseline_trainer[0], last_pushed[baseline_trainer[0].id], window,
+        example_gen, config.baseline_serving_dir) if config.push_baseline else []
     # Holdout (and test, when given) are reported on, never used to bless or to train: the
     # eval split has steered early stopping, so its accuracy is biased upwards. The baseline
     # model, when trained, is TFMA's baseline here: both are scored on the same examples.
@@ -276,21 +295,50 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
                   example_splits=[split], eval_config=eval_config(config, thresholds=False)
                   ).with_id(f"{split}_evaluator")
         for split in (features.HOLDOUT_SPLIT, *([features.TEST_SPLIT] if source.has_test else []))]
-    # The model must also load and answer in a TensorFlow-only process; what Pusher pushes is
-    # the gate's copy, which carries TF Serving's warmup requests.
+    return _pipeline(config, [*data_components, *last_pushed.values(), trainer, *baseline_trainer,
+                              evaluator, *report_evaluators, servability_gate, pusher,
+                              *baseline_push, *_scoring(config, trainer, evaluator)],
+                     metadata_connection_config)
+
+
+def _last_pushed(nodes: PushNodes, span_lineage: bool) -> Resolver:
+    """The model of the newest push of `nodes.trainer`'s models (a blessed model the
+    servability gate refused was never served): the baseline of the change threshold and the
+    warm start. Only that Trainer's models: else, once the linear baseline is pushed too, the
+    BiLSTM would be compared with it and started from it. Without `span_lineage` (KFP, which
+    drops the channels' producer filter: see create_pipeline), the latest blessed model."""
+    if not span_lineage:
+        return Resolver(strategy_class=LatestBlessedModelStrategy,
+                        model=Channel(type=standard_artifacts.Model),
+                        model_blessing=Channel(type=standard_artifacts.ModelBlessing)
+                        ).with_id(nodes.last_pushed)
+    return Resolver(strategy_class=resolvers.LatestPushedModelStrategy,
+                    model=Channel(type=standard_artifacts.Model, producer_component_id=nodes.trainer),
+                    ).with_id(nodes.last_pushed)
+
+
+def _push_gate(config: PipelineConfig, nodes: PushNodes, trainer, last_pushed: Resolver, window,
+               example_gen, serving_dir: str) -> list:
+    """[Evaluator, servability gate, Pusher] of one Trainer's model. The Evaluator blesses it on
+    the eval split by eval_config's bars, against the model `last_pushed` resolves; the model must
+    also load and answer in a TensorFlow-only process; Pusher pushes the gate's copy, which
+    carries TF Serving's warmup requests, to `serving_dir` when both blessed it."""
+    evaluator = Evaluator(
+        examples=window,
+        model=trainer.outputs["model"],
+        baseline_model=last_pushed.outputs["model"],
+        eval_config=eval_config(config)).with_id(nodes.evaluator)
     servability_gate = servability.ServabilityGate(
-        model=trainer.outputs["model"], examples=example_gen.outputs["examples"])
+        model=trainer.outputs["model"], examples=example_gen.outputs["examples"]
+    ).with_id(nodes.servability_gate)
     pusher = Pusher(
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=servability_gate.outputs["blessing"],
-
         push_destination=pusher_pb2.PushDestination(
-            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_dir)))
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_dir))
+    ).with_id(nodes.pusher)
     pusher.executor_spec = executor_spec.ExecutorClassSpec(push.Executor)  # see components/push.py
-    return _pipeline(config, [*data_components, last_pushed, trainer, *baseline_trainer, evaluator,
-                              *report_evaluators, servability_gate,
-                              pusher, *_scoring(config, trainer, evaluator)],
-                     metadata_connection_config)
+    return [evaluator, servability_gate, pusher]
 
 
 def _drift_gate(config: PipelineConfig, example_gen, statistics_gen) -> list:

@@ -64,7 +64,8 @@ class SpanWindowStrategy(resolver.ResolverStrategy):
 
 
 class LatestPushedModelStrategy(resolver.ResolverStrategy):
-    """`model`: the model of the newest push, or none before the first push."""
+    """`model`: the model of the newest push of the input's models (one Trainer's), or none
+    before their first push."""
 
     def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
                           ) -> Dict[str, List[types.Artifact]]:

@@ -91,11 +91,13 @@ def score_lines() -> list[bytes]:
 @pytest.fixture(scope="session")
 def first_run(tmp_path_factory):
     """One real pipeline run (LocalDagRunner, 1 epoch) on 300 sample rows plus a token-less row,
-    scoring SCORE_ROWS more with BulkInferrer; returns its directory and the `agnews` arguments used."""
+    scoring SCORE_ROWS more with BulkInferrer and pushing the linear baseline too (to
+    `root/agnews_linear`, beside `root/serving`); returns its directory and the `agnews`
+    arguments used."""
     root = tmp_path_factory.mktemp("e2e")
     (root / "score").mkdir()
     (root / "score" / "unlabelled.csv").write_bytes(b"\n".join([b"title,description", *score_lines()]) + b"\n")
-    return _pipeline_run(root, "--score", str(root / "score"))
+    return _pipeline_run(root, "--score", str(root / "score"), "--push-baseline")
 
 
 @pytest.fixture(scope="session")

@@ -78,3 +78,14 @@ def test_known_tensorflow_noise_is_dropped_and_real_errors_are_kept():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout == "done\n"
     assert done.stderr == "E some_op.cc:1] Invalid argument: a real error\n"
+
+
+@pytest.mark.parametrize("flags", [["--no-baseline"], ["--model", "linear"]])
+def test_push_baseline_without_a_baseline_is_a_one_line_error(tmp_path, flags):
+    code, _, out, err = agnews_subprocess(
+        "run", "--push-baseline", *flags, "--pipeline-root", str(tmp_path / "pipeline"),
+        "--metadata-path", str(tmp_path / "metadata.sqlite"), "--serving-dir", str(tmp_path / "serving"))
+    assert code == 1 and out == ""
+    assert err.startswith("agnews run failed: push_baseline (--push-baseline) needs the linear baseline")
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran

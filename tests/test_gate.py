@@ -1,5 +1,6 @@
 """The push gate judges the overall eval accuracy, the figure the run prints: TFX's Evaluator
-executor, run on the end-to-end run's model and examples with the pipeline's eval_config."""
+executor, run on the model and examples of the end-to-end run's newest evaluation with the
+pipeline's eval_config."""
 import glob
 import json
 
@@ -13,13 +14,14 @@ from pipeline.config import PipelineConfig
 from pipeline.pipeline import eval_config
 
 
-def _evaluate(root, out_dir, min_accuracy: float) -> tuple[bool, str]:
-    """(blessed, evaluation URI) of the first run's model under a gate at `min_accuracy`."""
+def _evaluate(evaluated: dict[str, str], out_dir, min_accuracy: float) -> tuple[bool, str]:
+    """(blessed, evaluation URI) of the evaluated model (`evaluated`: its examples' and its
+    URI) under a gate at `min_accuracy`."""
     examples = standard_artifacts.Examples()
-    (examples.uri,) = glob.glob(str(root / "pipeline" / "FileBasedExampleGen" / "examples" / "*"))
+    examples.uri = evaluated["examples"]
     examples.split_names = json.dumps([features.TRAIN_SPLIT, features.EVAL_SPLIT, features.HOLDOUT_SPLIT])
     model = standard_artifacts.Model()
-    (model.uri,) = glob.glob(str(root / "pipeline" / "Trainer" / "model" / "*"))
+    model.uri = evaluated["model"]
     evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
     evaluation.uri, blessing.uri = str(out_dir / "evaluation"), str(out_dir / "blessing")
     config = eval_config(PipelineConfig(min_accuracy=min_accuracy))
@@ -35,19 +37,23 @@ def _evaluate(root, out_dir, min_accuracy: float) -> tuple[bool, str]:
 
 def test_the_bar_holds_for_the_overall_accuracy_not_for_each_slice(first_run, tmp_path):
     root, _ = first_run
-    evaluation = metadata.latest_output(metadata.open_store(str(root / "metadata.sqlite")), "agnews",
-                                        "Evaluator", "ModelEvaluation")
+    store = metadata.open_store(str(root / "metadata.sqlite"))
+    # Later e2e tests ingest and train again: the newest evaluation, and what it evaluated.
+    evaluation = metadata.latest_output(store, "agnews", "Evaluator", "ModelEvaluation")
+    execution = metadata.producer(store, evaluation.id)
+    evaluated = {key: store.get_artifacts_by_id(metadata.inputs(store, execution, key))[0].uri
+                 for key in ("examples", "model")}
     metrics = report.load_evaluation(evaluation.uri).metrics
     overall = metrics[""][report.ACCURACY]
     worst_slice = min(values[report.ACCURACY] for name, values in metrics.items() if name)
     assert worst_slice < overall  # some slice (of a few dozen examples) is below the whole
 
     # A bar between the worst slice and the whole: blessed, and no bar failed.
-    blessed, uri = _evaluate(root, tmp_path / "between", (worst_slice + overall) / 2)
+    blessed, uri = _evaluate(evaluated, tmp_path / "between", (worst_slice + overall) / 2)
     assert blessed and local_runner.gate_failures(uri) == []
 
     # A bar above the whole: refused, and the message quotes the overall figure it judged.
-    blessed, uri = _evaluate(root, tmp_path / "above", min(overall + 0.05, 1.0))
+    blessed, uri = _evaluate(evaluated, tmp_path / "above", min(overall + 0.05, 1.0))
     assert not blessed
     assert local_runner.gate_failures(uri) == [
         f"eval accuracy {overall:.4f} is below the bar {min(overall + 0.05, 1.0):g}"]

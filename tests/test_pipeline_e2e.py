@@ -42,8 +42,8 @@ def _last_executions(metadata_path: str) -> dict[str, object]:
     return last
 
 
-def _versions(root):
-    return sorted((p for p in (root / "serving").iterdir() if p.is_dir()), key=lambda p: int(p.name))
+def _versions(root, serving_dir: str = "serving"):
+    return sorted((p for p in (root / serving_dir).iterdir() if p.is_dir()), key=lambda p: int(p.name))
 
 
 def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
@@ -170,7 +170,8 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     evaluation = report.load_evaluation(evaluation_uri)
     cached = [json.loads(path.read_text())["metrics"]
               for path in (report_dir / report.EVALUATIONS_DIR_NAME).glob("*.json")]
-    assert len(cached) == 2 and evaluation.metrics in cached  # eval and holdout; no test files
+    # eval, holdout and the baseline's eval (its pushed line quotes it); no test files
+    assert len(cached) == 3 and evaluation.metrics in cached
     overall = evaluation.metrics[""]
     assert evaluation.confusion.sum() == overall["example_count"] > 0
     assert set(evaluation.per_class["recall"]) == set(range(features.NUM_CLASSES))
@@ -193,6 +194,29 @@ def test_a_second_run_on_unchanged_data_trains_and_pushes_nothing(first_run, cap
     assert all(metadata.skipped(last[node]) for node in TRAINING)
     assert [p.name for p in _versions(root)] == served_before
 
+
+def test_the_baseline_is_pushed_beside_the_model_and_never_taken_for_it(first_run, capsys):
+    """--push-baseline: the linear model is served from its own directory beside the model's,
+    and each model's last push (its warm start and change threshold) is a model of its own
+    Trainer, whichever Pusher pushed last."""
+    from components import settings, warm_start
+    from pipeline.pipeline import BASELINE_NODES, MODEL_NODES
+
+    root, args = first_run
+    for serving_dir, kind in (("serving", settings.DEFAULT_MODEL),
+                              (settings.BASELINE_SERVING_MODEL_NAME, settings.BASELINE_MODEL)):
+        version = _versions(root, serving_dir)[-1]
+        assert version.name.isdigit() and (version / "saved_model.pb").is_file()
+        assert json.loads((version / warm_start.KIND_FILE).read_text()) == {"model": kind}
+
+    assert cli.main(args) == 0  # nothing new: the resolvers run, nothing trains
+    assert "Nothing new to train on" in capsys.readouterr().out
+    store = metadata.open_store(str(root / "metadata.sqlite"))
+    run_id = metadata.latest_run_id(store, "agnews")
+    for nodes in (MODEL_NODES, BASELINE_NODES):
+        (resolved,) = metadata.outputs_in_run(store, "agnews", run_id, nodes.last_pushed, "Model")
+        producer = metadata.producer(store, resolved.id)
+        assert f"agnews.{nodes.trainer}" in {c.name for c in store.get_contexts_by_execution(producer)}
 
 def test_saved_model_cli_shows_every_signature_and_runs_serving_default(first_run):
     root, _ = first_run
@@ -222,11 +246,13 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
                                  "--no-cache"]  # retrain, though the data did not change
     assert cli.main(worse) == 2
     out = capsys.readouterr().out
-    assert "Model NOT pushed" in out
+    lines = out.splitlines()
+    (model_line,) = [i for i, line in enumerate(lines) if line.startswith("Model NOT pushed")]
+    assert lines[model_line + 1].startswith(("Baseline pushed to: ", "Baseline NOT pushed: "))
     assert [p.name for p in _versions(root)] == served_before
     store = metadata.open_store(str(root / "metadata.sqlite"))
-    blessings = store.get_artifacts_by_type("ModelBlessing")
-    assert max(blessings, key=lambda a: a.id).custom_properties["blessed"].int_value == 0
+    blessing = metadata.latest_output(store, "agnews", "Evaluator", "ModelBlessing")
+    assert blessing.custom_properties["blessed"].int_value == 0
     # Only a blessed model scores: BulkInferrer wrote nothing, and the last run's scores are gone.
     assert "Scores: none (the model was not blessed, and only a blessed model scores)." in out
     inference = metadata.latest_output(store, "agnews", "BulkInferrer", "InferenceResult")
@@ -251,3 +277,4 @@ def test_the_evaluators_signature_and_serving_default_agree_on_every_holdout_exa
         examples=tf.constant([e.SerializeToString() for e in examples]))[features.PROBABILITIES_KEY]
     assert from_text.shape == (len(examples), features.NUM_CLASSES)
     tf.debugging.assert_near(from_text, from_examples, atol=1e-6)
+

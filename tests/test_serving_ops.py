@@ -17,7 +17,8 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from components import features
+from components import features, settings
+from pipeline import predict
 from pipeline.serving.request_log import read_logs
 from pipeline.serving.server import ServeOptions, running_in_thread
 
@@ -100,7 +101,8 @@ def test_model_config_file_policies_labels_and_a_reload_that_adds_a_model(first_
     stable = int(newest(model_dir))
     canary = stable + 1
     push_copy(model_dir, canary)
-    baseline_dir = copy_served_model(first_run, tmp_path, name="baseline")
+    baseline = settings.BASELINE_SERVING_MODEL_NAME
+    baseline_dir = first_run[0] / baseline  # what the first run pushed with --push-baseline
     config_file = tmp_path / "models.config"
     _write_config(config_file, [("agnews", model_dir, "all {}", {"stable": stable, "canary": canary})])
     options = ServeOptions(model_config_file=str(config_file), model_config_file_poll_wait_s=0.5,
@@ -119,16 +121,23 @@ def test_model_config_file_policies_labels_and_a_reload_that_adds_a_model(first_
                 request = predict_request()
                 request.model_spec.version_label = label
                 assert stub.Predict(request, timeout=60).model_spec.version.value == version
-        assert call(f"{url}/v1/models/baseline")[0] == 404
+        assert call(f"{url}/v1/models/{baseline}")[0] == 404
 
+        # The linear baseline that `agnews run --push-baseline` pushed beside the model.
         _write_config(config_file, [
             ("agnews", model_dir, f"specific {{ versions: {stable} }}", {"stable": stable}),
-            ("baseline", baseline_dir, "latest { num_versions: 1 }", {})])
-        wait_for(lambda: call(f"{url}/v1/models/baseline")[0] == 200
+            (baseline, baseline_dir, "latest { num_versions: 1 }", {})])
+        wait_for(lambda: call(f"{url}/v1/models/{baseline}")[0] == 200
                  and state(url, canary) == "END", timeout=120)
-        wait_for(lambda: call(f"{url}/v1/models/baseline")[1]["model_version_status"][0]["state"] == "AVAILABLE")
-        status, answer = call(f"{url}/v1/models/baseline:predict", {"instances": [ROW]})
-        assert status == 200 and answer == by_label  # the same pushed model, under its new name
+        wait_for(lambda: call(f"{url}/v1/models/{baseline}")[1]["model_version_status"][0]["state"] == "AVAILABLE")
+        status, answer = call(f"{url}/v1/models/{baseline}:predict", {"instances": [ROW]})
+        assert status == 200 and answer != by_label  # another model than the BiLSTM
+        (expected,) = predict.predict(predict.resolve_version_dir(str(baseline_dir)), [ROW["title"]],
+                                      [ROW["description"]])
+        (served,) = answer["predictions"]
+        assert served[features.LABEL_NAME_KEY] == expected["label"]
+        assert served[features.PROBABILITIES_KEY] == pytest.approx(list(expected["probabilities"].values()),
+                                                                   abs=1e-5)
         assert call(f"{url}/v1/models/agnews/labels/canary:predict", {"instances": [ROW]})[0] == 400
 
 
