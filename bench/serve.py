@@ -7,6 +7,8 @@ today's server and the model's own speed, all in one run:
   users start it; server CPU milliseconds per request from /proc, the load tool's from rusage;
 - the reference: the werkzeug server of e531c75 (taken from git into a temporary directory, run
   with this venv), same tool, 8 connections, batching off and on;
+- the transports alone: the same REST and gRPC stacks answering a fixed prediction without a
+  model, 8 connections: what a request costs before any model work;
 - the ceiling: the served version's serving_default called in this process at batch 32, before
   and after the servers' rows;
 - the first request after a load, with and without the warmup replay (a fresh process each).
@@ -40,6 +42,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2  # noqa:
 from publish import publish  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.predict import resolve_version_dir  # noqa: E402
+from pipeline.serving.server import use_tensorflow_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -185,6 +188,43 @@ serve.make_serving_server(model, "127.0.0.1", port_on, batcher=batcher).serve_fo
 """
 
 
+# The transports alone: a uvicorn ASGI app and a grpc.aio PredictionService on one uvloop, as
+# agnews serve runs them, answering every request with one fixed prediction and no model.
+TRANSPORT_LAUNCHER = r"""
+import json, sys
+import grpc, uvicorn, uvloop
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+rest_port, grpc_port = int(sys.argv[1]), int(sys.argv[2])
+STATUS = json.dumps({"model_version_status": [{"state": "AVAILABLE"}]}).encode()
+PREDICTIONS = json.dumps({"predictions": [{"probabilities": [0.25] * 4, "class_id": 0, "label": "World"}]}).encode()
+RESPONSE = predict_pb2.PredictResponse()
+for key, value in (("probabilities", [[0.25] * 4]), ("class_id", [0]), ("label", [b"World"])):
+    RESPONSE.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+
+async def app(scope, receive, send):
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": STATUS if scope["method"] == "GET" else PREDICTIONS})
+
+class Fixed(prediction_service_pb2_grpc.PredictionServiceServicer):
+    async def Predict(self, request, context):
+        return RESPONSE
+
+async def main():
+    server = grpc.aio.server()
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Fixed(), server)
+    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+    await server.start()
+    await uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=rest_port, http="httptools", lifespan="off",
+                                        access_log=False, log_level="warning")).serve()
+
+uvloop.run(main())
+"""
+SERVER_ORDER = ("reference", "fixed answer", "agnews serve")  # the table's order
+
+
 def rest_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}"
 
@@ -324,6 +364,8 @@ def main() -> None:
                   "tools": tools, "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
                                                            capture_output=True, text=True).stdout.strip()}
     print(f"serve bench: {conditions}", flush=True)
+    # The ceiling runs with the server's TensorFlow thread pools (agnews serve's defaults).
+    use_tensorflow_threads(settings.DEFAULT_INTRA_OP_THREADS, settings.DEFAULT_INTER_OP_THREADS)
     call = batch_call(version_dir)
     limits = [ceiling(call)]
     print(f"serve bench: ceiling {limits[0]['examples_per_s']:,.0f} examples/s at batch {CEILING_BATCH}", flush=True)
@@ -358,6 +400,16 @@ def main() -> None:
                 wrk(port, TARGET_CONNECTIONS, WARMUP_SECONDS, bodies)
                 record("reference", "REST", TARGET_CONNECTIONS, batching,
                        measured(server, lambda: wrk(port, TARGET_CONNECTIONS, args.duration, bodies)))
+
+        rest_port, grpc_port = free_port(), free_port()
+        command = [sys.executable, "-c", TRANSPORT_LAUNCHER, str(rest_port), str(grpc_port)]
+        with running(command, tmp / "transport.log", [rest_port], first_body) as server:
+            wrk(rest_port, TARGET_CONNECTIONS, WARMUP_SECONDS, bodies)
+            record("fixed answer", "REST", TARGET_CONNECTIONS, False,
+                   measured(server, lambda: wrk(rest_port, TARGET_CONNECTIONS, args.duration, bodies)))
+            ghz(grpc_port, TARGET_CONNECTIONS, WARMUP_SECONDS, protoset, requests)
+            record("fixed answer", "gRPC", TARGET_CONNECTIONS, False, measured(
+                server, lambda: ghz(grpc_port, TARGET_CONNECTIONS, args.duration, protoset, requests)))
 
         for batching in (True, False):
             rest_port, grpc_port = free_port(), free_port()
@@ -422,7 +474,9 @@ def render(rows: list[dict], limits: list[dict], met: list[dict], first: dict, c
         f"{conditions['version']}; tree {conditions['commit']}; {conditions['tools']}; whole bench "
         f"{conditions['bench_seconds'] / 60:.1f} min.",
         "",
-        f"Ceiling: the served version's serving_default called in process at batch {CEILING_BATCH}, before "
+        f"Ceiling: the served version's serving_default called in process at batch {CEILING_BATCH} (TensorFlow "
+        f"intra-op threads {settings.DEFAULT_INTRA_OP_THREADS}, inter-op {settings.DEFAULT_INTER_OP_THREADS or 'TF default'}, "
+        "as agnews serve runs it), before "
         f"and after the servers' rows: {limits[0]['examples_per_s']:,.0f} and {limits[1]['examples_per_s']:,.0f} "
         f"examples/s ({limits[0]['ms_per_call']:.2f} and {limits[1]['ms_per_call']:.2f} ms per call); the "
         "shares below are of the higher.",
@@ -431,19 +485,22 @@ def render(rows: list[dict], limits: list[dict], met: list[dict], first: dict, c
         "| client CPU ms/req | share of ceiling |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    order = sorted(rows, key=lambda r: (r["server"] != "reference", r["api"], r["connections"], not r["batching"]))
+    order = sorted(rows, key=lambda r: (SERVER_ORDER.index(r["server"]), r["api"], r["connections"], not r["batching"]))
     lines += [f"| {r['server']} | {r['api']} | {r['connections']} | {'on' if r['batching'] else 'off'} | "
               f"{r['requests_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
               f"{r['server_cpu_ms_per_request']:.2f} | {r['client_cpu_ms_per_request']:.2f} | "
-              f"{r['share_of_ceiling']:.0%} |" for r in order]
+              f"{'—' if r['server'] == 'fixed answer' else format(r['share_of_ceiling'], '.0%')} |" for r in order]
     lines += ["", "Reference: the werkzeug server of "
               f"{REFERENCE_COMMIT} (`git show {REFERENCE_COMMIT}:pipeline/serve.py`), same model, same tool. "
-              f"Errors: wrk's socket errors and HTTP statuses ≥ 400, ghz's non-OK statuses. "
+              f"Fixed answer: no model, one fixed prediction from the same transports (uvicorn + httptools, "
+              f"grpc.aio, one uvloop): what a request costs the server and the load tool before any model "
+              f"work. Errors: wrk's socket errors and HTTP statuses ≥ 400, ghz's non-OK statuses. "
               f"Batching on: the servers' defaults (at most {settings.DEFAULT_BATCH_MAX_ROWS} rows, "
-              f"timeout {settings.DEFAULT_BATCH_TIMEOUT_MS:g} ms).", "", "Targets (issue 20):", ""]
+              f"waiting {settings.DEFAULT_BATCH_TIMEOUT_MS:g} ms for more requests while a batch runs).", "",
+              "Targets (issue 20):", ""]
     lines += [f"- {t['target']}: {t['value']:,.1f} against {t['bound']:,.1f}: {'met' if t['met'] else 'NOT met'}."
               for t in met]
-    at_32 = [r for r in order if r["connections"] == 32]
+    at_32 = [r for r in order if r["connections"] == 32 and r["server"] == "agnews serve"]
     lines.append("- 32 connections, share of the ceiling: " + "; ".join(
         f"{r['api']} batching {'on' if r['batching'] else 'off'} {r['share_of_ceiling']:.0%}" for r in at_32) + ".")
     lines += ["", f"First request after loading the version, in a fresh process: {first[False]:,.0f} ms without "
