@@ -116,9 +116,12 @@ def _add_compile_parser(subparsers) -> None:
 def _compile(args) -> int:
     from pipeline import kubeflow_runner
 
-    config = _config_from_args(args)
-    config = dataclasses.replace(config, test_split=bool(getattr(args, "test_split", False)),
-                                 spans=bool(getattr(args, "spans", False)))
+    try:
+        config = dataclasses.replace(_config_from_args(args), test_split=bool(getattr(args, "test_split", False)),
+                                     spans=bool(getattr(args, "spans", False)))
+    except ValueError as error:
+        print(f"agnews compile failed: {error}", file=sys.stderr)
+        return 1
     if getattr(args, "print_config", False):
         print(kubeflow_runner.for_image(config, args.image).to_json())
         return 0

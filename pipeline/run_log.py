@@ -47,6 +47,13 @@ class _ComponentLines(logging.Handler):
             self._out.flush()
 
 
+def gates(node_id) -> set[str]:
+    """`node_id(nodes)` of the model's and the baseline's gate nodes, e.g. both Evaluators' ids."""
+    from pipeline.pipeline import BASELINE_NODES, MODEL_NODES
+
+    return {node_id(MODEL_NODES), node_id(BASELINE_NODES)}
+
+
 def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str:
     """`cached`, `skipped` or `ran`, and what the node's output says, from ML Metadata."""
     store = metadata.open_store(metadata_path)
@@ -82,9 +89,9 @@ def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str
     elif node.endswith("trainer") or node == "Trainer":
         if model_run := output("ModelRun"):
             figure = f"{len(read_history(model_run.uri).get('loss', []))} epochs"
-    elif node == "Evaluator" and (blessing := output("ModelBlessing")):
+    elif node in gates(lambda nodes: nodes.evaluator) and (blessing := output("ModelBlessing")):
         figure = "blessed" if blessing.custom_properties["blessed"].int_value else "NOT blessed"
-    elif node == "Pusher" and (pushed := output("PushedModel")):
+    elif node in gates(lambda nodes: nodes.pusher) and (pushed := output("PushedModel")):
         figure = (f"pushed version {pushed.custom_properties['pushed_version'].string_value}"
                   if pushed.custom_properties["pushed"].int_value else "not pushed")
     return f"{state:<6} {figure}".rstrip()

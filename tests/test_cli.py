@@ -89,3 +89,14 @@ def test_push_baseline_without_a_baseline_is_a_one_line_error(tmp_path, flags):
     assert err.startswith("agnews run failed: push_baseline (--push-baseline) needs the linear baseline")
     assert len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # refused before anything ran
+
+
+def test_compile_refuses_a_bad_config_file_in_one_line(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"push_baseline": true, "baseline": false}')
+    code, _, out, err = agnews_subprocess("compile", "kubeflow", "--config", str(config),
+                                          "--output", str(tmp_path / "pipeline.json"))
+    assert code == 1 and out == ""
+    assert err.startswith("agnews compile failed: push_baseline (--push-baseline) needs the linear baseline")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "pipeline.json").exists()

@@ -218,6 +218,7 @@ def test_the_baseline_is_pushed_beside_the_model_and_never_taken_for_it(first_ru
         producer = metadata.producer(store, resolved.id)
         assert f"agnews.{nodes.trainer}" in {c.name for c in store.get_contexts_by_execution(producer)}
 
+
 def test_saved_model_cli_shows_every_signature_and_runs_serving_default(first_run):
     root, _ = first_run
     version = str(_versions(root)[-1])
