@@ -27,7 +27,8 @@ from pipeline.config import PipelineConfig, load_config
 
 
 # Exit codes: 0 done (pushed, or not blessed without --require-push); 1 stopped (bad data,
-# broken data contract, missing files); 2 not pushed with --require-push; 3 refused (another
+# broken data contract, missing files); 2 the model (never the --push-baseline baseline) not
+# pushed with --require-push; 3 refused (another
 # run holds the same MLMD store or pipeline root); 130 interrupted (Ctrl-C), as shells count it.
 # `agnews score` uses the same: 0 done, 1 stopped (no model, unreadable or empty input, too many
 # rejected rows, output not empty), 130 interrupted.
@@ -152,7 +153,8 @@ def _add_run_parser(subparsers) -> None:
                                 help="Run the whole pipeline locally (LocalDagRunner).")
     _add_pipeline_options(run)
     run.add_argument("--require-push", action="store_true", default=False,
-                     help="Exit with status 2 when the model was not blessed and so not pushed.")
+                     help="Exit with status 2 when the model was not blessed and so not pushed "
+                          "(the --push-baseline baseline never changes the exit code).")
     run.add_argument("--verbose", action="store_true", default=False,
                      help="Print every library log line too (they always go to the run's log "
                           "file, logs/ beside the ML Metadata file).")

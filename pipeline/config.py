@@ -76,12 +76,22 @@ class PipelineConfig:
     score: str | None = None
 
     def __post_init__(self):
-        """Refuses a baseline push that could push nothing (no baseline is trained)."""
-        if self.push_baseline and settings.BASELINE_MODEL not in self.trained_models[1:]:
+        """Refuses a baseline push that could push nothing (no baseline is trained) or could
+        push to no directory of its own."""
+        if not self.push_baseline:
+            return
+        if settings.BASELINE_MODEL not in self.trained_models[1:]:
             raise ValueError(
                 f"push_baseline (--push-baseline) needs the {settings.BASELINE_MODEL} baseline "
                 f"trained beside another model, and this configuration trains {self.model} alone "
                 f"({'--no-baseline' if not self.baseline else 'it is the baseline itself'}).")
+        parent = posixpath.dirname(self.serving_dir.rstrip("/"))
+        if parent.endswith(":") or self.baseline_serving_dir == self.serving_dir.rstrip("/"):
+            raise ValueError(
+                f"push_baseline (--push-baseline) pushes the baseline to "
+                f"{settings.BASELINE_SERVING_MODEL_NAME}/ beside --serving-dir, which "
+                f"{self.serving_dir} does not leave room for: use a --serving-dir inside a folder "
+                f"(e.g. gs://bucket/serving/agnews), not named {settings.BASELINE_SERVING_MODEL_NAME}.")
 
     def transform_config(self, model: str) -> dict:
         """What preprocessing_fn reads from its custom_config, for `model`'s Transform."""

@@ -227,6 +227,9 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
                     "skip_if_trained": config.enable_cache and not through_transform_only},
             examples=Channel(type=standard_artifacts.Examples, producer_component_id=example_gen.id),
             model=Channel(type=standard_artifacts.Model, producer_component_id=MODEL_NODES.trainer),
+            **({"baseline_model": Channel(type=standard_artifacts.Model,
+                                          producer_component_id=BASELINE_NODES.trainer)}
+               if config.push_baseline else {}),
         ).with_id("span_window")
         span_window.add_upstream_node(anomalies_gate)
         span_window.add_upstream_node(drift_components[-1])

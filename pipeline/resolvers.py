@@ -43,8 +43,9 @@ def window(examples: List[types.Artifact], num_spans: int, last_span: int | None
 
 class SpanWindowStrategy(resolver.ResolverStrategy):
     """`examples`: the window of spans to train on; none (the components that need it are
-    skipped) when `skip_if_trained` and the last pushed model (`model`) was trained on exactly
-    this window: a rerun with no new data pushes no new version."""
+    skipped) when `skip_if_trained` and the last pushed model (`model`, and `baseline_model`
+    when the baseline is pushed too) was trained on exactly this window: a rerun with no new
+    data pushes no new version, while a baseline never pushed yet still trains."""
 
     def __init__(self, num_spans: int, last_span: int = -1, skip_if_trained: bool = True):
         self._num_spans = num_spans
@@ -54,13 +55,15 @@ class SpanWindowStrategy(resolver.ResolverStrategy):
     def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
                           ) -> Dict[str, List[types.Artifact]]:
         spans = window(input_dict["examples"], self._num_spans, self._last_span)
-        pushed = latest_pushed_model_id(store, {m.id for m in input_dict["model"]})
-        if self._skip_if_trained and pushed is not None and \
-                training_window(store, pushed) == {a.id for a in spans}:
+        models = [key for key in input_dict if key != "examples"]
+        pushed = [latest_pushed_model_id(store, {m.id for m in input_dict[key]}) for key in models]
+        if self._skip_if_trained and all(
+                model is not None and training_window(store, model) == {a.id for a in spans}
+                for model in pushed):
             logging.info("Nothing new: the served model was trained on spans %s.",
                          sorted(span(a) for a in spans))
             spans = []
-        return {"examples": spans, "model": []}
+        return {"examples": spans, **{key: [] for key in models}}
 
 
 class LatestPushedModelStrategy(resolver.ResolverStrategy):

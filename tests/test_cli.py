@@ -100,3 +100,13 @@ def test_compile_refuses_a_bad_config_file_in_one_line(tmp_path):
     assert err.startswith("agnews compile failed: push_baseline (--push-baseline) needs the linear baseline")
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "pipeline.json").exists()
+
+
+@pytest.mark.parametrize("serving_dir", ["gs://bucket", "gs://bucket/", "/srv/agnews_linear"])
+def test_push_baseline_needs_a_directory_of_its_own_beside_the_models(serving_dir):
+    from pipeline.config import PipelineConfig
+
+    with pytest.raises(ValueError, match="does not leave room"):
+        PipelineConfig(serving_dir=serving_dir, push_baseline=True)
+    assert PipelineConfig(serving_dir="gs://bucket/serving/agnews", push_baseline=True
+                          ).baseline_serving_dir == "gs://bucket/serving/agnews_linear"

@@ -321,27 +321,35 @@ def test_a_loaded_version_is_frozen_out_of_the_garbage_collectors_walks(first_ru
 
 
 def test_an_idle_batcher_starts_a_lone_request_at_once_and_waits_only_while_a_batch_runs(first_run):
-    """With a 2 s timeout: a request to an idle batcher is answered well within it; one arriving
-    while a batch runs waits for company, and one arriving within the timeout joins its call."""
+    """With a 2 s timeout: a request to an idle batcher is answered well within it; requests
+    arriving while a 1 s batch runs wait for company, and go together as soon as it ends."""
     signature = _signature(first_run)
     counted, calls = _counting(signature)
     batcher = Batcher(max_rows=64, timeout_s=2.0, threads=2)
+
+    def slow_first(**inputs):
+        if inputs[features.TITLE_KEY].numpy()[0] == b"First":
+            time.sleep(1.0)
+        return counted(**inputs)
 
     def row(title: bytes) -> dict:
         return {"title": [title], "description": [b""]}
 
     async def scenario():
         started = time.perf_counter()
-        lone = await batcher.run(counted, row(b"Alone"))
+        lone = await batcher.run(slow_first, row(b"Alone"))
         lone_seconds = time.perf_counter() - started
-        first = asyncio.ensure_future(batcher.run(counted, row(b"First")))
-        await asyncio.sleep(0)  # the worker takes First and starts its call
-        early = asyncio.ensure_future(batcher.run(counted, row(b"Early")))
+        first = asyncio.ensure_future(batcher.run(slow_first, row(b"First")))
+        await asyncio.sleep(0.1)  # First's call is running
+        started = time.perf_counter()
+        early = asyncio.ensure_future(batcher.run(slow_first, row(b"Early")))
         await asyncio.sleep(0.2)
-        later = asyncio.ensure_future(batcher.run(counted, row(b"Later")))
-        return lone_seconds, [lone, await first, await early, await later]
+        later = asyncio.ensure_future(batcher.run(slow_first, row(b"Later")))
+        answers = [lone, await first, await early, await later]
+        return lone_seconds, time.perf_counter() - started, answers
 
-    lone_seconds, answers = asyncio.run(scenario())
+    lone_seconds, gathered_seconds, answers = asyncio.run(scenario())
     assert all(answer[features.LABEL_NAME_KEY][0].decode() in features.LABEL_NAMES for answer in answers)
     assert lone_seconds < 1.0  # not held for the 2 s timeout
     assert calls == [1, 1, 2]  # Alone, First, then Early and Later in one call
+    assert gathered_seconds < 1.8  # released when First's call ended, not at the 2 s deadline

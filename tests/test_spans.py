@@ -38,11 +38,11 @@ def _label(line: bytes) -> int:
     return int(next(csv.reader(io.StringIO(line.decode())))[0])
 
 
-def _run(root: Path, *extra: str) -> subprocess.CompletedProcess:
+def _run(root: Path, *extra: str, baseline: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run([
         sys.executable, "-m", "pipeline.cli", "run", "--data", str(root / "data"), "--pipeline-root", str(root / "pipeline"),
         "--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving"),
-        "--epochs", "1", "--batch-size", "32", "--no-baseline", "--min-accuracy", "0",
+        "--epochs", "1", "--batch-size", "32", *([] if baseline else ["--no-baseline"]), "--min-accuracy", "0",
         "--max-accuracy-drop", "1", *extra], capture_output=True, text=True, timeout=1200)
 
 
@@ -104,3 +104,12 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Nothing new to train on" in again.stdout
     assert _versions(serving) == versions
+
+    # The same window, the baseline now asked for: it was never pushed, so the run trains.
+    baseline_serving = tmp_path / "agnews_linear"
+    with_baseline = _run(tmp_path, "--accept-drift", "--push-baseline", baseline=True)
+    assert with_baseline.returncode == 0, with_baseline.stdout[-3000:] + with_baseline.stderr[-3000:]
+    assert "Baseline pushed to: " in with_baseline.stdout and len(_versions(baseline_serving)) == 1
+    both_pushed = _run(tmp_path, "--accept-drift", "--push-baseline", baseline=True)
+    assert "Nothing new to train on" in both_pushed.stdout
+    assert len(_versions(baseline_serving)) == 1
