@@ -85,8 +85,7 @@ class PipelineConfig:
                 f"push_baseline (--push-baseline) needs the {settings.BASELINE_MODEL} baseline "
                 f"trained beside another model, and this configuration trains {self.model} alone "
                 f"({'--no-baseline' if not self.baseline else 'it is the baseline itself'}).")
-        parent = posixpath.dirname(self.serving_dir.rstrip("/"))
-        if parent.endswith(":") or self.baseline_serving_dir == self.serving_dir.rstrip("/"):
+        if self._serving_parent.endswith(":") or self.baseline_serving_dir == self.serving_dir.rstrip("/"):
             raise ValueError(
                 f"push_baseline (--push-baseline) pushes the baseline to "
                 f"{settings.BASELINE_SERVING_MODEL_NAME}/ beside --serving-dir, which "
@@ -107,8 +106,12 @@ class PipelineConfig:
     def baseline_serving_dir(self) -> str:
         """Where push_baseline pushes: beside serving_dir, named as the model server calls it
         (a path or a URL such as gs://, as serving_dir is)."""
-        return posixpath.join(posixpath.dirname(self.serving_dir.rstrip("/")),
-                              settings.BASELINE_SERVING_MODEL_NAME)
+        return posixpath.join(self._serving_parent, settings.BASELINE_SERVING_MODEL_NAME)
+
+    @property
+    def _serving_parent(self) -> str:
+        """The folder holding serving_dir ("gs:" for a bucket root, which has none)."""
+        return posixpath.dirname(self.serving_dir.rstrip("/"))
 
     @property
     def trained_models(self) -> tuple[str, ...]:

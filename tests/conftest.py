@@ -58,18 +58,21 @@ def read_examples(examples, split: str) -> list:
 
 def transform_outputs(root):
     """(transformed examples artifact, transform graph dir) of a pipeline run under `root`."""
-    import glob
-
     from tfx.types import standard_artifacts
 
-    def newest(output: str) -> str:  # a later test reruns Transform (--no-cache)
-        return max(glob.glob(str(root / "pipeline" / "Transform" / output / "*")),
-                   key=lambda path: int(path.rsplit("/", 1)[1]))
-
     examples = standard_artifacts.Examples()
-    examples.uri = newest("transformed_examples")
+    examples.uri = newest_output(root, "Transform", "transformed_examples")
     examples.split_names = '["train", "eval"]'  # what Transform transforms
-    return examples, newest("transform_graph")
+    return examples, newest_output(root, "Transform", "transform_graph")
+
+
+def newest_output(root, component: str, output: str) -> str:
+    """The newest artifact directory of `component`'s `output` in the pipeline run under `root`
+    (a later test reruns the pipeline with --no-cache, which adds one)."""
+    import glob
+
+    return max(glob.glob(str(root / "pipeline" / component / output / "*")),
+               key=lambda path: int(path.rsplit("/", 1)[1]))
 
 
 # Rows the first run scores with BulkInferrer (--score): sample rows the training data does not

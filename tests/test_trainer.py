@@ -11,7 +11,7 @@ from tfx.components.util import tfxio_utils
 
 from components import features, model, settings, trainer
 
-from .conftest import read_examples, transform_outputs
+from .conftest import newest_output, read_examples, transform_outputs
 
 
 def fn_args(examples, graph: str, out_dir, custom_config, base_model: str | None = None) -> FnArgs:
@@ -45,8 +45,7 @@ def test_no_row_reaching_the_model_is_fully_masked(first_run, tmp_path):
             assert real[:, -1].any()  # padded to the batch's own longest row, no further
             rows += len(real)
             oov_only += int(((token_ids.numpy() == features.OOV_ID).sum(axis=1) == real.sum(axis=1)).sum())
-    ingested = max(glob.glob(str(root / "pipeline" / "FileBasedExampleGen" / "examples" / "*")),
-                   key=lambda path: int(path.rsplit("/", 1)[1]))  # the newest: a test reran it
+    ingested = newest_output(root, "FileBasedExampleGen", "examples")
     holdout = len(read_examples(types.SimpleNamespace(uri=ingested), features.HOLDOUT_SPLIT))
     assert 0 < holdout and rows + holdout == 301  # 300 rows + the punctuation-only row, none lost
     assert oov_only >= 1  # the punctuation-only row became a single OOV token
