@@ -19,6 +19,7 @@ RUN uv export --frozen --no-dev --no-hashes --no-emit-project --extra kubeflow >
     && uv pip install --system --no-cache -r /tmp/requirements.txt
 COPY components components
 COPY pipeline pipeline
+COPY agnews agnews
 COPY schemas schemas
 COPY data data
 RUN uv pip install --system --no-cache --no-deps .

@@ -7,6 +7,7 @@ transfer encoding), so hop-by-hop headers are dropped and bodies re-sent with a 
 emulator's resumable-upload URL (Location) says http, which is put back to https. Beam's client
 comes through here too, for one more fix: see _with_content_ids.
 """
+
 import http.client
 import http.server
 import ssl
@@ -45,8 +46,12 @@ class Forward(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/batch/"):
             body = _with_content_ids(body, self.headers.get_boundary())
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=300)
-        upstream.request(self.command, self.path, body=body, headers={
-            k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP})
+        upstream.request(
+            self.command,
+            self.path,
+            body=body,
+            headers={k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP},
+        )
         answer = upstream.getresponse()
         data = answer.read()
         upstream.close()

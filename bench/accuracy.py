@@ -13,6 +13,7 @@ With --variants, the other variants' rows are kept from bench/results/accuracy.j
 records the text cleanup it used; a variant rerun under a new cleanup keeps its old runs as a
 row of their own, so that the table compares the two.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,18 @@ import statistics
 import tempfile
 import time
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
-
-from components import features, model, settings, trainer
 from publish import RESULTS, publish
-from train_vs_seed import DEFAULT_DATA, examples_dataset, in_fresh_process, load_split_rows, transform
+from train_vs_seed import (
+    DEFAULT_DATA,
+    examples_dataset,
+    in_fresh_process,
+    load_split_rows,
+    transform,
+)
+
+import components  # noqa: F401  (Keras 2 before TensorFlow)
+from components import features, model, settings, trainer
 
 SAVED = RESULTS / "accuracy.json"
 # The text cleanup of components/text.py: rename it when that changes. Runs saved without one
@@ -46,9 +53,14 @@ VARIANTS = {
     "bilstm2, embedding_dropout=0.8": ({}, {"embedding_dropout": 0.8}),
     "bilstm2, embedding_dropout=0.9 (default)": ({}, {"embedding_dropout": 0.9}),
     "linear": ({}, {"model": "linear"}),
-    "bilstm2_wide, embedding_dropout=0.6": ({}, {"model": "bilstm2_wide", "embedding_dropout": 0.6}),
-    "bilstm2_wide, embedding_dropout=0.9 (default)": ({}, {"model": "bilstm2_wide",
-                                                           "embedding_dropout": 0.9}),
+    "bilstm2_wide, embedding_dropout=0.6": (
+        {},
+        {"model": "bilstm2_wide", "embedding_dropout": 0.6},
+    ),
+    "bilstm2_wide, embedding_dropout=0.9 (default)": (
+        {},
+        {"model": "bilstm2_wide", "embedding_dropout": 0.9},
+    ),
 }
 
 
@@ -58,19 +70,35 @@ def train_and_score(splits: dict, train_settings: dict, seed: int) -> dict:
     batch_size = train_settings.get("batch_size", settings.DEFAULT_BATCH_SIZE)
     keys = model.input_keys(name)
     tf.keras.utils.set_random_seed(seed)
-    data = {split: trainer.batch_examples(
-        examples_dataset(rows, shuffle=split == features.TRAIN_SPLIT, keys=keys, seed=seed), batch_size)
-        for split, rows in splits.items()}
+    data = {
+        split: trainer.batch_examples(
+            examples_dataset(rows, shuffle=split == features.TRAIN_SPLIT, keys=keys, seed=seed),
+            batch_size,
+        )
+        for split, rows in splits.items()
+    }
     classifier = model.build_model(
-        name, train_settings.get("learning_rate", settings.DEFAULT_LEARNING_RATE),
-        train_settings.get("embedding_dropout", settings.DEFAULT_EMBEDDING_DROPOUT))
+        name,
+        train_settings.get("learning_rate", settings.DEFAULT_LEARNING_RATE),
+        train_settings.get("embedding_dropout", settings.DEFAULT_EMBEDDING_DROPOUT),
+    )
     started = time.perf_counter()
-    history = trainer.fit(classifier, data[features.TRAIN_SPLIT], data[features.EVAL_SPLIT],
-                          epochs=train_settings.get("epochs", settings.DEFAULT_EPOCHS))
+    history = trainer.fit(
+        classifier,
+        data[features.TRAIN_SPLIT],
+        data[features.EVAL_SPLIT],
+        epochs=train_settings.get("epochs", settings.DEFAULT_EPOCHS),
+    )
     seconds = time.perf_counter() - started
-    return {"seed": seed, "epochs": len(history.history["loss"]), "seconds": seconds,
-            **{split: classifier.evaluate(data[split], verbose=0)[1]
-               for split in (features.EVAL_SPLIT, features.HOLDOUT_SPLIT)}}
+    return {
+        "seed": seed,
+        "epochs": len(history.history["loss"]),
+        "seconds": seconds,
+        **{
+            split: classifier.evaluate(data[split], verbose=0)[1]
+            for split in (features.EVAL_SPLIT, features.HOLDOUT_SPLIT)
+        },
+    }
 
 
 def _text_cleanup(runs: list[dict]) -> str:
@@ -86,8 +114,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--variants", default="|".join(VARIANTS),
-                        help=f"|-separated, of: {' | '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default="|".join(VARIANTS), help=f"|-separated, of: {' | '.join(VARIANTS)}"
+    )
     args = parser.parse_args()
     rows = load_split_rows(args.data)
     # Variants not run this time keep their last results (same harness, same seeds).
@@ -95,8 +124,10 @@ def main() -> None:
     transformed = {}
     for variant in filter(None, args.variants.split("|")):  # --variants '': table only
         transform_config, train_settings = VARIANTS[variant]
-        transform_config = {**transform_config,
-                            "ngrams": train_settings.get("model") in settings.NGRAM_MODELS}
+        transform_config = {
+            **transform_config,
+            "ngrams": train_settings.get("model") in settings.NGRAM_MODELS,
+        }
         key = tuple(sorted(transform_config.items()))
         if key not in transformed:
             with tempfile.TemporaryDirectory() as temp_dir:
@@ -104,26 +135,40 @@ def main() -> None:
         previous = results.get(variant, [])
         if previous and _text_cleanup(previous) != TEXT_CLEANUP:
             results[f"{variant}, text cleanup {_text_cleanup(previous)}"] = previous
-        results[variant] = [{**in_fresh_process(train_and_score, transformed[key], train_settings, seed),
-                             "text_cleanup": TEXT_CLEANUP} for seed in range(1, args.seeds + 1)]
+        results[variant] = [
+            {
+                **in_fresh_process(train_and_score, transformed[key], train_settings, seed),
+                "text_cleanup": TEXT_CLEANUP,
+            }
+            for seed in range(1, args.seeds + 1)
+        ]
         print(variant, results[variant], flush=True)
 
     sizes = ", ".join(f"{split} {len(r):,}" for split, r in rows.items())
-    table = ["| variant | text cleanup | eval accuracy | holdout accuracy | epochs | s per run |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    table = [
+        "| variant | text cleanup | eval accuracy | holdout accuracy | epochs | s per run |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     # Each variant's row, then the rows of its runs under earlier text cleanups.
-    results = {name: runs for variant in VARIANTS for name, runs in results.items()
-               if name == variant or name.startswith(f"{variant}, text cleanup ")}
+    results = {
+        name: runs
+        for variant in VARIANTS
+        for name, runs in results.items()
+        if name == variant or name.startswith(f"{variant}, text cleanup ")
+    }
     for variant, runs in results.items():
         table.append(
             f"| {variant} | {_text_cleanup(runs)} | {_mean_sd([r['eval'] for r in runs])} | "
             f"{_mean_sd([r['holdout'] for r in runs])} | "
             f"{statistics.mean(r['epochs'] for r in runs):.1f} | "
-            f"{statistics.mean(r['seconds'] for r in runs):.0f} |")
-    table.append(f"\nMean ± sd over seeds 1-{args.seeds}, one fresh process per run, 2-core CPU. "
-                 f"Rows: {sizes} ({args.data}). 's per run' is fit's wall time, some runs with "
-                 "other jobs on the machine: a rough cost, not a speed measurement "
-                 "(bench/train_vs_seed.py is that).")
+            f"{statistics.mean(r['seconds'] for r in runs):.0f} |"
+        )
+    table.append(
+        f"\nMean ± sd over seeds 1-{args.seeds}, one fresh process per run, 2-core CPU. "
+        f"Rows: {sizes} ({args.data}). 's per run' is fit's wall time, some runs with "
+        "other jobs on the machine: a rough cost, not a speed measurement "
+        "(bench/train_vs_seed.py is that)."
+    )
     publish("accuracy", "\n".join(table), results)
 
 

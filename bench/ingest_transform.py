@@ -5,6 +5,7 @@ executions' start and end times in MLMD.
 
     .venv/bin/python bench/ingest_transform.py [--data ../shared/data/ag_news/train_subset.csv.gz]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,11 +13,12 @@ import gzip
 import tempfile
 from pathlib import Path
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 from ml_metadata.metadata_store import metadata_store
+from publish import publish
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-from publish import publish
+import components  # noqa: F401  (Keras 2 before TensorFlow)
+from pipeline import node_ids
 from pipeline.config import PipelineConfig
 from pipeline.metadata import sqlite_connection_config
 from pipeline.pipeline import create_pipeline
@@ -26,23 +28,30 @@ MODES = {
     "in_memory": ["--direct_running_mode=in_memory"],
     "multi_processing x2": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
 }
-TIMED = ("FileBasedExampleGen", "Transform")
+TIMED = (node_ids.EXAMPLE_GEN, node_ids.TRANSFORM)
 
 
-def ingest_and_transform_seconds(data_dir: Path, beam_args: list[str], work: Path) -> dict[str, float]:
+def ingest_and_transform_seconds(
+    data_dir: Path, beam_args: list[str], work: Path
+) -> dict[str, float]:
     """Runs the real pipeline up to Transform (statistics and validation included); seconds of
     ExampleGen and Transform."""
-    config = PipelineConfig(data=str(data_dir), pipeline_root=str(work / "root"),
-                            beam_args=beam_args, enable_cache=False)
+    config = PipelineConfig(
+        data=str(data_dir),
+        pipeline_root=str(work / "root"),
+        beam_args=beam_args,
+        enable_cache=False,
+    )
     metadata = sqlite_connection_config(str(work / "m.sqlite"))
-    LocalDagRunner().run(
-        create_pipeline(config, metadata, through_transform_only=True))
+    LocalDagRunner().run(create_pipeline(config, metadata, through_transform_only=True))
     store = metadata_store.MetadataStore(metadata)
     seconds = {}
     for node in TIMED:
         context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{node}")
         (execution,) = store.get_executions_by_context(context.id)
-        seconds[node] = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+        seconds[node] = (
+            execution.last_update_time_since_epoch - execution.create_time_since_epoch
+        ) / 1000
     return seconds
 
 
@@ -62,13 +71,24 @@ def main() -> None:
                 work = Path(temp) / f"run-x{copies}-{mode.split()[0]}"
                 seconds = ingest_and_transform_seconds(data_dir, beam_args, work)
                 rows = len(lines) * copies
-                results.append({"rows": rows, "mode": mode, **{f"{k}_s": v for k, v in seconds.items()},
-                                "rows_per_s": rows / sum(seconds.values())})
+                results.append(
+                    {
+                        "rows": rows,
+                        "mode": mode,
+                        **{f"{k}_s": v for k, v in seconds.items()},
+                        "rows_per_s": rows / sum(seconds.values()),
+                    }
+                )
                 print(results[-1], flush=True)
-    table = ["| rows | DirectRunner mode | ExampleGen s | Transform s | ingest + Transform rows/s |",
-             "| --- | --- | --- | --- | --- |"]
-    table += [f"| {r['rows']:,} | {r['mode']} | {r['FileBasedExampleGen_s']:.1f} | {r['Transform_s']:.1f} "
-              f"| {r['rows_per_s']:,.0f} |" for r in results]
+    table = [
+        "| rows | DirectRunner mode | ExampleGen s | Transform s | ingest + Transform rows/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    table += [
+        f"| {r['rows']:,} | {r['mode']} | {r['FileBasedExampleGen_s']:.1f} | {r['Transform_s']:.1f} "
+        f"| {r['rows_per_s']:,.0f} |"
+        for r in results
+    ]
     publish("ingest_transform", "\n".join(table), results)
 
 

@@ -1,4 +1,5 @@
 """Where benchmark results go: printed, and saved as bench/results/NAME.md and NAME.json."""
+
 import json
 from pathlib import Path
 

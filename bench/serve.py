@@ -17,6 +17,7 @@ bench/load_tools.sh installs wrk and ghz first. Needs a pushed model: run `make 
 
     .venv/bin/python bench/serve.py [--model artifacts/serving/agnews] [--duration 15]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,11 +39,12 @@ from components import features, quiet, settings
 
 tf = quiet.import_tensorflow()
 from google.protobuf import descriptor_pb2, json_format  # noqa: E402
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2  # noqa: E402
 from publish import publish  # noqa: E402
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2  # noqa: E402
+
+from agnews.serving.server import use_tensorflow_threads  # noqa: E402
+from agnews.versions import resolve_version_dir  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.predict import resolve_version_dir  # noqa: E402
-from pipeline.serving.server import use_tensorflow_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -57,23 +59,32 @@ TARGET_CONNECTIONS = 8  # where issue 20 sets its targets, and where the referen
 CEILING_BATCH = 32
 WARMUP_SECONDS = 2
 
-HEADLINES = ["Stocks slide as oil prices climb", "Yankees clinch the pennant in extra innings",
-             "New chip doubles battery life of laptops", "Leaders meet to discuss ceasefire"]
-DESCRIPTIONS = ["The announcement came on Monday, surprising analysts and observers alike.",
-                "Officials said more details would follow later in the week.",
-                "Reuters - The move follows months of talks.",
-                "Shares and hopes rose as the news spread quickly through the markets on Friday."]
+HEADLINES = [
+    "Stocks slide as oil prices climb",
+    "Yankees clinch the pennant in extra innings",
+    "New chip doubles battery life of laptops",
+    "Leaders meet to discuss ceasefire",
+]
+DESCRIPTIONS = [
+    "The announcement came on Monday, surprising analysts and observers alike.",
+    "Officials said more details would follow later in the week.",
+    "Reuters - The move follows months of talks.",
+    "Shares and hopes rose as the news spread quickly through the markets on Friday.",
+]
 EXAMPLES = list(itertools.product(HEADLINES, DESCRIPTIONS))  # the requests' texts, in turn
 
 
 # --- the model in process ---------------------------------------------------------------------
 
+
 def batch_call(version_dir: str):
     """serving_default of the version on a batch of CEILING_BATCH examples, as a call."""
     signature = tf.saved_model.load(version_dir).signatures[features.SERVING_DEFAULT]
     rows = [EXAMPLES[i % len(EXAMPLES)] for i in range(CEILING_BATCH)]
-    inputs = {features.TITLE_KEY: tf.constant([t for t, _ in rows]),
-              features.DESCRIPTION_KEY: tf.constant([d for _, d in rows])}
+    inputs = {
+        features.TITLE_KEY: tf.constant([t for t, _ in rows]),
+        features.DESCRIPTION_KEY: tf.constant([d for _, d in rows]),
+    }
     return lambda: signature(**inputs)
 
 
@@ -86,15 +97,19 @@ def ceiling(call, calls: int = 300) -> dict:
     for _ in range(calls):
         call()
     seconds = time.perf_counter() - started
-    return {"batch": CEILING_BATCH, "calls": calls, "examples_per_s": CEILING_BATCH * calls / seconds,
-            "ms_per_call": seconds / calls * 1000}
+    return {
+        "batch": CEILING_BATCH,
+        "calls": calls,
+        "examples_per_s": CEILING_BATCH * calls / seconds,
+        "ms_per_call": seconds / calls * 1000,
+    }
 
 
 FIRST_REQUEST = r"""
 import json, sys, time
 import components
 import tensorflow as tf
-from pipeline.predict import load_warm
+from agnews.versions import load_warm
 version_dir, warm = sys.argv[1], sys.argv[2] == "warm"
 model = load_warm(version_dir) if warm else tf.saved_model.load(version_dir)
 started = time.perf_counter()
@@ -104,17 +119,28 @@ print(json.dumps(time.perf_counter() - started))
 
 
 def first_request_ms(version_dir: str, warm: bool) -> float:
-    done = subprocess.run([sys.executable, "-c", FIRST_REQUEST, version_dir, "warm" if warm else "cold"],
-                          capture_output=True, text=True, check=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REQUEST, version_dir, "warm" if warm else "cold"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1]) * 1000
 
 
 # --- request files for the load tools ---------------------------------------------------------
 
+
 def write_rest_bodies(path: Path) -> None:
     """One TF Serving REST predict body per line, one example each (read by serve_predict.lua)."""
-    path.write_text("".join(json.dumps({"instances": [{features.TITLE_KEY: title, features.DESCRIPTION_KEY: text}]})
-                            + "\n" for title, text in EXAMPLES))
+    path.write_text(
+        "".join(
+            json.dumps({"instances": [{features.TITLE_KEY: title, features.DESCRIPTION_KEY: text}]})
+            + "\n"
+            for title, text in EXAMPLES
+        )
+    )
 
 
 def write_grpc_requests(path: Path) -> None:
@@ -149,6 +175,7 @@ def write_protoset(path: Path) -> None:
 
 
 # --- servers ----------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -235,8 +262,13 @@ class Server:
     def __init__(self, command: list[str], log: Path, env: dict | None = None):
         self.log = log
         with log.open("w") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                            env={**os.environ, **(env or {})})
+            self.process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**os.environ, **(env or {})},
+            )
 
     def _fail(self, why: str):
         lines = self.log.read_text().strip().splitlines() or ["(no output)"]
@@ -256,10 +288,13 @@ class Server:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                self._fail(f"the server did not report the model AVAILABLE within {timeout_s:.0f} s")
+                self._fail(
+                    f"the server did not report the model AVAILABLE within {timeout_s:.0f} s"
+                )
             time.sleep(0.5)
-        request = urllib.request.Request(rest_url(port) + ":predict", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            rest_url(port) + ":predict", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=120) as response:
             if b"predictions" not in response.read():
                 self._fail("the first predict request got no predictions")
@@ -274,7 +309,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(command: list[str], log: Path, rest_ports: list[int], body: bytes, env: dict | None = None):
+def running(
+    command: list[str], log: Path, rest_ports: list[int], body: bytes, env: dict | None = None
+):
     server = Server(command, log, env)
     try:
         for port in rest_ports:
@@ -286,37 +323,90 @@ def running(command: list[str], log: Path, rest_ports: list[int], body: bytes, e
 
 # --- load -------------------------------------------------------------------------------------
 
+
 def wrk(port: int, connections: int, seconds: int, bodies: Path) -> dict:
     """`wrk -t1 -cN` posting one example per request; figures from serve_predict.lua's summary."""
-    done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-                           "-s", str(WRK_SCRIPT), rest_url(port) + ":predict", "--", str(bodies)],
-                          capture_output=True, text=True, check=True)
-    summary = json.loads(next(line for line in done.stdout.splitlines()
-                              if line.startswith("BENCH_JSON "))[len("BENCH_JSON "):])
-    errors = sum(summary[key] for key in ("connect_errors", "read_errors", "write_errors", "timeouts",
-                                          "status_4xx_5xx"))
-    return {"requests": summary["requests"], "seconds": summary["duration_us"] / 1e6,
-            "p50_ms": summary["p50_us"] / 1000, "p99_ms": summary["p99_us"] / 1000, "errors": errors,
-            "tool": summary}
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(WRK_SCRIPT),
+            rest_url(port) + ":predict",
+            "--",
+            str(bodies),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = json.loads(
+        next(line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON "))[
+            len("BENCH_JSON ") :
+        ]
+    )
+    errors = sum(
+        summary[key]
+        for key in ("connect_errors", "read_errors", "write_errors", "timeouts", "status_4xx_5xx")
+    )
+    return {
+        "requests": summary["requests"],
+        "seconds": summary["duration_us"] / 1e6,
+        "p50_ms": summary["p50_us"] / 1000,
+        "p99_ms": summary["p99_us"] / 1000,
+        "errors": errors,
+        "tool": summary,
+    }
 
 
 def ghz(port: int, connections: int, seconds: int, protoset: Path, requests: Path) -> dict:
     """ghz with N connections, one request in flight on each (as wrk -cN), one example per
     request, on one CPU as wrk -t1; in-flight requests finish at the end instead of failing."""
-    done = subprocess.run([str(GHZ), "--insecure", "--protoset", str(protoset), "--call", PREDICT_METHOD,
-                           "--data-file", str(requests), f"--concurrency={connections}",
-                           f"--connections={connections}", f"--duration={seconds}s", "--duration-stop=wait",
-                           "--cpus=1", "--timeout=10s", "--format=json", f"127.0.0.1:{port}"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            str(GHZ),
+            "--insecure",
+            "--protoset",
+            str(protoset),
+            "--call",
+            PREDICT_METHOD,
+            "--data-file",
+            str(requests),
+            f"--concurrency={connections}",
+            f"--connections={connections}",
+            f"--duration={seconds}s",
+            "--duration-stop=wait",
+            "--cpus=1",
+            "--timeout=10s",
+            "--format=json",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0 or not done.stdout.strip():
-        raise SystemExit(f"serve bench: ghz failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+        raise SystemExit(
+            f"serve bench: ghz failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}"
+        )
     report = json.loads(done.stdout)
-    latency = {row["percentage"]: row["latency"] / 1e6 for row in report.get("latencyDistribution") or []}
+    latency = {
+        row["percentage"]: row["latency"] / 1e6 for row in report.get("latencyDistribution") or []
+    }
     ok = (report.get("statusCodeDistribution") or {}).get("OK", 0)
-    return {"requests": report["count"], "seconds": report["total"] / 1e9,
-            "p50_ms": latency.get(50, float("nan")), "p99_ms": latency.get(99, float("nan")),
-            "errors": report["count"] - ok,
-            "tool": {key: report.get(key) for key in ("statusCodeDistribution", "errorDistribution", "rps")}}
+    return {
+        "requests": report["count"],
+        "seconds": report["total"] / 1e9,
+        "p50_ms": latency.get(50, float("nan")),
+        "p99_ms": latency.get(99, float("nan")),
+        "errors": report["count"] - ok,
+        "tool": {
+            key: report.get(key) for key in ("statusCodeDistribution", "errorDistribution", "rps")
+        },
+    }
 
 
 def _children_cpu_seconds() -> float:
@@ -331,7 +421,9 @@ def measured(server: Server, load) -> dict:
     row = load()
     requests = max(row["requests"], 1)
     row["requests_per_s"] = row["requests"] / row["seconds"]
-    row["server_cpu_ms_per_request"] = (cpu_seconds(server.process.pid) - server_before) * 1000 / requests
+    row["server_cpu_ms_per_request"] = (
+        (cpu_seconds(server.process.pid) - server_before) * 1000 / requests
+    )
     row["client_cpu_ms_per_request"] = (_children_cpu_seconds() - client_before) * 1000 / requests
     return row
 
@@ -339,18 +431,26 @@ def measured(server: Server, load) -> dict:
 def load_tools() -> str:
     done = subprocess.run(["bash", str(LOAD_TOOLS)], capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"serve bench: {LOAD_TOOLS.name} failed: "
-                         f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+        raise SystemExit(
+            f"serve bench: {LOAD_TOOLS.name} failed: "
+            f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}"
+        )
     return done.stdout.strip()
 
 
 # --- the run ----------------------------------------------------------------------------------
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=PipelineConfig().serving_dir,
-                        help="Base directory of numeric versions (default: %(default)s).")
-    parser.add_argument("--duration", type=int, default=15, help="Seconds of load per row (default: 15).")
+    parser.add_argument(
+        "--model",
+        default=PipelineConfig().serving_dir,
+        help="Base directory of numeric versions (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--duration", type=int, default=15, help="Seconds of load per row (default: 15)."
+    )
     args = parser.parse_args()
     started = time.monotonic()
     tools = load_tools()
@@ -359,72 +459,140 @@ def main() -> None:
     except FileNotFoundError as error:
         raise SystemExit(f"serve bench: {error}") from None
     base_dir = str(Path(version_dir).parent)
-    conditions = {"cores": os.cpu_count(), "load_average_at_start": os.getloadavg(),
-                  "seconds_per_row": args.duration, "model": base_dir, "version": Path(version_dir).name,
-                  "tools": tools, "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
-                                                           capture_output=True, text=True).stdout.strip()}
+    conditions = {
+        "cores": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "seconds_per_row": args.duration,
+        "model": base_dir,
+        "version": Path(version_dir).name,
+        "tools": tools,
+        "commit": subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+    }
     print(f"serve bench: {conditions}", flush=True)
     # The ceiling runs with the server's TensorFlow thread pools (agnews serve's defaults).
     use_tensorflow_threads(settings.DEFAULT_INTRA_OP_THREADS, settings.DEFAULT_INTER_OP_THREADS)
     call = batch_call(version_dir)
     limits = [ceiling(call)]
-    print(f"serve bench: ceiling {limits[0]['examples_per_s']:,.0f} examples/s at batch {CEILING_BATCH}", flush=True)
+    print(
+        f"serve bench: ceiling {limits[0]['examples_per_s']:,.0f} examples/s at batch {CEILING_BATCH}",
+        flush=True,
+    )
 
     rows = []
 
     def record(server_name: str, api: str, connections: int, batching: bool, row: dict) -> None:
         row.update(server=server_name, api=api, connections=connections, batching=batching)
         rows.append(row)
-        print(f"serve bench: {server_name} {api} c={connections} batching={'on' if batching else 'off'}: "
-              f"{row['requests_per_s']:,.0f} req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
-              f"{row['errors']} errors, CPU ms/req: server {row['server_cpu_ms_per_request']:.2f}, "
-              f"client {row['client_cpu_ms_per_request']:.2f}", flush=True)
+        print(
+            f"serve bench: {server_name} {api} c={connections} batching={'on' if batching else 'off'}: "
+            f"{row['requests_per_s']:,.0f} req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+            f"{row['errors']} errors, CPU ms/req: server {row['server_cpu_ms_per_request']:.2f}, "
+            f"client {row['client_cpu_ms_per_request']:.2f}",
+            flush=True,
+        )
 
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         tmp = Path(tmp)
-        bodies, requests, protoset = tmp / "bodies.jsonl", tmp / "requests.json", tmp / "predict.protoset"
+        bodies, requests, protoset = (
+            tmp / "bodies.jsonl",
+            tmp / "requests.json",
+            tmp / "predict.protoset",
+        )
         write_rest_bodies(bodies)
         first_body = bodies.read_text().splitlines()[0].encode()
         write_grpc_requests(requests)
         write_protoset(protoset)
-        reference = subprocess.run(["git", "show", f"{REFERENCE_COMMIT}:pipeline/serve.py"], cwd=ROOT,
-                                   capture_output=True, text=True, check=True).stdout
+        reference = subprocess.run(
+            ["git", "show", f"{REFERENCE_COMMIT}:pipeline/serve.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         (tmp / "reference_serve.py").write_text(reference)
 
         # Today's server, both flavours in one process (one start instead of two; the idle one costs nothing).
         port_off, port_on = free_port(), free_port()
         command = [sys.executable, "-c", REFERENCE_LAUNCHER, base_dir, str(port_off), str(port_on)]
-        with running(command, tmp / "reference.log", [port_off, port_on], first_body,
-                     {"PYTHONPATH": str(tmp)}) as server:
+        with running(
+            command,
+            tmp / "reference.log",
+            [port_off, port_on],
+            first_body,
+            {"PYTHONPATH": str(tmp)},
+        ) as server:
             for batching, port in ((False, port_off), (True, port_on)):
                 wrk(port, TARGET_CONNECTIONS, WARMUP_SECONDS, bodies)
-                record("reference", "REST", TARGET_CONNECTIONS, batching,
-                       measured(server, lambda: wrk(port, TARGET_CONNECTIONS, args.duration, bodies)))
+                record(
+                    "reference",
+                    "REST",
+                    TARGET_CONNECTIONS,
+                    batching,
+                    measured(server, lambda: wrk(port, TARGET_CONNECTIONS, args.duration, bodies)),
+                )
 
         rest_port, grpc_port = free_port(), free_port()
         command = [sys.executable, "-c", TRANSPORT_LAUNCHER, str(rest_port), str(grpc_port)]
         with running(command, tmp / "transport.log", [rest_port], first_body) as server:
             wrk(rest_port, TARGET_CONNECTIONS, WARMUP_SECONDS, bodies)
-            record("fixed answer", "REST", TARGET_CONNECTIONS, False,
-                   measured(server, lambda: wrk(rest_port, TARGET_CONNECTIONS, args.duration, bodies)))
+            record(
+                "fixed answer",
+                "REST",
+                TARGET_CONNECTIONS,
+                False,
+                measured(server, lambda: wrk(rest_port, TARGET_CONNECTIONS, args.duration, bodies)),
+            )
             ghz(grpc_port, TARGET_CONNECTIONS, WARMUP_SECONDS, protoset, requests)
-            record("fixed answer", "gRPC", TARGET_CONNECTIONS, False, measured(
-                server, lambda: ghz(grpc_port, TARGET_CONNECTIONS, args.duration, protoset, requests)))
+            record(
+                "fixed answer",
+                "gRPC",
+                TARGET_CONNECTIONS,
+                False,
+                measured(
+                    server,
+                    lambda: ghz(grpc_port, TARGET_CONNECTIONS, args.duration, protoset, requests),
+                ),
+            )
 
         for batching in (True, False):
             rest_port, grpc_port = free_port(), free_port()
-            command = [str(Path(sys.executable).with_name("agnews")), "serve", "--model", base_dir,
-                       "--rest-port", str(rest_port), "--grpc-port", str(grpc_port),
-                       *([] if batching else ["--no-batching"])]
+            command = [
+                str(Path(sys.executable).with_name("agnews")),
+                "serve",
+                "--model",
+                base_dir,
+                "--rest-port",
+                str(rest_port),
+                "--grpc-port",
+                str(grpc_port),
+                *([] if batching else ["--no-batching"]),
+            ]
             with running(command, tmp / "agnews-serve.log", [rest_port], first_body) as server:
                 wrk(rest_port, TARGET_CONNECTIONS, WARMUP_SECONDS, bodies)
                 for connections in CONNECTIONS:
-                    record("agnews serve", "REST", connections, batching,
-                           measured(server, lambda: wrk(rest_port, connections, args.duration, bodies)))
+                    record(
+                        "agnews serve",
+                        "REST",
+                        connections,
+                        batching,
+                        measured(
+                            server, lambda: wrk(rest_port, connections, args.duration, bodies)
+                        ),
+                    )
                 ghz(grpc_port, TARGET_CONNECTIONS, WARMUP_SECONDS, protoset, requests)
                 for connections in CONNECTIONS:
-                    record("agnews serve", "gRPC", connections, batching, measured(
-                        server, lambda: ghz(grpc_port, connections, args.duration, protoset, requests)))
+                    record(
+                        "agnews serve",
+                        "gRPC",
+                        connections,
+                        batching,
+                        measured(
+                            server,
+                            lambda: ghz(grpc_port, connections, args.duration, protoset, requests),
+                        ),
+                    )
 
     limits.append(ceiling(call))  # again, as the machine's other load may have changed
     limit = max(limits, key=lambda measured_limit: measured_limit["examples_per_s"])
@@ -434,16 +602,27 @@ def main() -> None:
     conditions["load_average_at_end"] = os.getloadavg()
     conditions["bench_seconds"] = time.monotonic() - started
     met = targets(rows)
-    publish("serve", render(rows, limits, met, first, conditions),
-            {"conditions": conditions, "ceiling": {"before": limits[0], "after": limits[1], "used": limit},
-             "rows": rows, "targets": met,
-             "first_request_ms": {"cold": first[False], "warm": first[True]}})
+    publish(
+        "serve",
+        render(rows, limits, met, first, conditions),
+        {
+            "conditions": conditions,
+            "ceiling": {"before": limits[0], "after": limits[1], "used": limit},
+            "rows": rows,
+            "targets": met,
+            "first_request_ms": {"cold": first[False], "warm": first[True]},
+        },
+    )
 
 
 def _find(rows: list[dict], server: str, api: str, batching: bool) -> dict:
     """The row of `server`'s `api` at TARGET_CONNECTIONS."""
-    return next(r for r in rows if (r["server"], r["api"], r["connections"], r["batching"])
-                == (server, api, TARGET_CONNECTIONS, batching))
+    return next(
+        r
+        for r in rows
+        if (r["server"], r["api"], r["connections"], r["batching"])
+        == (server, api, TARGET_CONNECTIONS, batching)
+    )
 
 
 def targets(rows: list[dict]) -> list[dict]:
@@ -451,19 +630,34 @@ def targets(rows: list[dict]) -> list[dict]:
     reference_off = _find(rows, "reference", "REST", False)
     rest_8 = _find(rows, "agnews serve", "REST", True)
     found = [
-        {"target": "REST, 8 connections, batching on: ≥ 3x the reference without batching",
-         "value": rest_8["requests_per_s"], "bound": 3 * reference_off["requests_per_s"],
-         "met": rest_8["requests_per_s"] >= 3 * reference_off["requests_per_s"]},
-        {"target": "REST, 8 connections, batching on: p99 < 25 ms",
-         "value": rest_8["p99_ms"], "bound": 25.0, "met": rest_8["p99_ms"] < 25},
+        {
+            "target": "REST, 8 connections, batching on: ≥ 3x the reference without batching",
+            "value": rest_8["requests_per_s"],
+            "bound": 3 * reference_off["requests_per_s"],
+            "met": rest_8["requests_per_s"] >= 3 * reference_off["requests_per_s"],
+        },
+        {
+            "target": "REST, 8 connections, batching on: p99 < 25 ms",
+            "value": rest_8["p99_ms"],
+            "bound": 25.0,
+            "met": rest_8["p99_ms"] < 25,
+        },
     ]
     grpc_8 = _find(rows, "agnews serve", "gRPC", True)
-    found.append({"target": "gRPC, 8 connections, batching on: ≥ REST's", "value": grpc_8["requests_per_s"],
-                  "bound": rest_8["requests_per_s"], "met": grpc_8["requests_per_s"] >= rest_8["requests_per_s"]})
+    found.append(
+        {
+            "target": "gRPC, 8 connections, batching on: ≥ REST's",
+            "value": grpc_8["requests_per_s"],
+            "bound": rest_8["requests_per_s"],
+            "met": grpc_8["requests_per_s"] >= rest_8["requests_per_s"],
+        }
+    )
     return found
 
 
-def render(rows: list[dict], limits: list[dict], met: list[dict], first: dict, conditions: dict) -> str:
+def render(
+    rows: list[dict], limits: list[dict], met: list[dict], first: dict, conditions: dict
+) -> str:
     load = " / ".join(f"{v:.2f}" for v in conditions["load_average_at_start"])
     lines = [
         f"Conditions: {conditions['cores']} cores shared with other work, load average {load} (1/5/15 min) "
@@ -485,26 +679,53 @@ def render(rows: list[dict], limits: list[dict], met: list[dict], first: dict, c
         "| client CPU ms/req | share of ceiling |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    order = sorted(rows, key=lambda r: (SERVER_ORDER.index(r["server"]), r["api"], r["connections"], not r["batching"]))
-    lines += [f"| {r['server']} | {r['api']} | {r['connections']} | {'on' if r['batching'] else 'off'} | "
-              f"{r['requests_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
-              f"{r['server_cpu_ms_per_request']:.2f} | {r['client_cpu_ms_per_request']:.2f} | "
-              f"{'—' if r['server'] == 'fixed answer' else format(r['share_of_ceiling'], '.0%')} |" for r in order]
-    lines += ["", "Reference: the werkzeug server of "
-              f"{REFERENCE_COMMIT} (`git show {REFERENCE_COMMIT}:pipeline/serve.py`), same model, same tool. "
-              f"Fixed answer: no model, one fixed prediction from the same transports (uvicorn + httptools, "
-              f"grpc.aio, one uvloop): what a request costs the server and the load tool before any model "
-              f"work. Errors: wrk's socket errors and HTTP statuses ≥ 400, ghz's non-OK statuses. "
-              f"Batching on: the servers' defaults (at most {settings.DEFAULT_BATCH_MAX_ROWS} rows, "
-              f"waiting {settings.DEFAULT_BATCH_TIMEOUT_MS:g} ms for more requests while a batch runs).", "",
-              "Targets (issue 20):", ""]
-    lines += [f"- {t['target']}: {t['value']:,.1f} against {t['bound']:,.1f}: {'met' if t['met'] else 'NOT met'}."
-              for t in met]
+    order = sorted(
+        rows,
+        key=lambda r: (
+            SERVER_ORDER.index(r["server"]),
+            r["api"],
+            r["connections"],
+            not r["batching"],
+        ),
+    )
+    lines += [
+        f"| {r['server']} | {r['api']} | {r['connections']} | {'on' if r['batching'] else 'off'} | "
+        f"{r['requests_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
+        f"{r['server_cpu_ms_per_request']:.2f} | {r['client_cpu_ms_per_request']:.2f} | "
+        f"{'—' if r['server'] == 'fixed answer' else format(r['share_of_ceiling'], '.0%')} |"
+        for r in order
+    ]
+    lines += [
+        "",
+        "Reference: the werkzeug server of "
+        f"{REFERENCE_COMMIT} (`git show {REFERENCE_COMMIT}:pipeline/serve.py`), same model, same tool. "
+        f"Fixed answer: no model, one fixed prediction from the same transports (uvicorn + httptools, "
+        f"grpc.aio, one uvloop): what a request costs the server and the load tool before any model "
+        f"work. Errors: wrk's socket errors and HTTP statuses ≥ 400, ghz's non-OK statuses. "
+        f"Batching on: the servers' defaults (at most {settings.DEFAULT_BATCH_MAX_ROWS} rows, "
+        f"waiting {settings.DEFAULT_BATCH_TIMEOUT_MS:g} ms for more requests while a batch runs).",
+        "",
+        "Targets (issue 20):",
+        "",
+    ]
+    lines += [
+        f"- {t['target']}: {t['value']:,.1f} against {t['bound']:,.1f}: {'met' if t['met'] else 'NOT met'}."
+        for t in met
+    ]
     at_32 = [r for r in order if r["connections"] == 32 and r["server"] == "agnews serve"]
-    lines.append("- 32 connections, share of the ceiling: " + "; ".join(
-        f"{r['api']} batching {'on' if r['batching'] else 'off'} {r['share_of_ceiling']:.0%}" for r in at_32) + ".")
-    lines += ["", f"First request after loading the version, in a fresh process: {first[False]:,.0f} ms without "
-              f"warmup, {first[True]:,.0f} ms with the warmup requests replayed."]
+    lines.append(
+        "- 32 connections, share of the ceiling: "
+        + "; ".join(
+            f"{r['api']} batching {'on' if r['batching'] else 'off'} {r['share_of_ceiling']:.0%}"
+            for r in at_32
+        )
+        + "."
+    )
+    lines += [
+        "",
+        f"First request after loading the version, in a fresh process: {first[False]:,.0f} ms without "
+        f"warmup, {first[True]:,.0f} ms with the warmup requests replayed.",
+    ]
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ window is spans 1-3; its `analyzer_cache` input is span 2's cache, or absent).
 
     .venv/bin/python bench/transform_cache.py [--data ...] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,20 +29,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
-from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-
-from components.artifacts import ACCEPTED, read_summary
-from pipeline import metadata, run_log
-from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
 from publish import publish
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from train_vs_seed import DEFAULT_DATA
 
+import components  # noqa: F401  (Keras 2 before TensorFlow)
+from components.artifacts import ACCEPTED, read_summary
+from pipeline import metadata, node_ids, run_log
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
+
 SPANS = 3
-TRANSFORM = "Transform"
+TRANSFORM = node_ids.TRANSFORM
 
 
 def write_spans(data: Path, root: Path) -> None:
@@ -51,7 +52,9 @@ def write_spans(data: Path, root: Path) -> None:
     size = -(-len(lines) // SPANS)
     for n in range(1, SPANS + 1):
         (root / f"span-{n}").mkdir(parents=True)
-        (root / f"span-{n}" / "train.csv").write_bytes(b"\n".join(lines[(n - 1) * size:n * size]) + b"\n")
+        (root / f"span-{n}" / "train.csv").write_bytes(
+            b"\n".join(lines[(n - 1) * size : n * size]) + b"\n"
+        )
 
 
 def run_span(config: PipelineConfig, span: int, enable_cache: bool) -> dict:
@@ -59,23 +62,35 @@ def run_span(config: PipelineConfig, span: int, enable_cache: bool) -> dict:
     Metadata recorded it."""
     config = dataclasses.replace(config, span=span, enable_cache=enable_cache)
     started = time.perf_counter()
-    LocalDagRunner().run(create_pipeline(
-        config, metadata.sqlite_connection_config(config.metadata_path), through_transform_only=True))
+    LocalDagRunner().run(
+        create_pipeline(
+            config,
+            metadata.sqlite_connection_config(config.metadata_path),
+            through_transform_only=True,
+        )
+    )
     run_s = time.perf_counter() - started
     store = metadata.open_store(config.metadata_path)
     run_id = metadata.latest_run_id(store, config.pipeline_name, with_node=TRANSFORM)
     execution = metadata.execution_in_run(store, config.pipeline_name, run_id, TRANSFORM)
     window = store.get_artifacts_by_id(metadata.inputs(store, execution.id, "examples"))
     cache_in = metadata.inputs(store, execution.id, "analyzer_cache")
-    (cache_out,) = metadata.outputs_in_run(store, config.pipeline_name, run_id, TRANSFORM,
-                                           "TransformCache")
-    return {"span": span, "run_id": run_id, "run_s": run_s,
-            "transform_s": (execution.last_update_time_since_epoch
-                            - execution.create_time_since_epoch) / 1000,
-            "window": sorted(metadata.span(a) for a in window),
-            "rows_per_span": {metadata.span(a): read_summary(a.uri).get(ACCEPTED, 0) for a in window},
-            "analyzer_cache": cache_in, "cache_entries_read": cache_entries(store, cache_in),
-            "updated_cache": cache_out.id, "cache_entries_written": cache_entries(store, [cache_out.id])}
+    (cache_out,) = metadata.outputs_in_run(
+        store, config.pipeline_name, run_id, TRANSFORM, "TransformCache"
+    )
+    return {
+        "span": span,
+        "run_id": run_id,
+        "run_s": run_s,
+        "transform_s": (execution.last_update_time_since_epoch - execution.create_time_since_epoch)
+        / 1000,
+        "window": sorted(metadata.span(a) for a in window),
+        "rows_per_span": {metadata.span(a): read_summary(a.uri).get(ACCEPTED, 0) for a in window},
+        "analyzer_cache": cache_in,
+        "cache_entries_read": cache_entries(store, cache_in),
+        "updated_cache": cache_out.id,
+        "cache_entries_written": cache_entries(store, [cache_out.id]),
+    }
 
 
 def cache_entries(store, cache_ids: list[int]) -> int:
@@ -89,8 +104,11 @@ def keep_live(metadata_path: str, live: set[int]) -> None:
     store = metadata.open_store(metadata_path)
     caches = store.get_artifacts_by_type("TransformCache")
     for artifact in caches:
-        artifact.state = (metadata_store_pb2.Artifact.LIVE if artifact.id in live
-                          else metadata_store_pb2.Artifact.DELETED)
+        artifact.state = (
+            metadata_store_pb2.Artifact.LIVE
+            if artifact.id in live
+            else metadata_store_pb2.Artifact.DELETED
+        )
     store.put_artifacts(caches)
 
 
@@ -103,11 +121,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agnews-tcache-") as temp:
         work = Path(temp)
         write_spans(args.data, work / "data")
-        config = PipelineConfig(data=str(work / "data"), pipeline_root=str(work / "root"),
-                                metadata_path=str(work / "metadata.sqlite"), baseline=False,
-                                window=SPANS)
-        describe = functools.partial(run_log.describe_component, config.metadata_path,
-                                     config.pipeline_name)
+        config = PipelineConfig(
+            data=str(work / "data"),
+            pipeline_root=str(work / "root"),
+            metadata_path=str(work / "metadata.sqlite"),
+            baseline=False,
+            window=SPANS,
+        )
+        describe = functools.partial(
+            run_log.describe_component, config.metadata_path, config.pipeline_name
+        )
         # The libraries' logs go to a file in the temporary directory; a line per component here.
         with run_log.quiet_run(str(work), describe):
             setup = []
@@ -119,54 +142,93 @@ def main() -> None:
             for repeat in range(1, args.repeats + 1):
                 for arm, live in (("warm", {spans_1_2_cache}), ("cold", set())):
                     keep_live(config.metadata_path, live)
-                    print(f"{arm} {repeat}: span {SPANS} again, analyzer cache {sorted(live)}", flush=True)
-                    run = {"arm": arm, "repeat": repeat, **run_span(config, SPANS, enable_cache=False)}
-                    if run["window"] != list(range(1, SPANS + 1)) or run["analyzer_cache"] != sorted(live):
-                        raise SystemExit(f"{arm} run {repeat} is not what it should be: window "
-                                         f"{run['window']}, analyzer_cache {run['analyzer_cache']} "
-                                         f"(expected spans 1-{SPANS}, {sorted(live)}).")
+                    print(
+                        f"{arm} {repeat}: span {SPANS} again, analyzer cache {sorted(live)}",
+                        flush=True,
+                    )
+                    run = {
+                        "arm": arm,
+                        "repeat": repeat,
+                        **run_span(config, SPANS, enable_cache=False),
+                    }
+                    if run["window"] != list(range(1, SPANS + 1)) or run[
+                        "analyzer_cache"
+                    ] != sorted(live):
+                        raise SystemExit(
+                            f"{arm} run {repeat} is not what it should be: window "
+                            f"{run['window']}, analyzer_cache {run['analyzer_cache']} "
+                            f"(expected spans 1-{SPANS}, {sorted(live)})."
+                        )
                     timed.append(run)
-                    print(f"  Transform {run['transform_s']:.1f} s, run {run['run_s']:.1f} s", flush=True)
+                    print(
+                        f"  Transform {run['transform_s']:.1f} s, run {run['run_s']:.1f} s",
+                        flush=True,
+                    )
     load_end = os.getloadavg()
-    summary = {arm: {key: [run[key] for run in timed if run["arm"] == arm]
-                     for key in ("transform_s", "run_s")} for arm in ("warm", "cold")}
+    summary = {
+        arm: {
+            key: [run[key] for run in timed if run["arm"] == arm]
+            for key in ("transform_s", "run_s")
+        }
+        for arm in ("warm", "cold")
+    }
     rows_per_span = timed[-1]["rows_per_span"]
 
     def cell(values: list[float]) -> str:
         return f"{statistics.mean(values):.1f} ({', '.join(f'{v:.1f}' for v in values)})"
 
     warm, cold = (statistics.mean(summary[arm]["transform_s"]) for arm in ("warm", "cold"))
-    rows = [f"| {arm} | {'spans 1-2 from the cache, span 3 analysed' if arm == 'warm' else 'none: spans 1-3 analysed'} "
-            f"| {[r['cache_entries_read'] for r in timed if r['arm'] == arm][0]} "
-            f"| {cell(summary[arm]['transform_s'])} | {cell(summary[arm]['run_s'])} |"
-            for arm in ("warm", "cold")]
-    table = "\n".join([
-        "| analyzer cache | what the window's analysis reads | cache entries read | "
-        "Transform s, mean (runs) | whole run s, mean (runs) |",
-        "| --- | --- | --- | --- | --- |", *rows, "",
-        f"Window of {SPANS} spans ({', '.join(f'span {n}: {rows_per_span[n]:,}' for n in sorted(rows_per_span))} "
-        f"rows accepted; {args.data.name} cut into consecutive thirds), bilstm2's Transform "
-        f"(token vocabulary over the train splits; train and eval materialized), DirectRunner "
-        f"defaults, {args.repeats} timed runs per arm, warm and cold in turn, on one store after "
-        f"the set-up runs of spans 1 and 2 (their Transforms: span 1 alone "
-        f"{setup[0]['transform_s']:.1f} s, spans 1-2 with span 1 from the cache "
-        f"{setup[1]['transform_s']:.1f} s). Warm/cold Transform time: {warm / cold:.2f} "
-        f"({cold - warm:.1f} s saved). The cache spares the token vocabulary's pass over spans "
-        "1-2's train splits only: Transform still reads every span of the window for its pre- "
-        "and post-transform statistics (on: the pipeline does not set disable_statistics) and "
-        "to materialize train and eval. Each timed run is `--no-cache` (enable_cache=False: span 3 "
-        "ingested again, every component reruns); warm and cold differ only in the TransformCache "
-        "artifacts left LIVE in ML Metadata: warm, span 2's run's cache (its analyzer_cache input "
-        "in ML Metadata); cold, none (no analyzer_cache input, as in a store that never ran "
-        "Transform). So `--no-cache` alone keeps the analyzer cache warm: it reruns Transform, "
-        f"which still reads the last cache. Load average (1 min) {load_start[0]:.2f} at the start, "
-        f"{load_end[0]:.2f} at the end; 2 cores shared with other jobs.",
-    ])
-    publish("transform_cache", table, {
-        "config": {"data": str(args.data), "model": config.model, "window": SPANS,
-                   "repeats": args.repeats},
-        "rows_per_span": rows_per_span, "load_average_start": load_start, "load_average_end": load_end,
-        "warm_over_cold": warm / cold, "summary": summary, "setup_runs": setup, "timed_runs": timed})
+    rows = [
+        f"| {arm} | {'spans 1-2 from the cache, span 3 analysed' if arm == 'warm' else 'none: spans 1-3 analysed'} "
+        f"| {[r['cache_entries_read'] for r in timed if r['arm'] == arm][0]} "
+        f"| {cell(summary[arm]['transform_s'])} | {cell(summary[arm]['run_s'])} |"
+        for arm in ("warm", "cold")
+    ]
+    table = "\n".join(
+        [
+            "| analyzer cache | what the window's analysis reads | cache entries read | "
+            "Transform s, mean (runs) | whole run s, mean (runs) |",
+            "| --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+            f"Window of {SPANS} spans ({', '.join(f'span {n}: {rows_per_span[n]:,}' for n in sorted(rows_per_span))} "
+            f"rows accepted; {args.data.name} cut into consecutive thirds), bilstm2's Transform "
+            f"(token vocabulary over the train splits; train and eval materialized), DirectRunner "
+            f"defaults, {args.repeats} timed runs per arm, warm and cold in turn, on one store after "
+            f"the set-up runs of spans 1 and 2 (their Transforms: span 1 alone "
+            f"{setup[0]['transform_s']:.1f} s, spans 1-2 with span 1 from the cache "
+            f"{setup[1]['transform_s']:.1f} s). Warm/cold Transform time: {warm / cold:.2f} "
+            f"({cold - warm:.1f} s saved). The cache spares the token vocabulary's pass over spans "
+            "1-2's train splits only: Transform still reads every span of the window for its pre- "
+            "and post-transform statistics (on: the pipeline does not set disable_statistics) and "
+            "to materialize train and eval. Each timed run is `--no-cache` (enable_cache=False: span 3 "
+            "ingested again, every component reruns); warm and cold differ only in the TransformCache "
+            "artifacts left LIVE in ML Metadata: warm, span 2's run's cache (its analyzer_cache input "
+            "in ML Metadata); cold, none (no analyzer_cache input, as in a store that never ran "
+            "Transform). So `--no-cache` alone keeps the analyzer cache warm: it reruns Transform, "
+            f"which still reads the last cache. Load average (1 min) {load_start[0]:.2f} at the start, "
+            f"{load_end[0]:.2f} at the end; 2 cores shared with other jobs.",
+        ]
+    )
+    publish(
+        "transform_cache",
+        table,
+        {
+            "config": {
+                "data": str(args.data),
+                "model": config.model,
+                "window": SPANS,
+                "repeats": args.repeats,
+            },
+            "rows_per_span": rows_per_span,
+            "load_average_start": load_start,
+            "load_average_end": load_end,
+            "warm_over_cold": warm / cold,
+            "summary": summary,
+            "setup_runs": setup,
+            "timed_runs": timed,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ remapping included) to the end of the epoch with the best eval loss, validation 
 
     .venv/bin/python bench/warm_start.py [--seeds 2] [--epochs 8] [--model bilstm2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests` for run_transform
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_transform as tft
-
-from components import features, model, settings, trainer
 from publish import publish
+from train_vs_seed import DEFAULT_DATA, in_fresh_process
+
+import components  # noqa: F401  (Keras 2 before TensorFlow)
+from components import features, model, settings, trainer
 from tests.test_trainer import fn_args
 from tests.test_warm_start import run_transform
-from train_vs_seed import DEFAULT_DATA, in_fresh_process
 
 
 class EpochClock(tf.keras.callbacks.Callback):
@@ -51,31 +52,56 @@ def run_arm(window, out_dir: str, config: dict, base_model: str | None, seed: in
     output = tft.TFTransformOutput(args.transform_output)
     keys = model.input_keys(config["model"])
     train, evaluation, holdout = (
-        trainer.batch_examples(trainer.read_examples(
-            [f"{window[0].uri}/Split-{split}/*"], args.data_accessor, output, shuffle=shuffle,
-            keys=keys), config["batch_size"])
-        for split, shuffle in ((features.TRAIN_SPLIT, True), (features.EVAL_SPLIT, False),
-                               (features.HOLDOUT_SPLIT, False)))
+        trainer.batch_examples(
+            trainer.read_examples(
+                [f"{window[0].uri}/Split-{split}/*"],
+                args.data_accessor,
+                output,
+                shuffle=shuffle,
+                keys=keys,
+            ),
+            config["batch_size"],
+        )
+        for split, shuffle in (
+            (features.TRAIN_SPLIT, True),
+            (features.EVAL_SPLIT, False),
+            (features.HOLDOUT_SPLIT, False),
+        )
+    )
     tf.keras.utils.set_random_seed(seed)
     started = time.perf_counter()
     classifier, start = trainer.build_classifier(args, output, trainer.distribution_strategy())
     clock = EpochClock(started)
-    history = trainer.fit(classifier, train, evaluation, epochs=config["epochs"],
-                          patience=config["patience"], callbacks=[clock]).history
+    history = trainer.fit(
+        classifier,
+        train,
+        evaluation,
+        epochs=config["epochs"],
+        patience=config["patience"],
+        callbacks=[clock],
+    ).history
     best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
     _, accuracy = classifier.evaluate(holdout, verbose=0)
-    return {"seed": seed, "warm": bool(start["warm_start_from"]), "start": start["reason"],
-            "epochs_run": len(history["val_loss"]), "epochs_to_best": best + 1,
-            "seconds_to_best": clock.ends[best], "best_eval_loss": history["val_loss"][best],
-            "holdout_accuracy": accuracy}
+    return {
+        "seed": seed,
+        "warm": bool(start["warm_start_from"]),
+        "start": start["reason"],
+        "epochs_run": len(history["val_loss"]),
+        "epochs_to_best": best + 1,
+        "seconds_to_best": clock.ends[best],
+        "best_eval_loss": history["val_loss"][best],
+        "holdout_accuracy": accuracy,
+    }
 
 
 def build_windows(data: Path, root: Path):
     """(span 1's Transform output, window 2's): the sample's first half, then all of it."""
     with gzip.open(data, "rb") as handle:
         lines = handle.read().splitlines()
-    return (run_transform(root / "span1", lines[:len(lines) // 2]),
-            run_transform(root / "window2", lines))
+    return (
+        run_transform(root / "span1", lines[: len(lines) // 2]),
+        run_transform(root / "window2", lines),
+    )
 
 
 def train_base(span1, out_dir: Path, config: dict) -> str:
@@ -98,8 +124,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="budget per training")
     parser.add_argument("--model", default=settings.DEFAULT_MODEL, choices=settings.MODEL_NAMES)
     args = parser.parse_args()
-    config = {"model": args.model, "epochs": args.epochs, "patience": settings.DEFAULT_PATIENCE,
-              "batch_size": settings.DEFAULT_BATCH_SIZE}
+    config = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "patience": settings.DEFAULT_PATIENCE,
+        "batch_size": settings.DEFAULT_BATCH_SIZE,
+    }
     with tempfile.TemporaryDirectory(prefix="agnews-warm-") as temp:
         root = Path(temp)
         started = time.perf_counter()
@@ -111,35 +141,55 @@ def main() -> None:
             # Alternate which arm goes first, so neither always meets a warmer machine.
             arms = ((None, "cold"), (base, "warm"))
             for base_model, name in arms if seed % 2 else arms[::-1]:
-                runs.append(in_fresh_process(run_arm, window2, str(root / f"{name}{seed}"),
-                                             config, base_model, seed))
+                runs.append(
+                    in_fresh_process(
+                        run_arm, window2, str(root / f"{name}{seed}"), config, base_model, seed
+                    )
+                )
                 print(f"seed {seed} {name}: {runs[-1]}", flush=True)
     summary = {}
     for arm in ("cold", "warm"):
         chosen = [run for run in runs if run["warm"] == (arm == "warm")]
-        summary[arm] = {key: mean_se([run[key] for run in chosen]) for key in
-                        ("epochs_to_best", "seconds_to_best", "best_eval_loss", "holdout_accuracy")}
-    rows = [f"| {arm} | {s['epochs_to_best'][0]:.1f} ± {s['epochs_to_best'][1]:.1f} | "
-            f"{s['seconds_to_best'][0]:.0f} ± {s['seconds_to_best'][1]:.0f} | "
-            f"{s['best_eval_loss'][0]:.4f} ± {s['best_eval_loss'][1]:.4f} | "
-            f"{s['holdout_accuracy'][0]:.4f} ± {s['holdout_accuracy'][1]:.4f} |"
-            for arm, s in summary.items()]
+        summary[arm] = {
+            key: mean_se([run[key] for run in chosen])
+            for key in ("epochs_to_best", "seconds_to_best", "best_eval_loss", "holdout_accuracy")
+        }
+    rows = [
+        f"| {arm} | {s['epochs_to_best'][0]:.1f} ± {s['epochs_to_best'][1]:.1f} | "
+        f"{s['seconds_to_best'][0]:.0f} ± {s['seconds_to_best'][1]:.0f} | "
+        f"{s['best_eval_loss'][0]:.4f} ± {s['best_eval_loss'][1]:.4f} | "
+        f"{s['holdout_accuracy'][0]:.4f} ± {s['holdout_accuracy'][1]:.4f} |"
+        for arm, s in summary.items()
+    ]
     cold, warm = summary["cold"], summary["warm"]
     accurate = warm["holdout_accuracy"][0] >= cold["holdout_accuracy"][0] - max(
-        cold["holdout_accuracy"][1], warm["holdout_accuracy"][1])
+        cold["holdout_accuracy"][1], warm["holdout_accuracy"][1]
+    )
     faster = warm["epochs_to_best"][0] <= cold["epochs_to_best"][0] / 2
-    table = "\n".join([
-        "| start | epochs to best eval loss | s to best | best eval loss | holdout accuracy |",
-        "| --- | --- | --- | --- | --- |", *rows, "",
-        f"{args.model}, {args.seeds} seeds (mean ± standard error), budget {args.epochs} epochs, "
-        f"patience {settings.DEFAULT_PATIENCE}; base model: run_fn on span 1 (first half of "
-        f"{args.data.name}), window 2 = the whole file; set-up (2 Transforms + base) "
-        f"{setup_s:.0f} s. Target (issue 18): warm within one SE of cold accuracy: "
-        f"{'met' if accurate else 'NOT met'}; in at most half the epochs: "
-        f"{'met' if faster else 'NOT met'}.",
-    ])
-    publish("warm_start", table, {"config": {**config, "seeds": args.seeds, "data": str(args.data)},
-                                  "setup_s": setup_s, "summary": summary, "runs": runs})
+    table = "\n".join(
+        [
+            "| start | epochs to best eval loss | s to best | best eval loss | holdout accuracy |",
+            "| --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+            f"{args.model}, {args.seeds} seeds (mean ± standard error), budget {args.epochs} epochs, "
+            f"patience {settings.DEFAULT_PATIENCE}; base model: run_fn on span 1 (first half of "
+            f"{args.data.name}), window 2 = the whole file; set-up (2 Transforms + base) "
+            f"{setup_s:.0f} s. Target (issue 18): warm within one SE of cold accuracy: "
+            f"{'met' if accurate else 'NOT met'}; in at most half the epochs: "
+            f"{'met' if faster else 'NOT met'}.",
+        ]
+    )
+    publish(
+        "warm_start",
+        table,
+        {
+            "config": {**config, "seeds": args.seeds, "data": str(args.data)},
+            "setup_s": setup_s,
+            "summary": summary,
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

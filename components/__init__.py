@@ -5,6 +5,7 @@ before TensorFlow is first imported, whoever imports this package first. GPU mem
 set the same way: TensorFlow reads it when it starts, and refuses to change it afterwards
 (under LocalDagRunner it has started long before the Trainer).
 """
+
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"

@@ -3,6 +3,7 @@
 Plain Python (TensorFlow's file API only when a file is read), so the run summary and the
 report read them without importing TFX or Beam.
 """
+
 import json
 import os
 
@@ -16,6 +17,13 @@ BLANK_LINE = "blank_line"
 # In the Trainer's ModelRun artifact: per-epoch Keras metrics.
 HISTORY_FILE_NAME = "history.json"
 WARM_START_FILE_NAME = "warm_start.json"  # what the model started from (components.warm_start)
+
+# Custom properties of TFX's own artifacts, as TFX's Evaluator and Pusher (and our gates, which
+# follow them) set them.
+BLESSED_PROPERTY = "blessed"  # ModelBlessing / InfraBlessing: 1 when blessed
+PUSHED_PROPERTY = "pushed"  # PushedModel: 1 when it pushed
+PUSHED_VERSION_PROPERTY = "pushed_version"  # PushedModel: the version directory's name
+PUSHED_DESTINATION_PROPERTY = "pushed_destination"  # PushedModel: the version directory
 
 
 def read_json(path: str):

@@ -1,6 +1,7 @@
 """The drift gate: TFX's DistributionValidator compares a span's statistics with the previous
 span's, with the thresholds of schemas/drift.ini; DistributionValidator only records its verdict
 (a `blessed` value per split pair), so DriftGate reads it and stops the run before Transform."""
+
 import configparser
 import dataclasses
 import math
@@ -31,10 +32,14 @@ MEAN_LENGTH_CHANGE = "mean_length_change"
 # keeps that setting as a placeholder, which Airflow's operators fail to render.)
 _MEASURES = {
     "infinity_norm": ("L_INFTY", "COMPARATOR_L_INFTY_HIGH"),
-    "jensen_shannon_divergence": ("JENSEN_SHANNON_DIVERGENCE",
-                                  "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH"),
-    "normalized_abs_difference": ("NORMALIZED_ABSOLUTE_DIFFERENCE",
-                                  "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH"),
+    "jensen_shannon_divergence": (
+        "JENSEN_SHANNON_DIVERGENCE",
+        "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
+    ),
+    "normalized_abs_difference": (
+        "NORMALIZED_ABSOLUTE_DIFFERENCE",
+        "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH",
+    ),
     MEAN_LENGTH_CHANGE: (None, None),
 }
 _BLESSED_KEY = distribution_validator_executor.ARTIFACT_PROPERTY_BLESSED_KEY
@@ -48,6 +53,7 @@ class DriftError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Check:
     """One line of schemas/drift.ini: `measure` of `feature` may not exceed `threshold`."""
+
     feature: str
     measure: str
     threshold: float
@@ -56,6 +62,7 @@ class Check:
 @dataclasses.dataclass(frozen=True)
 class Drift:
     """One check's outcome; `distance` is NaN where DistributionValidator could not measure."""
+
     feature: str
     measure: str
     distance: float
@@ -68,8 +75,10 @@ class Drift:
         if math.isnan(self.distance):
             return f"{self.feature}: {self.measure}{detail}"
         verdict = ">" if self.drifted else "<="
-        return (f"{self.feature}: {self.measure} {self.distance:.3f} {verdict} threshold "
-                f"{self.threshold:g}{detail}")
+        return (
+            f"{self.feature}: {self.measure} {self.distance:.3f} {verdict} threshold "
+            f"{self.threshold:g}{detail}"
+        )
 
 
 def parse_checks(text: str) -> tuple[Check, ...]:
@@ -83,8 +92,9 @@ def parse_checks(text: str) -> tuple[Check, ...]:
             raise ValueError(f"unknown feature [{feature}] (features: {', '.join(known)})")
         for measure, value in parser.items(feature):
             if measure not in _MEASURES:
-                raise ValueError(f"unknown measure {measure!r} for {feature} (measures: "
-                                 f"{', '.join(_MEASURES)})")
+                raise ValueError(
+                    f"unknown measure {measure!r} for {feature} (measures: {', '.join(_MEASURES)})"
+                )
             checks.append(Check(feature, measure, float(value)))
     return tuple(checks)
 
@@ -123,49 +133,75 @@ def gate_settings(schema_dir: str) -> dict:
 
 
 def _feature_statistics(statistics_uri: str, feature: str):
-    stats = tfdv.load_stats_binary(os.path.join(
-        statistics_uri, f"Split-{features.TRAIN_SPLIT}", stats_artifact_utils.BINARY_PB_BASENAME))
+    stats = tfdv.load_stats_binary(
+        os.path.join(
+            statistics_uri, f"Split-{features.TRAIN_SPLIT}", stats_artifact_utils.BINARY_PB_BASENAME
+        )
+    )
     return tfdv.get_feature_stats(stats.datasets[0], tfdv.FeaturePath([feature]))
 
 
 def report_path(anomalies_uri: str) -> str:
     """DistributionValidator's full report (an Anomalies proto) for the compared splits."""
-    return os.path.join(anomalies_uri, f"SplitPair-{SPLIT_PAIR_NAME}",
-                        distribution_validator_executor.DEFAULT_FILE_NAME)
+    return os.path.join(
+        anomalies_uri,
+        f"SplitPair-{SPLIT_PAIR_NAME}",
+        distribution_validator_executor.DEFAULT_FILE_NAME,
+    )
 
 
-def describe_drift(anomalies_uri: str, statistics_uri: str, baseline_uri: str,
-                   checks) -> list[Drift]:
+def describe_drift(
+    anomalies_uri: str, statistics_uri: str, baseline_uri: str, checks
+) -> list[Drift]:
     """Each check's distance and verdict, then any other anomaly DistributionValidator recorded
     (e.g. a feature it could not compare). TFDV records the comparators' distances and verdicts;
     the mean length change is measured here from the two statistics."""
     anomalies = anomalies_pb2.Anomalies.FromString(
-        io_utils.read_bytes_file(report_path(anomalies_uri)))
-    measured = {(".".join(info.path.step), measurement.type): measurement.value
-                for info in anomalies.drift_skew_info for measurement in info.drift_measurements}
-    raised = {(feature, anomalies_pb2.AnomalyInfo.Type.Name(reason.type))
-              for feature, info in anomalies.anomaly_info.items() for reason in info.reason}
+        io_utils.read_bytes_file(report_path(anomalies_uri))
+    )
+    measured = {
+        (".".join(info.path.step), measurement.type): measurement.value
+        for info in anomalies.drift_skew_info
+        for measurement in info.drift_measurements
+    }
+    raised = {
+        (feature, anomalies_pb2.AnomalyInfo.Type.Name(reason.type))
+        for feature, info in anomalies.anomaly_info.items()
+        for reason in info.reason
+    }
     measurement_types = anomalies_pb2.DriftSkewInfo.Measurement.Type
     drifts = []
     for check in checks:
         measurement, anomaly = _MEASURES[check.measure]
         detail = ""
         if measurement is None:
-            now, before = (_feature_statistics(uri, check.feature).string_stats.avg_length
-                           for uri in (statistics_uri, baseline_uri))
+            now, before = (
+                _feature_statistics(uri, check.feature).string_stats.avg_length
+                for uri in (statistics_uri, baseline_uri)
+            )
             distance = abs(now - before) / before if before else (0.0 if now == 0 else math.inf)
             detail = f"mean {now:.1f} bytes, previous span {before:.1f}"
             drifted = distance > check.threshold
         else:
             distance = measured.get((check.feature, measurement_types.Value(measurement)), math.nan)
             drifted = (check.feature, anomaly) in raised
-        drifts.append(Drift(check.feature, check.measure, distance, check.threshold, drifted, detail))
+        drifts.append(
+            Drift(check.feature, check.measure, distance, check.threshold, drifted, detail)
+        )
     checked = {(check.feature, _MEASURES[check.measure][1]) for check in checks}
     for feature, info in sorted(anomalies.anomaly_info.items()):
         for reason in info.reason:
             if (feature, anomalies_pb2.AnomalyInfo.Type.Name(reason.type)) not in checked:
-                drifts.append(Drift(feature, reason.short_description, math.nan, math.nan, True,
-                                    reason.description))
+                drifts.append(
+                    Drift(
+                        feature,
+                        reason.short_description,
+                        math.nan,
+                        math.nan,
+                        True,
+                        reason.description,
+                    )
+                )
     return drifts
 
 
@@ -173,20 +209,24 @@ def _check_categorical(statistics_uri: str, checks) -> None:
     """L-infinity compares category shares: on numeric statistics TFDV reports 0.0 whatever the
     span, a gate that never closes."""
     for check in checks:
-        if (check.measure == "infinity_norm" and
-                _feature_statistics(statistics_uri, check.feature).HasField("num_stats")):
+        if check.measure == "infinity_norm" and _feature_statistics(
+            statistics_uri, check.feature
+        ).HasField("num_stats"):
             raise DriftError(
                 f"The drift check of '{check.feature}' (infinity_norm) needs categorical "
                 f"statistics: mark '{check.feature}' is_categorical in schemas/schema.pbtxt and "
-                "give StatisticsGen that schema.")
+                "give StatisticsGen that schema."
+            )
 
 
 @component
-def DriftGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
-              statistics: InputArtifact[standard_artifacts.ExampleStatistics],
-              baseline_statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None,
-              thresholds: Parameter[str] = "",
-              accept_drift: Parameter[int] = 0) -> None:
+def DriftGate(
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    baseline_statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None,
+    thresholds: Parameter[str] = "",
+    accept_drift: Parameter[int] = 0,
+) -> None:
     """Raises DriftError when DistributionValidator found drift or a length moved past its
     threshold, unless `accept_drift`: then it logs that the drift was accepted. `thresholds`: drift.ini's text (gate_settings)."""
     checks = parse_checks(thresholds)
@@ -198,15 +238,20 @@ def DriftGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     drifts = describe_drift(anomalies.uri, statistics.uri, baseline_statistics.uri, checks)
     drifted = [str(drift) for drift in drifts if drift.drifted]
     if not drifted and blessed[SPLIT_PAIR_NAME] == distribution_validator_executor.BLESSED_VALUE:
-        logging.info("Drift gate: no drift from the previous span (%s).",
-                     "; ".join(map(str, drifts)))
+        logging.info(
+            "Drift gate: no drift from the previous span (%s).", "; ".join(map(str, drifts))
+        )
         return
     if accept_drift:
-        logging.warning("Drift gate: drift from the previous span accepted (--accept-drift): %s.",
-                        "; ".join(drifted))
+        logging.warning(
+            "Drift gate: drift from the previous span accepted (--accept-drift): %s.",
+            "; ".join(drifted),
+        )
         return
     raise DriftError(
         f"This span drifted from the previous span beyond schemas/{CONFIG_FILE_NAME}, so the run "
-        "stops before Transform:\n  " + "\n  ".join(drifted) +
-        f"\nDistributionValidator's full report: {report_path(anomalies.uri)}"
-        "\nTo train on this span anyway: agnews run --accept-drift")
+        "stops before Transform:\n  "
+        + "\n  ".join(drifted)
+        + f"\nDistributionValidator's full report: {report_path(anomalies.uri)}"
+        "\nTo train on this span anyway: agnews run --accept-drift"
+    )

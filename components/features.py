@@ -24,7 +24,7 @@ TEXT_CHOICES = (TEXT_TITLE_AND_DESCRIPTION, TEXT_TITLE)
 TOKEN_IDS_KEY = "token_ids"
 NUM_TOKENS_KEY = "num_tokens"
 LENGTH_BUCKET_KEY = "length_bucket"  # for TFMA slices: text length in tokens
-SHORT_MAX_TOKENS = 30   # short: at most 30 tokens
+SHORT_MAX_TOKENS = 30  # short: at most 30 tokens
 MEDIUM_MAX_TOKENS = 45  # medium: 31-45; long: more
 
 # Token ids: 0 pads a batch, 1 is any token outside the vocabulary, and the

@@ -19,6 +19,7 @@ of its neighbours. Files whose name contains `tfrecord` hold tf.Examples instead
 named *.gz). Scoring examples carry their `source_file` and `line_number`, which the model
 ignores and the scores repeat.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -31,23 +32,29 @@ import itertools
 import json
 import os
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
-from absl import logging
 import tensorflow as tf
+from absl import logging
 from apache_beam.io.filesystems import FileSystems
 from google.protobuf import json_format, message, struct_pb2
 from tfx.components.example_gen import write_split
+from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
-from tfx.components.util import examples_utils
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components import features
-from components.artifacts import (ACCEPTED, BLANK_LINE, REJECTED_FILE_NAME, SUMMARY_FILE_NAME,
-                                  read_summary)
+from components.artifacts import (
+    ACCEPTED,
+    BLANK_LINE,
+    REJECTED_FILE_NAME,
+    SUMMARY_FILE_NAME,
+    read_summary,
+)
 from components.settings import DEFAULT_MAX_BAD_FRACTION, DEFAULT_MAX_FIELD_CHARS
 
 # Reasons a line is rejected, as written in rejected.csv.
@@ -91,7 +98,9 @@ class IngestError(RuntimeError):
 class IngestSettings:
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
-    source: str = SOURCE_CSV  # SOURCE_CSV: input_base holds CSV files; SOURCE_TFDS: a prepared TFDS dir
+    source: str = (
+        SOURCE_CSV  # SOURCE_CSV: input_base holds CSV files; SOURCE_TFDS: a prepared TFDS dir
+    )
     # True: training input, every row class,title,description. False: scoring input (see above).
     labelled: bool = True
 
@@ -99,11 +108,12 @@ class IngestSettings:
         """Packs the settings the way FileBasedExampleGen carries executor options."""
         config = example_gen_pb2.CustomConfig()
         config.custom_config.Pack(
-            json_format.ParseDict(dataclasses.asdict(self), struct_pb2.Struct()))
+            json_format.ParseDict(dataclasses.asdict(self), struct_pb2.Struct())
+        )
         return config
 
     @classmethod
-    def from_exec_properties(cls, exec_properties: dict[str, Any]) -> "IngestSettings":
+    def from_exec_properties(cls, exec_properties: dict[str, Any]) -> IngestSettings:
         text = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
         if not text:
             return cls()
@@ -111,10 +121,12 @@ class IngestSettings:
         values = struct_pb2.Struct()
         config.custom_config.Unpack(values)
         values = json_format.MessageToDict(values)
-        return cls(max_bad_fraction=float(values["max_bad_fraction"]),
-                   max_field_chars=int(values["max_field_chars"]),
-                   source=values.get("source", SOURCE_CSV),
-                   labelled=bool(values.get("labelled", True)))
+        return cls(
+            max_bad_fraction=float(values["max_bad_fraction"]),
+            max_field_chars=int(values["max_field_chars"]),
+            source=values.get("source", SOURCE_CSV),
+            labelled=bool(values.get("labelled", True)),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,14 +138,20 @@ class Rejection:
 
     def to_csv_line(self) -> str:
         out = io.StringIO()
-        csv.writer(out, lineterminator="").writerow([
-            self.source_file, self.line_number, self.reason,
-            self.raw_line.decode("utf-8", errors="backslashreplace")])
+        csv.writer(out, lineterminator="").writerow(
+            [
+                self.source_file,
+                self.line_number,
+                self.reason,
+                self.raw_line.decode("utf-8", errors="backslashreplace"),
+            ]
+        )
         return out.getvalue()
 
 
-def check_fields(label: int | None, title: str, description: str,
-                 max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> str | None:
+def check_fields(
+    label: int | None, title: str, description: str, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+) -> str | None:
     """The reason a decoded row breaks the contract, or None. Shared by every source; a row
     without a label (None) is checked on its text alone."""
     if label is not None and label not in range(features.NUM_CLASSES):
@@ -158,8 +176,9 @@ def _csv_fields(raw_line: bytes) -> list[str] | str:
     return rows[0] if len(rows) == 1 else WRONG_COLUMN_COUNT
 
 
-def parse_line(raw_line: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
-               form: str = LABELLED_CSV) -> tuple[int | None, str, str] | str:
+def parse_line(
+    raw_line: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS, form: str = LABELLED_CSV
+) -> tuple[int | None, str, str] | str:
     """Returns (label 0-3, or None in an unlabelled file; title, description) for a good CSV
     line of `form`, else the reason to reject it."""
     fields = _csv_fields(raw_line)
@@ -177,8 +196,9 @@ def parse_line(raw_line: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
     return check_fields(label, title, description, max_field_chars) or (label, title, description)
 
 
-def parse_example_record(record: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
-                         ) -> tuple[int | None, str, str] | str:
+def parse_example_record(
+    record: bytes, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+) -> tuple[int | None, str, str] | str:
     """The same contract for a serialized tf.Example (a missing text feature reads as empty;
     the label, when there is one, is 0-3 as ExampleGen writes it)."""
     try:
@@ -189,8 +209,9 @@ def parse_example_record(record: bytes, max_field_chars: int = DEFAULT_MAX_FIELD
         return NOT_A_TF_EXAMPLE
     feature = example.features.feature
     try:
-        title, description = (b"".join(feature[k].bytes_list.value[:1]).decode("utf-8")
-                              for k in features.TEXT_KEYS)
+        title, description = (
+            b"".join(feature[k].bytes_list.value[:1]).decode("utf-8") for k in features.TEXT_KEYS
+        )
     except UnicodeDecodeError:
         return INVALID_UTF8
     labels = feature[features.LABEL_KEY].int64_list.value if features.LABEL_KEY in feature else []
@@ -198,8 +219,9 @@ def parse_example_record(record: bytes, max_field_chars: int = DEFAULT_MAX_FIELD
     return check_fields(label, title, description, max_field_chars) or (label, title, description)
 
 
-def parse_tfds_record(record: dict, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
-                      ) -> tuple[int, str, str] | str:
+def parse_tfds_record(
+    record: dict, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+) -> tuple[int, str, str] | str:
     """The same contract for a TFDS ag_news_subset record (label already 0-3, text as bytes)."""
     try:
         title, description = (record[k].decode("utf-8") for k in features.TEXT_KEYS)
@@ -209,9 +231,11 @@ def parse_tfds_record(record: dict, max_field_chars: int = DEFAULT_MAX_FIELD_CHA
     return check_fields(label, title, description, max_field_chars) or (label, title, description)
 
 
-def make_example(label: int | None, title: str, description: str,
-                 source: tuple[str, int] | None = None) -> tf.train.Example:
+def make_example(
+    label: int | None, title: str, description: str, source: tuple[str, int] | None = None
+) -> tf.train.Example:
     """The example of a good row: the label when it has one, (source file, line) when given."""
+
     def _bytes(value: str) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
 
@@ -229,8 +253,10 @@ def make_example(label: int | None, title: str, description: str,
 def example_source(example: tf.train.Example) -> tuple[str, int]:
     """(source file, line number) of a scoring example."""
     feature = example.features.feature
-    return (feature[SOURCE_FILE_KEY].bytes_list.value[0].decode("utf-8"),
-            feature[LINE_NUMBER_KEY].int64_list.value[0])
+    return (
+        feature[SOURCE_FILE_KEY].bytes_list.value[0].decode("utf-8"),
+        feature[LINE_NUMBER_KEY].int64_list.value[0],
+    )
 
 
 def read_numbered_lines(path: str) -> Iterator[tuple[str, int, bytes]]:
@@ -250,8 +276,9 @@ def is_tfrecord(path: str) -> bool:
 def read_numbered_records(path: str) -> Iterator[tuple[str, int, bytes]]:
     """Yields (path, 1-based record number, record) of a TFRecord file (GZIP when named *.gz)."""
     compression = "GZIP" if path.endswith(".gz") else ""
-    for number, record in enumerate(tf.compat.v1.io.tf_record_iterator(
-            path, tf.io.TFRecordOptions(compression)), start=1):
+    for number, record in enumerate(
+        tf.compat.v1.io.tf_record_iterator(path, tf.io.TFRecordOptions(compression)), start=1
+    ):
         yield path, number, record
 
 
@@ -285,7 +312,7 @@ def file_form(path: str) -> FileForm:
 def relative_name(path: str, base_dir: str) -> str:
     """`path` as rejected.csv and the scores name it: relative to the input base directory."""
     prefix = base_dir.rstrip("/") + "/"
-    return path[len(prefix):] if path.startswith(prefix) else os.path.basename(path)
+    return path[len(prefix) :] if path.startswith(prefix) else os.path.basename(path)
 
 
 def read_tfds_records(input_base: str, split: str) -> Iterator[tuple[str, int, dict]]:
@@ -299,8 +326,13 @@ def read_tfds_records(input_base: str, split: str) -> Iterator[tuple[str, int, d
 
 
 def _raw_tfds_record(record: dict) -> bytes:
-    return json.dumps({k: v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else int(v)
-                       for k, v in record.items()}, sort_keys=True).encode()
+    return json.dumps(
+        {
+            k: v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else int(v)
+            for k, v in record.items()
+        },
+        sort_keys=True,
+    ).encode()
 
 
 class _ParseRow(beam.DoFn):
@@ -308,8 +340,13 @@ class _ParseRow(beam.DoFn):
     tagged Rejection (reason BLANK_LINE for a blank CSV line). `forms` (scoring input) maps each
     file to its FileForm; training files are all LABELLED_CSV."""
 
-    def __init__(self, source: str, max_field_chars: int, base_dir: str = "",
-                 forms: dict[str, FileForm] | None = None):
+    def __init__(
+        self,
+        source: str,
+        max_field_chars: int,
+        base_dir: str = "",
+        forms: dict[str, FileForm] | None = None,
+    ):
         self._source = source
         self._max_field_chars = max_field_chars
         self._base_dir = base_dir
@@ -352,13 +389,16 @@ class ParseFiles(beam.PTransform):
 
     def expand(self, pbegin):
         forms = None if self._settings.labelled else {p: file_form(p) for p in self._paths}
-        return (pbegin
-                | "ListFiles" >> beam.Create(self._paths)
-                | "ReadRows" >> beam.FlatMap(read_numbered_rows)
-                | "Spread" >> beam.Reshuffle()
-                | "Parse" >> beam.ParDo(_ParseRow(SOURCE_CSV, self._settings.max_field_chars,
-                                                  self._base_dir, forms)
-                                        ).with_outputs("rejected", main="examples"))
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(self._paths)
+            | "ReadRows" >> beam.FlatMap(read_numbered_rows)
+            | "Spread" >> beam.Reshuffle()
+            | "Parse"
+            >> beam.ParDo(
+                _ParseRow(SOURCE_CSV, self._settings.max_field_chars, self._base_dir, forms)
+            ).with_outputs("rejected", main="examples")
+        )
 
 
 class WriteRejected(beam.PTransform):
@@ -369,22 +409,29 @@ class WriteRejected(beam.PTransform):
         self._path = path
 
     def expand(self, rejected):
-        return (rejected
-                | "NotBlank" >> beam.Filter(lambda r: r.reason != BLANK_LINE)
-                | "RejectedToCsv" >> beam.Map(Rejection.to_csv_line)
-                | "WriteRejected" >> beam.io.WriteToText(self._path, shard_name_template="",
-                                                         header=REJECTED_HEADER))
+        return (
+            rejected
+            | "NotBlank" >> beam.Filter(lambda r: r.reason != BLANK_LINE)
+            | "RejectedToCsv" >> beam.Map(Rejection.to_csv_line)
+            | "WriteRejected"
+            >> beam.io.WriteToText(self._path, shard_name_template="", header=REJECTED_HEADER)
+        )
 
 
 def write_summary(accepted: list, rejected, path: str) -> None:
     """Writes rows per outcome (ACCEPTED, a rejection reason or BLANK_LINE) as JSON at `path`,
     from the accepted examples' PCollections and the Rejections."""
-    _ = ([pcoll | f"Accepted[{i}]" >> beam.Map(lambda _: ACCEPTED) for i, pcoll in enumerate(accepted)]
-         + [rejected | "Reasons" >> beam.Map(lambda r: r.reason)]
-         | "AllOutcomes" >> beam.Flatten()
-         | "CountOutcomes" >> beam.combiners.Count.PerElement()
-         | "ToDict" >> beam.combiners.ToDict()
-         | "WriteSummary" >> beam.Map(_write_summary, path))
+    _ = (
+        [
+            pcoll | f"Accepted[{i}]" >> beam.Map(lambda _: ACCEPTED)
+            for i, pcoll in enumerate(accepted)
+        ]
+        + [rejected | "Reasons" >> beam.Map(lambda r: r.reason)]
+        | "AllOutcomes" >> beam.Flatten()
+        | "CountOutcomes" >> beam.combiners.Count.PerElement()
+        | "ToDict" >> beam.combiners.ToDict()
+        | "WriteSummary" >> beam.Map(_write_summary, path)
+    )
 
 
 _WORD = re.compile(r"[^\W_]+")  # runs of Unicode letters and digits
@@ -423,19 +470,27 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = IngestSettings.from_exec_properties(exec_properties)
         input_config = proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
+        )
         output_config = proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output())
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output()
+        )
         examples_artifacts = output_dict[standard_component_specs.EXAMPLES_KEY]
         examples = artifact_utils.get_single_instance(examples_artifacts)
         input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-        file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY,
-                                          example_gen_pb2.FORMAT_TFRECORDS_GZIP)
+        file_format = exec_properties.get(
+            standard_component_specs.OUTPUT_FILE_FORMAT_KEY, example_gen_pb2.FORMAT_TFRECORDS_GZIP
+        )
         train_splits = [s.name for s in output_config.split_config.splits]
-        bucket_ends = list(itertools.accumulate(s.hash_buckets for s in output_config.split_config.splits))
+        bucket_ends = list(
+            itertools.accumulate(s.hash_buckets for s in output_config.split_config.splits)
+        )
 
-        split_names = [name for split in input_config.splits
-                       for name in (train_splits if split.name == "train" else [split.name])]
+        split_names = [
+            name
+            for split in input_config.splits
+            for name in (train_splits if split.name == "train" else [split.name])
+        ]
         examples.split_names = artifact_utils.encode_split_names(split_names)
         rejected_pcolls, accepted_pcolls = [], []
         with self._make_beam_pipeline() as pipeline:
@@ -446,24 +501,39 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                         | f"Split[{split.name}]" >> beam.Create([(input_base, split.name)])
                         | f"ReadTfds[{split.name}]" >> beam.FlatMapTuple(read_tfds_records)
                         | f"Spread[{split.name}]" >> beam.Reshuffle()
-                        | f"Parse[{split.name}]" >> beam.ParDo(
+                        | f"Parse[{split.name}]"
+                        >> beam.ParDo(
                             _ParseRow(SOURCE_TFDS, settings.max_field_chars)
-                        ).with_outputs("rejected", main="examples"))
+                        ).with_outputs("rejected", main="examples")
+                    )
                 else:
-                    paths = (data_files(input_base, split.pattern, split.name) if settings.labelled
-                             else matching_files(os.path.join(input_base, split.pattern)))
-                    parsed = pipeline | f"Read[{split.name}]" >> ParseFiles(paths, settings, input_base)
+                    paths = (
+                        data_files(input_base, split.pattern, split.name)
+                        if settings.labelled
+                        else matching_files(os.path.join(input_base, split.pattern))
+                    )
+                    parsed = pipeline | f"Read[{split.name}]" >> ParseFiles(
+                        paths, settings, input_base
+                    )
                 rejected_pcolls.append(parsed.rejected)
                 accepted_pcolls.append(parsed.examples)
                 if split.name == "train":
-                    outputs = dict(zip(train_splits, parsed.examples | "HashSplit" >> beam.Partition(
-                        hash_split_index, len(bucket_ends), bucket_ends)))
+                    outputs = dict(
+                        zip(
+                            train_splits,
+                            parsed.examples
+                            | "HashSplit"
+                            >> beam.Partition(hash_split_index, len(bucket_ends), bucket_ends),
+                        )
+                    )
                 else:
                     outputs = {split.name: parsed.examples}
                 for name, pcoll in outputs.items():
                     _ = pcoll | f"WriteSplit[{name}]" >> write_split.WriteSplit(
                         artifact_utils.get_split_uri(examples_artifacts, name),
-                        file_format, exec_properties)
+                        file_format,
+                        exec_properties,
+                    )
             rejected = rejected_pcolls | "AllRejected" >> beam.Flatten()
             _ = rejected | WriteRejected(os.path.join(examples.uri, REJECTED_FILE_NAME))
             write_summary(accepted_pcolls, rejected, os.path.join(examples.uri, SUMMARY_FILE_NAME))
@@ -473,10 +543,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         counts = read_summary(examples.uri)
         for key, value in counts.items():
             examples.set_int_custom_property(f"rows_{key}", value)
-        check_bad_fraction(counts, settings.max_bad_fraction,
-                           os.path.join(examples.uri, REJECTED_FILE_NAME),
-                           "check --data and the file names (train.csv or train.csv.gz, test.csv...)"
-                           if settings.labelled else "check the --score directory")
+        check_bad_fraction(
+            counts,
+            settings.max_bad_fraction,
+            os.path.join(examples.uri, REJECTED_FILE_NAME),
+            "check --data and the file names (train.csv or train.csv.gz, test.csv...)"
+            if settings.labelled
+            else "check the --score directory",
+        )
 
 
 def matching_files(pattern: str) -> list[str]:
@@ -494,17 +568,26 @@ def data_files(input_base: str, pattern: str, split: str) -> list[str]:
     form = re.compile(rf"{re.escape(split)}(-[^/]*)?\.csv(\.gz)?")
     kept = [path for path in matched if form.fullmatch(os.path.basename(path))]
     if set(matched) - set(kept):
-        logging.warning("Not read (not %s.csv or %s.csv.gz, whole or in shards): %s", split, split,
-                        ", ".join(sorted(set(matched) - set(kept))))
+        logging.warning(
+            "Not read (not %s.csv or %s.csv.gz, whole or in shards): %s",
+            split,
+            split,
+            ", ".join(sorted(set(matched) - set(kept))),
+        )
     if {path.endswith(".gz") for path in kept} == {True, False}:
         raise IngestError(
             f"Both {split}*.csv and {split}*.csv.gz files in {os.path.dirname(kept[0])}: each row "
-            f"would be read twice. Keep one form: {', '.join(os.path.basename(p) for p in kept)}.")
+            f"would be read twice. Keep one form: {', '.join(os.path.basename(p) for p in kept)}."
+        )
     return kept
 
 
-def check_bad_fraction(counts: dict[str, int], max_bad_fraction: float, rejected_path: str,
-                       where_to_look: str = "check the input files") -> None:
+def check_bad_fraction(
+    counts: dict[str, int],
+    max_bad_fraction: float,
+    rejected_path: str,
+    where_to_look: str = "check the input files",
+) -> None:
     """Stops (IngestError) on input with no rows or with too large a share of rejected rows
     (blank lines are not rows)."""
     counts = {k: v for k, v in counts.items() if k != BLANK_LINE}
@@ -517,4 +600,5 @@ def check_bad_fraction(counts: dict[str, int], max_bad_fraction: float, rejected
         raise IngestError(
             f"{bad} of {total} input rows ({bad / total:.2%}) were rejected ({reasons}), more than "
             f"--max-bad-fraction {max_bad_fraction:g} allows. Each rejected row, with its file, "
-            f"line number and reason, is in {rejected_path}. Fix the input or raise the limit.")
+            f"line number and reason, is in {rejected_path}. Fix the input or raise the limit."
+        )

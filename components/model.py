@@ -4,6 +4,7 @@ padding id 0), a linear model over TF-IDF weighted word n-grams, and the two sid
 Every model takes a dict of right-padded features named as Transform names them
 (`input_keys(name)`), so the trainer, the serving signatures and the tests feed them alike.
 """
+
 import tensorflow as tf
 
 from components import features
@@ -12,18 +13,24 @@ from components.settings import DEFAULT_EMBEDDING_DROPOUT, DEFAULT_MODEL, MODEL_
 
 def _bilstm2():
     """The mission's model: the lesson's final masked two-layer bidirectional LSTM."""
-    return [tf.keras.layers.Embedding(features.VOCAB_SIZE, 128, mask_zero=True),
-            tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(64, return_sequences=True)),
-            tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(64))]
+    return [
+        tf.keras.layers.Embedding(features.VOCAB_SIZE, 128, mask_zero=True),
+        tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(64, return_sequences=True)),
+        tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(64)),
+    ]
 
 
 # Each model that reads token ids: its embedding, then the recurrent layers before the head.
 _SEQUENCE_LAYERS = {
     "bilstm2": _bilstm2,
-    "lstm": lambda: [tf.keras.layers.Embedding(features.VOCAB_SIZE, 64, mask_zero=True),
-                     tf.keras.layers.LSTM(8)],
-    "simple_rnn": lambda: [tf.keras.layers.Embedding(features.VOCAB_SIZE, 64, mask_zero=True),
-                           tf.keras.layers.SimpleRNN(16)],
+    "lstm": lambda: [
+        tf.keras.layers.Embedding(features.VOCAB_SIZE, 64, mask_zero=True),
+        tf.keras.layers.LSTM(8),
+    ],
+    "simple_rnn": lambda: [
+        tf.keras.layers.Embedding(features.VOCAB_SIZE, 64, mask_zero=True),
+        tf.keras.layers.SimpleRNN(16),
+    ],
     "bilstm2_wide": _bilstm2,
 }
 assert set(_SEQUENCE_LAYERS) | set(NGRAM_MODELS) == set(MODEL_NAMES), "every variant is built"
@@ -36,7 +43,8 @@ def input_keys(name: str) -> tuple[str, ...]:
     if name not in MODEL_NAMES:
         raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
     return ((features.TOKEN_IDS_KEY,) if name in _SEQUENCE_LAYERS else ()) + (
-        (features.NGRAM_IDS_KEY, features.NGRAM_WEIGHTS_KEY) if name in NGRAM_MODELS else ())
+        (features.NGRAM_IDS_KEY, features.NGRAM_WEIGHTS_KEY) if name in NGRAM_MODELS else ()
+    )
 
 
 # The linear part's logits are scaled up by this: Adam moves every weight by about the learning
@@ -53,19 +61,27 @@ def input_dtype(key: str) -> tf.DType:
 def _ngram_logits(ngram_ids: tf.Tensor, ngram_weights: tf.Tensor) -> tf.Tensor:
     """A linear map of the TF-IDF weighted bag of n-grams to one logit per class: the weight of
     each n-gram in the example times its learned per-class row (padding has weight 0)."""
-    rows = tf.keras.layers.Embedding(features.NGRAM_VOCAB_SIZE, features.NUM_CLASSES,
-                                     embeddings_initializer="zeros",
-                                     name="ngram_weights_per_class")(ngram_ids)
+    rows = tf.keras.layers.Embedding(
+        features.NGRAM_VOCAB_SIZE,
+        features.NUM_CLASSES,
+        embeddings_initializer="zeros",
+        name="ngram_weights_per_class",
+    )(ngram_ids)
     bag = tf.keras.layers.Dot(axes=1, name="weighted_bag")([ngram_weights, rows])
     return tf.keras.layers.Rescaling(NGRAM_LOGIT_SCALE, name="ngram_logits")(bag)
 
 
-def build_model(name: str = DEFAULT_MODEL, learning_rate: float = 1e-3,
-                embedding_dropout: float = DEFAULT_EMBEDDING_DROPOUT) -> tf.keras.Model:
+def build_model(
+    name: str = DEFAULT_MODEL,
+    learning_rate: float = 1e-3,
+    embedding_dropout: float = DEFAULT_EMBEDDING_DROPOUT,
+) -> tf.keras.Model:
     """A compiled classifier from a dict of right-padded features (`input_keys(name)`) to class
     probabilities."""
-    inputs = {key: tf.keras.Input(shape=(None,), name=key, dtype=input_dtype(key))
-              for key in input_keys(name)}
+    inputs = {
+        key: tf.keras.Input(shape=(None,), name=key, dtype=input_dtype(key))
+        for key in input_keys(name)
+    }
     logits = []
     if name in _SEQUENCE_LAYERS:
         embedding, *recurrent = _SEQUENCE_LAYERS[name]()
@@ -76,17 +92,21 @@ def build_model(name: str = DEFAULT_MODEL, learning_rate: float = 1e-3,
             hidden = layer(hidden)
         logits.append(tf.keras.layers.Dense(features.NUM_CLASSES, name="sequence_logits")(hidden))
     if name in NGRAM_MODELS:
-        logits.append(_ngram_logits(inputs[features.NGRAM_IDS_KEY], inputs[features.NGRAM_WEIGHTS_KEY]))
+        logits.append(
+            _ngram_logits(inputs[features.NGRAM_IDS_KEY], inputs[features.NGRAM_WEIGHTS_KEY])
+        )
     if len(logits) > 1:
         logits = [tf.keras.layers.Add()(logits)]
     # One softmax over the summed logits; float32 keeps probabilities exact under mixed precision.
     probabilities = tf.keras.layers.Activation(
-        "softmax", dtype="float32", name=features.PROBABILITIES_KEY)(logits[0])
+        "softmax", dtype="float32", name=features.PROBABILITIES_KEY
+    )(logits[0])
     model = tf.keras.Model(inputs, probabilities, name=name)
     model.compile(
         optimizer=tf.keras.optimizers.Adam(learning_rate, global_clipnorm=GRADIENT_CLIP_NORM),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
     _run_keras_steps_as_written(model)
     return model
 

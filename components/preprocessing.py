@@ -1,4 +1,5 @@
 """Transform's preprocessing_fn: vocabulary over the full training text, token ids per example."""
+
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -15,7 +16,8 @@ def _never_empty(token_ids: tf.RaggedTensor) -> tf.RaggedTensor:
     which breaks the cuDNN LSTM kernel and says nothing to the model anyway."""
     is_empty = tf.cast(tf.equal(token_ids.row_lengths(), 0), tf.int64)
     filler = tf.RaggedTensor.from_row_lengths(
-        tf.fill([tf.reduce_sum(is_empty)], tf.constant(features.OOV_ID, tf.int64)), is_empty)
+        tf.fill([tf.reduce_sum(is_empty)], tf.constant(features.OOV_ID, tf.int64)), is_empty
+    )
     return tf.concat([token_ids, filler], axis=1)
 
 
@@ -26,9 +28,12 @@ def _frequency_threshold(min_count: int) -> int | None:
 
 
 def length_bucket(num_tokens: tf.Tensor) -> tf.Tensor:
-    """"short", "medium" or "long" by token count, for slicing the evaluation."""
-    return tf.where(num_tokens <= features.SHORT_MAX_TOKENS, "short",
-                    tf.where(num_tokens <= features.MEDIUM_MAX_TOKENS, "medium", "long"))
+    """ "short", "medium" or "long" by token count, for slicing the evaluation."""
+    return tf.where(
+        num_tokens <= features.SHORT_MAX_TOKENS,
+        "short",
+        tf.where(num_tokens <= features.MEDIUM_MAX_TOKENS, "medium", "long"),
+    )
 
 
 def preprocessing_fn(inputs, custom_config=None):
@@ -50,13 +55,22 @@ def preprocessing_fn(inputs, custom_config=None):
         description = tf.zeros_like(description)  # empty strings: the title alone counts
     tokens = text.tokenize(title, description)
     vocabulary = tft.vocabulary(
-        tokens, top_k=features.VOCAB_SIZE - features.NUM_RESERVED_IDS,
+        tokens,
+        top_k=features.VOCAB_SIZE - features.NUM_RESERVED_IDS,
         frequency_threshold=_frequency_threshold(
-            int(config.get("min_token_count", features.DEFAULT_MIN_TOKEN_COUNT))),
-        vocab_filename=features.VOCAB_NAME, name="token_vocabulary")
-    token_ids = tft.apply_vocabulary(
-        tokens[:, :max_tokens], vocabulary,
-        default_value=features.OOV_ID - features.NUM_RESERVED_IDS) + features.NUM_RESERVED_IDS
+            int(config.get("min_token_count", features.DEFAULT_MIN_TOKEN_COUNT))
+        ),
+        vocab_filename=features.VOCAB_NAME,
+        name="token_vocabulary",
+    )
+    token_ids = (
+        tft.apply_vocabulary(
+            tokens[:, :max_tokens],
+            vocabulary,
+            default_value=features.OOV_ID - features.NUM_RESERVED_IDS,
+        )
+        + features.NUM_RESERVED_IDS
+    )
     outputs = {
         features.TOKEN_IDS_KEY: _never_empty(token_ids).to_sparse(),
         features.NUM_TOKENS_KEY: tokens.row_lengths(),
@@ -73,8 +87,12 @@ def ngram_bag(tokens: tf.RaggedTensor) -> dict[str, tf.SparseTensor]:
     the linear models (TFT's own n-gram, vocabulary and TF-IDF analyzers)."""
     ngrams = tft.ngrams(tokens.to_sparse(), features.NGRAM_RANGE, separator=" ")
     ngram_ids = tft.compute_and_apply_vocabulary(
-        ngrams, top_k=features.NGRAM_VOCAB_SIZE - 1,
+        ngrams,
+        top_k=features.NGRAM_VOCAB_SIZE - 1,
         frequency_threshold=_frequency_threshold(features.NGRAM_MIN_COUNT),
-        num_oov_buckets=1, vocab_filename=features.NGRAM_VOCAB_NAME, name="ngram_vocabulary")
+        num_oov_buckets=1,
+        vocab_filename=features.NGRAM_VOCAB_NAME,
+        name="ngram_vocabulary",
+    )
     ids, weights = tft.tfidf(ngram_ids, features.NGRAM_VOCAB_SIZE, name="ngram_tfidf")
     return {features.NGRAM_IDS_KEY: ids, features.NGRAM_WEIGHTS_KEY: weights}

@@ -5,6 +5,7 @@ gate are skipped. Their outputs are optional inputs of Pusher and BulkInferrer, 
 runs anyway: Pusher would push without validation (it only logs a warning) or fail looking for
 a model, BulkInferrer failed looking for a blessing.
 """
+
 from absl import logging
 from tfx.components.bulk_inferrer import executor as bulk_inferrer_executor
 from tfx.components.pusher import executor as pusher_executor
@@ -13,8 +14,10 @@ from tfx.types import standard_component_specs
 
 class BulkInferrerExecutor(bulk_inferrer_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        if not (input_dict.get(standard_component_specs.MODEL_KEY)
-                and input_dict.get(standard_component_specs.MODEL_BLESSING_KEY)):
+        if not (
+            input_dict.get(standard_component_specs.MODEL_KEY)
+            and input_dict.get(standard_component_specs.MODEL_BLESSING_KEY)
+        ):
             logging.info("Nothing scored: no model was trained and evaluated in this run.")
             return
         super().Do(input_dict, output_dict, exec_properties)
@@ -22,8 +25,10 @@ class BulkInferrerExecutor(bulk_inferrer_executor.Executor):
 
 class Executor(pusher_executor.Executor):
     def CheckBlessing(self, input_dict) -> bool:
-        if not (input_dict.get(standard_component_specs.MODEL_BLESSING_KEY)
-                and input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)):
+        if not (
+            input_dict.get(standard_component_specs.MODEL_BLESSING_KEY)
+            and input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)
+        ):
             logging.info("Nothing pushed: no model was evaluated and checked in this run.")
             return False
         return super().CheckBlessing(input_dict)

@@ -7,6 +7,7 @@ errors, so instead stderr is captured around the code that prints them and every
 these known lines is written back. TFX 1.16's LocalDagRunner logs a warning per artifact query
 that it cannot push a property filter into MLMD (it filters in Python instead).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,7 +21,8 @@ import tempfile
 TENSORFLOW_NOISE = re.compile(
     rb"Unable to register (cuFFT|cuDNN|cuBLAS) factory"
     rb"|All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    rb"|oneDNN supports DT_INT64 only on platforms with AVX-512")
+    rb"|oneDNN supports DT_INT64 only on platforms with AVX-512"
+)
 TFX_NOTICES = ("ArtifactQuery.property_predicate is not supported",)
 
 
@@ -39,8 +41,9 @@ def filtered_stderr(noise: re.Pattern = TENSORFLOW_NOISE):
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = b"".join(line for line in captured.read().splitlines(keepends=True)
-                            if not noise.search(line))
+            kept = b"".join(
+                line for line in captured.read().splitlines(keepends=True) if not noise.search(line)
+            )
             if kept:
                 os.write(2, kept)
 

@@ -23,12 +23,13 @@ from tfx.types import standard_artifacts
 from tfx.utils import io_utils, path_utils
 
 from components import features
+from components.artifacts import BLESSED_PROPERTY
 
 # Batch sizes of the warmup requests, per signature: 14 records in all (TF Serving reads up
 # to 1,000). One request per size is enough to build every kernel both signatures use.
 WARMUP_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 WARMUP_SIGNATURES = (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE)
-BLESSED_FILE_NAME = "INFRA_BLESSED"          # InfraValidator's names, which Pusher reads
+BLESSED_FILE_NAME = "INFRA_BLESSED"  # InfraValidator's names, which Pusher reads
 NOT_BLESSED_FILE_NAME = "INFRA_NOT_BLESSED"
 REASON_PROPERTY = "reason"
 
@@ -82,7 +83,9 @@ def _string_tensor(values: list[bytes]):
     return tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)])
 
 
-def warmup_requests(eval_examples: list[tf.train.Example]) -> list[prediction_log_pb2.PredictionLog]:
+def warmup_requests(
+    eval_examples: list[tf.train.Example],
+) -> list[prediction_log_pb2.PredictionLog]:
     """PredictionLogs for both serving signatures, one per batch size, from raw eval examples
     (the label removed, as a client sends them)."""
     logs = []
@@ -90,8 +93,12 @@ def warmup_requests(eval_examples: list[tf.train.Example]) -> list[prediction_lo
         for size in WARMUP_BATCH_SIZES:
             batch = [eval_examples[i % len(eval_examples)] for i in range(size)]
             if signature == features.SERVING_DEFAULT:
-                inputs = {key: _string_tensor([e.features.feature[key].bytes_list.value[0] for e in batch])
-                          for key in features.TEXT_KEYS}
+                inputs = {
+                    key: _string_tensor(
+                        [e.features.feature[key].bytes_list.value[0] for e in batch]
+                    )
+                    for key in features.TEXT_KEYS
+                }
             else:
                 unlabeled = []
                 for example in batch:
@@ -100,16 +107,22 @@ def warmup_requests(eval_examples: list[tf.train.Example]) -> list[prediction_lo
                     unlabeled.append(example.SerializeToString())
                 inputs = {"examples": _string_tensor(unlabeled)}
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(signature_name=signature), inputs=inputs)
-            logs.append(prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)))
+                model_spec=model_pb2.ModelSpec(signature_name=signature), inputs=inputs
+            )
+            logs.append(
+                prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request)
+                )
+            )
     return logs
 
 
 def read_eval_examples(examples_uri: str, count: int) -> list[tf.train.Example]:
     files = tf.io.gfile.glob(os.path.join(examples_uri, "Split-eval", "*"))
-    return [tf.train.Example.FromString(record.numpy()) for record in
-            tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
+    return [
+        tf.train.Example.FromString(record.numpy())
+        for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
+    ]
 
 
 def check_in_separate_process(model_dir: str, timeout_seconds: int) -> list[str]:
@@ -118,14 +131,26 @@ def check_in_separate_process(model_dir: str, timeout_seconds: int) -> list[str]
     same to it: a relative path, or a URI (gs://...) that TensorFlow opens itself."""
     try:
         done = subprocess.run(
-            [sys.executable, "-c", CHECK_SCRIPT, model_dir, path_utils.warmup_file_path(model_dir),
-             json.dumps(features.LABEL_NAMES)],
-            capture_output=True, text=True, timeout=timeout_seconds)
+            [
+                sys.executable,
+                "-c",
+                CHECK_SCRIPT,
+                model_dir,
+                path_utils.warmup_file_path(model_dir),
+                json.dumps(features.LABEL_NAMES),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout_seconds,
+        )
     except subprocess.TimeoutExpired:
-        raise ServingProcessFailed(f"the serving process gave no answer within {timeout_seconds} s") from None
+        raise ServingProcessFailed(
+            f"the serving process gave no answer within {timeout_seconds} s"
+        ) from None
     if done.returncode != 0 or not done.stdout.strip():
-        raise ServingProcessFailed(f"the serving process exited with code {done.returncode}: "
-                                   f"{done.stderr.strip()[-500:]}")
+        raise ServingProcessFailed(
+            f"the serving process exited with code {done.returncode}: {done.stderr.strip()[-500:]}"
+        )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not result["problems"] and result["checked"] == 0:
         return ["no warmup request was answered"]
@@ -139,7 +164,8 @@ def stage_candidate(model_uri: str, examples_uri: str, blessing_uri: str) -> str
     io_utils.copy_dir(path_utils.serving_model_path(model_uri), candidate)
     io_utils.write_tfrecord_file(
         path_utils.warmup_file_path(candidate),
-        *warmup_requests(read_eval_examples(examples_uri, max(WARMUP_BATCH_SIZES))))
+        *warmup_requests(read_eval_examples(examples_uri, max(WARMUP_BATCH_SIZES))),
+    )
     return candidate
 
 
@@ -152,10 +178,12 @@ def describe(problems: list[str]) -> str:
 
 
 @component
-def ServabilityGate(model: InputArtifact[standard_artifacts.Model],
-                    examples: InputArtifact[standard_artifacts.Examples],
-                    blessing: OutputArtifact[standard_artifacts.InfraBlessing],
-                    timeout_seconds: Parameter[int] = 600) -> None:
+def ServabilityGate(
+    model: InputArtifact[standard_artifacts.Model],
+    examples: InputArtifact[standard_artifacts.Examples],
+    blessing: OutputArtifact[standard_artifacts.InfraBlessing],
+    timeout_seconds: Parameter[int] = 600,
+) -> None:
     """Blesses the model (with warmup requests, for Pusher) only when a TensorFlow-only process
     loads it and answers every warmup request correctly; else records why not."""
     candidate = stage_candidate(model.uri, examples.uri, blessing.uri)
@@ -164,9 +192,9 @@ def ServabilityGate(model: InputArtifact[standard_artifacts.Model],
         tf.io.gfile.rmtree(candidate)
         reason = describe(problems)
         io_utils.write_string_file(os.path.join(blessing.uri, NOT_BLESSED_FILE_NAME), reason)
-        blessing.set_int_custom_property("blessed", 0)
+        blessing.set_int_custom_property(BLESSED_PROPERTY, 0)
         blessing.set_string_custom_property(REASON_PROPERTY, reason)
         return
     io_utils.write_string_file(os.path.join(blessing.uri, BLESSED_FILE_NAME), "")
-    blessing.set_int_custom_property("blessed", 1)
+    blessing.set_int_custom_property(BLESSED_PROPERTY, 1)
     blessing.set_int_custom_property("has_model", 1)

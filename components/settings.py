@@ -52,7 +52,9 @@ DEFAULT_BATCH_THREADS = None  # batches run at once (num_batch_threads): None is
 DEFAULT_INTRA_OP_THREADS = 1
 DEFAULT_INTER_OP_THREADS = 0
 DEFAULT_LOG_SAMPLE_RATE = 0.01  # share of requests written to --log-requests
-DEFAULT_FILE_SYSTEM_POLL_WAIT_S = 1.0  # how often new versions are looked for (TF Serving's default)
+DEFAULT_FILE_SYSTEM_POLL_WAIT_S = (
+    1.0  # how often new versions are looked for (TF Serving's default)
+)
 
 # `agnews compile kubeflow` (pipeline.kubeflow_runner): the image built from the Dockerfile.
 DEFAULT_KUBEFLOW_IMAGE = "agnews-pipeline:latest"

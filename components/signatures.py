@@ -3,6 +3,7 @@
 The Transform graph (with its vocabulary file as an asset) is attached to the model, so
 the SavedModel needs no Python code at load time: TF Serving loads it as it is.
 """
+
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -24,8 +25,9 @@ def _as_column(values: tf.Tensor) -> tf.Tensor:
     return tf.reshape(values, [-1, 1])
 
 
-def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-                         export_dir: str) -> None:
+def export_serving_model(
+    model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
+) -> None:
     """Saves `model` with the serving_default, serving_tf_example, batch_scoring and
     transform_features signatures.
 
@@ -51,30 +53,48 @@ def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTrans
             features.LABEL_NAME_KEY: tf.gather(label_names, class_id),
         }
 
-    @tf.function(autograph=False, input_signature=[
-        tf.TensorSpec([None], tf.string, name=features.TITLE_KEY),
-        tf.TensorSpec([None], tf.string, name=features.DESCRIPTION_KEY)])
+    @tf.function(
+        autograph=False,
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=features.TITLE_KEY),
+            tf.TensorSpec([None], tf.string, name=features.DESCRIPTION_KEY),
+        ],
+    )
     def serve_text(title, description):
-        return predict({features.TITLE_KEY: _as_column(title),
-                        features.DESCRIPTION_KEY: _as_column(description)})
+        return predict(
+            {
+                features.TITLE_KEY: _as_column(title),
+                features.DESCRIPTION_KEY: _as_column(description),
+            }
+        )
 
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(
+        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")]
+    )
     def serve_tf_examples(serialized):
         return predict(tf.io.parse_example(serialized, unlabeled_spec))
 
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(
+        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")]
+    )
     def score_tf_examples(serialized):
         outputs = predict(tf.io.parse_example(serialized, unlabeled_spec))
         return {key: outputs[key] for key in (features.PROBABILITIES_KEY, features.CLASS_ID_KEY)}
 
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(
+        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")]
+    )
     def transform_features(serialized):
         transformed = servable.tft_layer(tf.io.parse_example(serialized, raw_spec))
         return {key: dense(values) for key, values in transformed.items()}
 
-    tf.saved_model.save(servable, export_dir, signatures={
-        features.SERVING_DEFAULT: serve_text,
-        features.SERVING_TF_EXAMPLE: serve_tf_examples,
-        features.BATCH_SCORING: score_tf_examples,
-        features.TRANSFORM_FEATURES: transform_features,
-    })
+    tf.saved_model.save(
+        servable,
+        export_dir,
+        signatures={
+            features.SERVING_DEFAULT: serve_text,
+            features.SERVING_TF_EXAMPLE: serve_tf_examples,
+            features.BATCH_SCORING: score_tf_examples,
+            features.TRANSFORM_FEATURES: transform_features,
+        },
+    )

@@ -7,6 +7,7 @@ escaped `$` as `\\$` and wrote line breaks as a lone backslash ("touchdown\\pass
 strip punctuation) and `tokenize` splits on whitespace. Ingestion keeps the text as it
 was; this module is the one place it is cleaned.
 """
+
 import tensorflow as tf
 
 # (pattern, replacement), applied in order: the crawl's forms first, entities next, then
@@ -15,20 +16,20 @@ _RESIDUE_RULES = (
     # The space before a bare entity is the crawl's `&`: put it back, so "Yahoo #39;s"
     # becomes "Yahoo's" (not "Yahoo 's", which would split off a token "s").
     (r" (#\d+|quot|amp|lt|gt|nbsp);", r"&\1;"),
-    (r"\\\$", "$"),                         # "C\$1": an escaped dollar sign
-    (r"\\+", " "),                          # any other backslash is a line break
+    (r"\\\$", "$"),  # "C\$1": an escaped dollar sign
+    (r"\\+", " "),  # any other backslash is a line break
     (r"&?#36;", "$"),
-    (r"&?#(?:39|146|8217);", "'"),          # apostrophes: ASCII, cp1252, Unicode
-    ("[\u2018\u2019]", "'"),                # what clients paste: curly quotes, straightened
-    ("[\u201c\u201d]", "\""),
+    (r"&?#(?:39|146|8217);", "'"),  # apostrophes: ASCII, cp1252, Unicode
+    ("[\u2018\u2019]", "'"),  # what clients paste: curly quotes, straightened
+    ("[\u201c\u201d]", '"'),
     (r"&?#38;", "&"),
-    (r"&?#\d+;", " "),                     # other numeric character references
+    (r"&?#\d+;", " "),  # other numeric character references
     (r"&lt;", "<"),
     (r"&gt;", ">"),
-    (r"&?quot;", "\""),
+    (r"&?quot;", '"'),
     (r"&nbsp;", " "),
-    (r"<[^<>]{0,200}>", " "),              # HTML tags such as <b>, </b>, <a href=...>
-    (r"&(?:amp;)+", "&"),                  # "&amp;amp;": escaped more than once
+    (r"<[^<>]{0,200}>", " "),  # HTML tags such as <b>, </b>, <a href=...>
+    (r"&(?:amp;)+", "&"),  # "&amp;amp;": escaped more than once
     (r"\s+", " "),
 )
 

@@ -1,4 +1,5 @@
 """Trainer's run_fn: trains the chosen model on Transform's output and exports it for serving."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,14 @@ from tfx_bsl.public import tfxio
 
 from components import features, model, signatures, warm_start
 from components.artifacts import HISTORY_FILE_NAME, WARM_START_FILE_NAME
-from components.settings import (DEFAULT_BATCH_SIZE, DEFAULT_EMBEDDING_DROPOUT, DEFAULT_EPOCHS,
-                                 DEFAULT_LEARNING_RATE, DEFAULT_MODEL, DEFAULT_PATIENCE)
+from components.settings import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EMBEDDING_DROPOUT,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_MODEL,
+    DEFAULT_PATIENCE,
+)
 
 # Learning rate x this after every epoch that does not lower eval loss.
 LEARNING_RATE_DECAY_ON_PLATEAU = 0.3
@@ -55,55 +62,76 @@ def distribution_strategy() -> tf.distribute.Strategy:
                 f"TF_CONFIG names {cluster_size()} training processes, but TensorFlow already "
                 "ran in this one, so it cannot join them. Run the Trainer in a process of its "
                 "own per worker (Vertex AI, a Kubeflow TFJob), or unset TF_CONFIG to train "
-                f"here ({error}).") from None
+                f"here ({error})."
+            ) from None
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
 def _kind(strategy: tf.distribute.Strategy) -> str:
     """The strategy's public name (MultiWorkerMirroredStrategy's class is named otherwise)."""
-    return ("MultiWorkerMirroredStrategy"
-            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            else type(strategy).__name__)
+    return (
+        "MultiWorkerMirroredStrategy"
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        else type(strategy).__name__
+    )
 
 
-def read_examples(file_pattern, data_accessor, tf_transform_output: tft.TFTransformOutput,
-                  shuffle: bool, keys: tuple[str, ...] = (features.TOKEN_IDS_KEY,)
-                  ) -> tf.data.Dataset:
+def read_examples(
+    file_pattern,
+    data_accessor,
+    tf_transform_output: tft.TFTransformOutput,
+    shuffle: bool,
+    keys: tuple[str, ...] = (features.TOKEN_IDS_KEY,),
+) -> tf.data.Dataset:
     """Transformed examples one by one: ({key: values [length] for the model's keys}, label)."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, label_key=features.LABEL_KEY,
-                                       num_epochs=1, shuffle=shuffle, shuffle_seed=SEED),
-        tf_transform_output.transformed_metadata.schema)
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=_READ_BATCH,
+            label_key=features.LABEL_KEY,
+            num_epochs=1,
+            shuffle=shuffle,
+            shuffle_seed=SEED,
+        ),
+        tf_transform_output.transformed_metadata.schema,
+    )
     dataset = dataset.map(lambda batch, label: ({k: batch[k] for k in keys}, label)).unbatch()
     # An unbatched row keeps its read batch's dense shape (the longest of 256 rows): shrinking
     # it to the row's own values keeps that padding out of the length buckets.
     dataset = dataset.map(
-        lambda row, label: ({k: tf.sparse.to_dense(tf.sparse.reset_shape(v)) for k, v in row.items()},
-                            label),
-        num_parallel_calls=tf.data.AUTOTUNE)
+        lambda row, label: (
+            {k: tf.sparse.to_dense(tf.sparse.reset_shape(v)) for k, v in row.items()},
+            label,
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     if shuffle:
         dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=SEED, reshuffle_each_iteration=True)
     return dataset
 
 
-def batch_examples(dataset: tf.data.Dataset, batch_size: int, bucketing: bool = True
-                   ) -> tf.data.Dataset:
+def batch_examples(
+    dataset: tf.data.Dataset, batch_size: int, bucketing: bool = True
+) -> tf.data.Dataset:
     """Right-padded batches (padding 0 for every feature: PAD_ID for token ids, weight 0 for
     n-grams); with bucketing, rows of similar length (in tokens, else in n-grams) share a
     batch so the LSTMs spend little time on padding."""
     row_spec, _ = dataset.element_spec
-    padding = ({k: tf.constant(features.PAD_ID, spec.dtype) for k, spec in row_spec.items()},
-               tf.constant(0, tf.int64))
+    padding = (
+        {k: tf.constant(features.PAD_ID, spec.dtype) for k, spec in row_spec.items()},
+        tf.constant(0, tf.int64),
+    )
     if bucketing:
-        length_key = (features.TOKEN_IDS_KEY if features.TOKEN_IDS_KEY in row_spec
-                      else features.NGRAM_IDS_KEY)
+        length_key = (
+            features.TOKEN_IDS_KEY if features.TOKEN_IDS_KEY in row_spec else features.NGRAM_IDS_KEY
+        )
         dataset = dataset.bucket_by_sequence_length(
             element_length_func=lambda row, label: tf.shape(row[length_key])[0],
             bucket_boundaries=list(BUCKET_BOUNDARIES),
             bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
-            padding_values=padding)
+            padding_values=padding,
+        )
     else:
         dataset = dataset.padded_batch(batch_size, padding_values=padding)
     # Across N workers, each takes its 1/N of every global batch: Transform writes fewer files
@@ -123,23 +151,36 @@ def padding_fraction(batches: tf.data.Dataset) -> float:
     return padded / max(total, 1)
 
 
-def fit(classifier: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.Dataset,
-        epochs: int, patience: int = DEFAULT_PATIENCE, callbacks=()) -> tf.keras.callbacks.History:
+def fit(
+    classifier: tf.keras.Model,
+    train: tf.data.Dataset,
+    evaluation: tf.data.Dataset,
+    epochs: int,
+    patience: int = DEFAULT_PATIENCE,
+    callbacks=(),
+) -> tf.keras.callbacks.History:
     """Trains until eval loss stops improving for `patience` epochs, keeping the best weights;
     each epoch without improvement also cuts the learning rate."""
     return classifier.fit(
-        train, validation_data=evaluation, epochs=epochs,
-        callbacks=[tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                                    restore_best_weights=True, verbose=1),
-                   tf.keras.callbacks.ReduceLROnPlateau(
-                       monitor="val_loss", factor=LEARNING_RATE_DECAY_ON_PLATEAU, patience=0,
-                       verbose=1),
-                   *callbacks],
-        verbose=2)
+        train,
+        validation_data=evaluation,
+        epochs=epochs,
+        callbacks=[
+            tf.keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
+            ),
+            tf.keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=LEARNING_RATE_DECAY_ON_PLATEAU, patience=0, verbose=1
+            ),
+            *callbacks,
+        ],
+        verbose=2,
+    )
 
 
-def build_classifier(fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput,
-                     strategy: tf.distribute.Strategy) -> tuple[tf.keras.Model, dict]:
+def build_classifier(
+    fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput, strategy: tf.distribute.Strategy
+) -> tuple[tf.keras.Model, dict]:
     """The compiled model run_fn fits, and what it starts from: the weights of
     `fn_args.base_model` when warm_start.start_from can use them, else fresh ones. Separate
     from run_fn so that the starting weights can be checked before any training."""
@@ -153,11 +194,17 @@ def build_classifier(fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput
             classifier = model.build_model(
                 model_name,
                 float(config.get("learning_rate", DEFAULT_LEARNING_RATE)),
-                float(config.get("embedding_dropout", DEFAULT_EMBEDDING_DROPOUT)))
+                float(config.get("embedding_dropout", DEFAULT_EMBEDDING_DROPOUT)),
+            )
     finally:
         tf.keras.mixed_precision.set_global_policy(policy)
-    start = warm_start.start_from(classifier, model_name, fn_args.base_model, tf_transform_output,
-                                  enabled=bool(config.get("warm_start", True)))
+    start = warm_start.start_from(
+        classifier,
+        model_name,
+        fn_args.base_model,
+        tf_transform_output,
+        enabled=bool(config.get("warm_start", True)),
+    )
     return classifier, start
 
 
@@ -170,21 +217,36 @@ def run_fn(fn_args: FnArgs) -> None:
     tf.keras.utils.set_random_seed(SEED)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train, evaluation = (
-        batch_examples(read_examples(files, fn_args.data_accessor, tf_transform_output,
-                                     shuffle=shuffle, keys=model.input_keys(model_name)), batch_size)
-        for files, shuffle in ((fn_args.train_files, True), (fn_args.eval_files, False)))
+        batch_examples(
+            read_examples(
+                files,
+                fn_args.data_accessor,
+                tf_transform_output,
+                shuffle=shuffle,
+                keys=model.input_keys(model_name),
+            ),
+            batch_size,
+        )
+        for files, shuffle in ((fn_args.train_files, True), (fn_args.eval_files, False))
+    )
     if features.TOKEN_IDS_KEY in model.input_keys(model_name):
         print(f"Padding fraction of the eval batches: {padding_fraction(evaluation):.3f}")
     classifier, start = build_classifier(fn_args, tf_transform_output, strategy)
     classifier.summary(print_fn=logging.info)  # in the run's log file, not on the console
     print(warm_start.describe(start))
-    history = fit(classifier, train, evaluation, epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
-                  patience=int(config.get("patience", DEFAULT_PATIENCE)),
-                  callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+    history = fit(
+        classifier,
+        train,
+        evaluation,
+        epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
+        patience=int(config.get("patience", DEFAULT_PATIENCE)),
+        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
+    )
     with _export_dirs(strategy, fn_args) as (serving_model_dir, model_run_dir):
         with tf.io.gfile.GFile(os.path.join(model_run_dir, HISTORY_FILE_NAME), "w") as handle:
-            json.dump({k: [float(v) for v in values] for k, values in history.history.items()},
-                      handle)
+            json.dump(
+                {k: [float(v) for v in values] for k, values in history.history.items()}, handle
+            )
         with tf.io.gfile.GFile(os.path.join(model_run_dir, WARM_START_FILE_NAME), "w") as handle:
             json.dump(start, handle)
         signatures.export_serving_model(classifier, tf_transform_output, serving_model_dir)

@@ -1,5 +1,6 @@
 """A gate after ExampleValidator: data that breaks the schema contract stops the run here,
 before Transform, with a message naming each feature and anomaly."""
+
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
@@ -35,9 +36,12 @@ def describe_anomalies(anomalies_uri: str, split_names: list[str]) -> list[str]:
 def AnomaliesGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]) -> None:
     """Raises DataContractError when ExampleValidator found any anomaly."""
     problems = describe_anomalies(
-        anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
+        anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names)
+    )
     if problems:
         raise DataContractError(
             "The examples break the data contract in schemas/schema.pbtxt, so the run stops "
-            "before Transform:\n  " + "\n  ".join(problems) +
-            f"\nExampleValidator's full report: {anomalies.uri}")
+            "before Transform:\n  "
+            + "\n  ".join(problems)
+            + f"\nExampleValidator's full report: {anomalies.uri}"
+        )

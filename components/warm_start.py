@@ -8,6 +8,7 @@ keeps the new model's freshly initialised row. Every other variable is copied as
 The earlier weights are read from the SavedModel's checkpoint (its `variables/`), not by
 loading the SavedModel: that would also load the Transform graph, for nothing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,14 +38,18 @@ _OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"  # where tf.train.Checkpoint 
 class _Vocabulary:
     """How a vocabulary-indexed weight's rows map to a Transform vocabulary: `reserved` ids
     come first (padding, OOV), then one row per vocabulary entry, then `oov_buckets` rows."""
+
     name: str
     reserved: int
     oov_buckets: int
 
     def row_keys(self, entries: list[bytes]) -> list:
         """One key per row; the same key in two vocabularies means the same row's meaning."""
-        return ([("reserved", i) for i in range(self.reserved)] + entries
-                + [("oov", i) for i in range(self.oov_buckets)])
+        return (
+            [("reserved", i) for i in range(self.reserved)]
+            + entries
+            + [("oov", i) for i in range(self.oov_buckets)]
+        )
 
 
 # Embedding layers by their number of rows (preprocessing.preprocessing_fn builds both).
@@ -66,8 +71,11 @@ def saved_model_dir(base_model: str) -> str | None:
     """The SavedModel directory of `base_model`: that directory itself (a pushed version), a
     Trainer Model artifact's serving model (what TFX passes as `fn_args.base_model` is already
     that), or the servability gate's stamped copy in its blessing; None when there is none."""
-    for candidate in (base_model, path_utils.serving_model_path(base_model),
-                      path_utils.stamped_model_path(base_model)):
+    for candidate in (
+        base_model,
+        path_utils.serving_model_path(base_model),
+        path_utils.stamped_model_path(base_model),
+    ):
         if tf.io.gfile.exists(os.path.join(candidate, tf.saved_model.SAVED_MODEL_FILENAME_PB)):
             return candidate
     return None
@@ -95,12 +103,17 @@ def _role(name: str) -> str:
 
 def _base_variables(export_dir: str) -> list[tuple[str, np.ndarray]]:
     """(name, value) of each model variable saved in `export_dir`, in `model.variables` order."""
-    reader = tf.train.load_checkpoint(os.path.join(
-        export_dir, tf.saved_model.VARIABLES_DIRECTORY, tf.saved_model.VARIABLES_FILENAME))
+    reader = tf.train.load_checkpoint(
+        os.path.join(
+            export_dir, tf.saved_model.VARIABLES_DIRECTORY, tf.saved_model.VARIABLES_FILENAME
+        )
+    )
     graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
-        reader.get_tensor(_OBJECT_GRAPH_KEY))
-    (weights,) = (child.node_id for child in graph.nodes[0].children
-                  if child.local_name == _WEIGHTS_ATTRIBUTE)
+        reader.get_tensor(_OBJECT_GRAPH_KEY)
+    )
+    (weights,) = (
+        child.node_id for child in graph.nodes[0].children if child.local_name == _WEIGHTS_ATTRIBUTE
+    )
     variables = []
     for child in sorted(graph.nodes[weights].children, key=lambda child: int(child.local_name)):
         (value,) = graph.nodes[child.node_id].attributes
@@ -112,15 +125,22 @@ def _cold(reason: str) -> dict:
     return {"warm_start_from": None, "reason": reason}
 
 
-def start_from(classifier: tf.keras.Model, kind: str, base_model: str | None,
-               tf_transform_output: tft.TFTransformOutput, enabled: bool = True) -> dict:
+def start_from(
+    classifier: tf.keras.Model,
+    kind: str,
+    base_model: str | None,
+    tf_transform_output: tft.TFTransformOutput,
+    enabled: bool = True,
+) -> dict:
     """Sets `classifier`'s weights (a `kind` model, freshly built, over `tf_transform_output`'s
     vocabularies) from the base model when it is a `kind` model with the same variables;
     leaves them as they are otherwise. Returns what it started from: {"warm_start_from": the
     base SavedModel directory or None, "reason": why, and for a warm start "rows": per
     vocabulary, how many entries kept their trained row and how many are new}."""
     if not enabled:
-        return _cold("warm start is off (custom_config warm_start: false, `agnews run --cold-start`)")
+        return _cold(
+            "warm start is off (custom_config warm_start: false, `agnews run --cold-start`)"
+        )
     if not base_model:
         return _cold("no base model (the first model of this pipeline, or none was pushed yet)")
     export_dir = saved_model_dir(base_model)
@@ -135,28 +155,42 @@ def start_from(classifier: tf.keras.Model, kind: str, base_model: str | None,
     layout = [(_role(v.name), tuple(v.shape)) for v in classifier.variables]
     if [(_role(name), value.shape) for name, value in base] != layout:
         return _cold(f"the base model {export_dir} is {kind!r} but has other layers than this one")
-    vocabularies = {layer.embeddings.ref(): _VOCABULARIES[layer.input_dim]
-                    for layer in classifier.layers if isinstance(layer, tf.keras.layers.Embedding)}
+    vocabularies = {
+        layer.embeddings.ref(): _VOCABULARIES[layer.input_dim]
+        for layer in classifier.layers
+        if isinstance(layer, tf.keras.layers.Embedding)
+    }
     rows = {}
     for variable, (_, value) in zip(classifier.variables, base):
         vocabulary = vocabularies.get(variable.ref())
         if vocabulary is None:
             variable.assign(value)
             continue
-        old = _read_vocabulary(os.path.join(export_dir, tf.saved_model.ASSETS_DIRECTORY,
-                                            vocabulary.name))
+        old = _read_vocabulary(
+            os.path.join(export_dir, tf.saved_model.ASSETS_DIRECTORY, vocabulary.name)
+        )
         new = _read_vocabulary(tf_transform_output.vocabulary_file_by_name(vocabulary.name))
         new_keys = vocabulary.row_keys(new)
         unused = [("unused", row) for row in range(len(new_keys), variable.shape[0])]
-        variable.assign(tf.keras.utils.warmstart_embedding_matrix(
-            vocabulary.row_keys(old), new_keys + unused, value,
-            tf.keras.initializers.Constant(variable.numpy())))
+        variable.assign(
+            tf.keras.utils.warmstart_embedding_matrix(
+                vocabulary.row_keys(old),
+                new_keys + unused,
+                value,
+                tf.keras.initializers.Constant(variable.numpy()),
+            )
+        )
         kept = len(set(old) & set(new))
         rows[vocabulary.name] = {"kept": kept, "new": len(new) - kept}
-    summary = ", ".join(f"{counts['kept']} {name} kept their rows, {counts['new']} are new"
-                        for name, counts in rows.items())
-    return {"warm_start_from": export_dir, "reason": f"the base model is {kind!r}; {summary}",
-            "rows": rows}
+    summary = ", ".join(
+        f"{counts['kept']} {name} kept their rows, {counts['new']} are new"
+        for name, counts in rows.items()
+    )
+    return {
+        "warm_start_from": export_dir,
+        "reason": f"the base model is {kind!r}; {summary}",
+        "rows": rows,
+    }
 
 
 def describe(record: dict) -> str:

@@ -6,6 +6,7 @@ interpreter and need nothing. A worker image the user names (--sdk_container_ima
 older --worker_harness_container_image) is trusted to carry agnews, as the pipeline image
 built from the Dockerfile does; so is a package the user ships (--extra_package, --setup_file).
 """
+
 from __future__ import annotations
 
 import glob
@@ -29,23 +30,37 @@ def find_uv() -> str:
 def needs_shipping(beam_args: list[str]) -> bool:
     """A remote runner, and neither a worker image nor a package of the user's named: its workers
     lack agnews unless it is shipped."""
-    from apache_beam.options.pipeline_options import (PipelineOptions, PortableOptions,
-                                                      SetupOptions, StandardOptions, WorkerOptions)
+    from apache_beam.options.pipeline_options import (
+        PipelineOptions,
+        PortableOptions,
+        SetupOptions,
+        StandardOptions,
+        WorkerOptions,
+    )
 
     options = PipelineOptions(beam_args)
     runner = options.view_as(StandardOptions).runner
     # Beam resolves runner names case-insensitively, with or without "Runner" (e.g. "direct");
     # a portable runner's LOOPBACK workers are this very process.
-    local = (runner is None or runner.lower().removesuffix("runner").endswith("direct")
-             or options.view_as(PortableOptions).environment_type == "LOOPBACK")
+    local = (
+        runner is None
+        or runner.lower().removesuffix("runner").endswith("direct")
+        or options.view_as(PortableOptions).environment_type == "LOOPBACK"
+    )
     worker, setup = options.view_as(WorkerOptions), options.view_as(SetupOptions)
-    return not local and not (worker.sdk_container_image or worker.worker_harness_container_image
-                              or setup.extra_packages or setup.setup_file)
+    return not local and not (
+        worker.sdk_container_image
+        or worker.worker_harness_container_image
+        or setup.extra_packages
+        or setup.setup_file
+    )
 
 
 def with_image(beam_args: list[str], image: str) -> list[str]:
     """`beam_args` plus `--sdk_container_image=image` (an image with agnews installed) when needed."""
-    return [*beam_args, f"--sdk_container_image={image}"] if needs_shipping(beam_args) else beam_args
+    return (
+        [*beam_args, f"--sdk_container_image={image}"] if needs_shipping(beam_args) else beam_args
+    )
 
 
 def with_wheel(beam_args: list[str], wheel_dir: str) -> list[str]:
@@ -68,21 +83,28 @@ def build_wheel(wheel_dir: str) -> str:
     if not (PROJECT_DIR / "pyproject.toml").is_file():
         raise FileNotFoundError(
             f"No agnews source at {PROJECT_DIR} to build a wheel for the Beam workers from: name a "
-            "worker image that has agnews installed with --beam-arg=--sdk_container_image=IMAGE.")
+            "worker image that has agnews installed with --beam-arg=--sdk_container_image=IMAGE."
+        )
     uv = find_uv()
     if not os.path.isfile(uv):
         raise FileNotFoundError(
             "uv, which builds the agnews wheel for the Beam workers, is neither on PATH nor at "
             f"{uv}: install it (`make setup` does) or name a worker image with "
-            "--beam-arg=--sdk_container_image=IMAGE.")
+            "--beam-arg=--sdk_container_image=IMAGE."
+        )
     os.makedirs(wheel_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=wheel_dir) as scratch:
-        done = subprocess.run([uv, "build", "--wheel", "--quiet", "--out-dir", scratch, str(PROJECT_DIR)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [uv, "build", "--wheel", "--quiet", "--out-dir", scratch, str(PROJECT_DIR)],
+            capture_output=True,
+            text=True,
+        )
         built = glob.glob(os.path.join(scratch, "*.whl"))
         if done.returncode or len(built) != 1:
             detail = (done.stderr.strip().splitlines() or ["no wheel written"])[-1]
-            raise WheelBuildError(f"Building the agnews wheel for the Beam workers failed: {detail}")
+            raise WheelBuildError(
+                f"Building the agnews wheel for the Beam workers failed: {detail}"
+            )
         wheel = os.path.join(wheel_dir, os.path.basename(built[0]))
         os.replace(built[0], wheel)
     return wheel

@@ -2,6 +2,7 @@
 
 Imports nothing heavy: `agnews --help` and `--print-config` answer without TensorFlow.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,18 +85,25 @@ class PipelineConfig:
             raise ValueError(
                 f"push_baseline (--push-baseline) needs the {settings.BASELINE_MODEL} baseline "
                 f"trained beside another model, and this configuration trains {self.model} alone "
-                f"({'--no-baseline' if not self.baseline else 'it is the baseline itself'}).")
-        if self._serving_parent.endswith(":") or self.baseline_serving_dir == self.serving_dir.rstrip("/"):
+                f"({'--no-baseline' if not self.baseline else 'it is the baseline itself'})."
+            )
+        if self._serving_parent.endswith(
+            ":"
+        ) or self.baseline_serving_dir == self.serving_dir.rstrip("/"):
             raise ValueError(
                 f"push_baseline (--push-baseline) pushes the baseline to "
                 f"{settings.BASELINE_SERVING_MODEL_NAME}/ beside --serving-dir, which "
                 f"{self.serving_dir} does not leave room for: use a --serving-dir inside a folder "
-                f"(e.g. gs://bucket/serving/agnews), not named {settings.BASELINE_SERVING_MODEL_NAME}.")
+                f"(e.g. gs://bucket/serving/agnews), not named {settings.BASELINE_SERVING_MODEL_NAME}."
+            )
 
     def transform_config(self, model: str) -> dict:
         """What preprocessing_fn reads from its custom_config, for `model`'s Transform."""
-        return {"max_tokens": self.max_tokens, "text": self.text,
-                "ngrams": model in settings.NGRAM_MODELS}
+        return {
+            "max_tokens": self.max_tokens,
+            "text": self.text,
+            "ngrams": model in settings.NGRAM_MODELS,
+        }
 
     @property
     def run_dir(self) -> str:
@@ -122,10 +130,16 @@ class PipelineConfig:
     @property
     def train_config(self) -> dict:
         """What run_fn reads from fn_args.custom_config."""
-        return {"model": self.model, "epochs": self.epochs, "patience": self.patience,
-                "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                "embedding_dropout": self.embedding_dropout,
-                "mixed_precision": self.mixed_precision, "warm_start": self.warm_start}
+        return {
+            "model": self.model,
+            "epochs": self.epochs,
+            "patience": self.patience,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "embedding_dropout": self.embedding_dropout,
+            "mixed_precision": self.mixed_precision,
+            "warm_start": self.warm_start,
+        }
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -143,15 +157,22 @@ def load_config(path: str | None = None, **overrides) -> PipelineConfig:
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"Unknown settings in {path}: {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}.")
+        raise ValueError(
+            f"Unknown settings in {path}: {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+        )
     if path:
         file_dir = os.path.dirname(os.path.abspath(path))
-        values.update({k: _absolute(v, file_dir) for k, v in values.items() if k in PATH_FIELDS and v})
+        values.update(
+            {k: _absolute(v, file_dir) for k, v in values.items() if k in PATH_FIELDS and v}
+        )
     values.update(overrides)
     config = PipelineConfig(**values)
     return dataclasses.replace(
-        config, **{k: _absolute(getattr(config, k), os.getcwd()) for k in PATH_FIELDS if getattr(config, k)})
+        config,
+        **{
+            k: _absolute(getattr(config, k), os.getcwd()) for k in PATH_FIELDS if getattr(config, k)
+        },
+    )
 
 
 def _absolute(value: str, base: str) -> str:
@@ -160,6 +181,6 @@ def _absolute(value: str, base: str) -> str:
     if "://" in value:
         return value
     if value.startswith(TFDS_PREFIX):
-        name, colon, data_dir = value[len(TFDS_PREFIX):].partition(":")
+        name, colon, data_dir = value[len(TFDS_PREFIX) :].partition(":")
         return f"{TFDS_PREFIX}{name}{colon}{_absolute(data_dir, base) if data_dir else ''}"
     return os.path.normpath(os.path.join(base, os.path.expanduser(value)))

@@ -1,4 +1,5 @@
 """Runs the pipeline on this machine with LocalDagRunner, MLMD on sqlite and caching on."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,16 +8,29 @@ import os
 
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-from components.artifacts import REJECTED_FILE_NAME, read_summary
+from components.artifacts import (
+    PUSHED_DESTINATION_PROPERTY,
+    PUSHED_PROPERTY,
+    REJECTED_FILE_NAME,
+    read_summary,
+)
 from components.servability import REASON_PROPERTY
 from pipeline import beam_packaging, metadata
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import BASELINE_NODES, MODEL_NODES, PushNodes, create_pipeline
+from pipeline.node_ids import (
+    BASELINE_NODES,
+    DISTRIBUTION_VALIDATOR,
+    EXAMPLE_GEN,
+    MODEL_NODES,
+    PushNodes,
+)
+from pipeline.pipeline import create_pipeline
 
 
 @dataclasses.dataclass
 class PushSummary:
     """What became of one trained model at its gates in the run."""
+
     pushed: bool = False
     pushed_to: str | None = None
     evaluation_uri: str | None = None
@@ -28,6 +42,7 @@ class PushSummary:
 @dataclasses.dataclass
 class RunSummary(PushSummary):
     """The run, and what became of its model (the PushSummary fields)."""
+
     # ExampleGen's count per outcome: accepted or a rejection reason.
     rows: dict[str, int] = dataclasses.field(default_factory=dict)
     rejected_rows_file: str | None = None
@@ -43,15 +58,16 @@ class RunSummary(PushSummary):
 def run(config: PipelineConfig) -> RunSummary:
     os.makedirs(config.run_dir, exist_ok=True)
     config = for_beam_workers(config)
-    LocalDagRunner().run(create_pipeline(
-        config, metadata.sqlite_connection_config(config.metadata_path)))
+    LocalDagRunner().run(
+        create_pipeline(config, metadata.sqlite_connection_config(config.metadata_path))
+    )
     summary = summarize(config.metadata_path, config.pipeline_name)
     if config.score:
-        from pipeline import score
+        from pipeline import scores
 
-        summary.scores_file, summary.scores_note = score.write_pipeline_scores(
-            config.run_dir, config.pipeline_name,
-            config.metadata_path)
+        summary.scores_file, summary.scores_note = scores.write_pipeline_scores(
+            config.run_dir, config.pipeline_name, config.metadata_path
+        )
     return summary
 
 
@@ -59,7 +75,9 @@ def for_beam_workers(config: PipelineConfig) -> PipelineConfig:
     """`config` with an agnews wheel for remote Beam workers when they need one (see
     beam_packaging), built next to the run's metadata (artifacts/dist by default)."""
     wheel_dir = os.path.join(config.run_dir, "dist")
-    return dataclasses.replace(config, beam_args=beam_packaging.with_wheel(config.beam_args, wheel_dir))
+    return dataclasses.replace(
+        config, beam_args=beam_packaging.with_wheel(config.beam_args, wheel_dir)
+    )
 
 
 def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
@@ -69,19 +87,27 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
     run_id = metadata.latest_run_id(store, pipeline_name)
     latest = functools.partial(metadata.output_in_run, store, pipeline_name, run_id)
     model = latest(MODEL_NODES.trainer, "Model")
-    validator = metadata.execution_in_run(store, pipeline_name, run_id, "DistributionValidator")
-    examples = latest("FileBasedExampleGen", "Examples")
+    validator = metadata.execution_in_run(store, pipeline_name, run_id, DISTRIBUTION_VALIDATOR)
+    examples = latest(EXAMPLE_GEN, "Examples")
     return RunSummary(
         **vars(push_summary(latest, MODEL_NODES)),
-        baseline=push_summary(latest, BASELINE_NODES) if metadata.execution_in_run(
-            store, pipeline_name, run_id, BASELINE_NODES.pusher) else None,
+        baseline=push_summary(latest, BASELINE_NODES)
+        if metadata.execution_in_run(store, pipeline_name, run_id, BASELINE_NODES.pusher)
+        else None,
         rows=read_summary(examples.uri) if examples else {},
         rejected_rows_file=os.path.join(examples.uri, REJECTED_FILE_NAME) if examples else None,
         span=metadata.span(examples) if examples else None,
-        window=sorted(metadata.span(a) for a in store.get_artifacts_by_id(
-            list(metadata.training_window(store, model.id)))) if model else [],
-        drift_checked=bool(validator and metadata.inputs(store, validator.id, "baseline_statistics")),
-        trained=model is not None)
+        window=sorted(
+            metadata.span(a)
+            for a in store.get_artifacts_by_id(list(metadata.training_window(store, model.id)))
+        )
+        if model
+        else [],
+        drift_checked=bool(
+            validator and metadata.inputs(store, validator.id, "baseline_statistics")
+        ),
+        trained=model is not None,
+    )
 
 
 def push_summary(latest, nodes: PushNodes) -> PushSummary:
@@ -90,16 +116,19 @@ def push_summary(latest, nodes: PushNodes) -> PushSummary:
     pushed_model = latest(nodes.pusher, "PushedModel")
     evaluation = latest(nodes.evaluator, "ModelEvaluation")
     servability = latest(nodes.servability_gate, "InfraBlessing")
-    pushed = bool(pushed_model and pushed_model.custom_properties["pushed"].int_value)
+    pushed = bool(pushed_model and pushed_model.custom_properties[PUSHED_PROPERTY].int_value)
     return PushSummary(
         pushed=pushed,
-        pushed_to=pushed_model.custom_properties["pushed_destination"].string_value
-        if pushed else None,
+        pushed_to=pushed_model.custom_properties[PUSHED_DESTINATION_PROPERTY].string_value
+        if pushed
+        else None,
         evaluation_uri=evaluation.uri if evaluation else None,
         not_servable_reason=servability.custom_properties[REASON_PROPERTY].string_value
-        if servability and REASON_PROPERTY in servability.custom_properties else None,
+        if servability and REASON_PROPERTY in servability.custom_properties
+        else None,
         evaluation=evaluation,
-        gate_failures=gate_failures(evaluation.uri) if evaluation else [])
+        gate_failures=gate_failures(evaluation.uri) if evaluation else [],
+    )
 
 
 def gate_failures(evaluation_uri: str) -> list[str]:
@@ -112,9 +141,13 @@ def gate_failures(evaluation_uri: str) -> list[str]:
         for failure in per_slice.failures:
             value, bar = failure.metric_value.double_value.value, failure.metric_threshold
             if failure.metric_key.is_diff:
-                lines.append(f"eval accuracy {value:+.4f} against the last pushed model's, a "
-                             f"larger drop than the {-bar.change_threshold.absolute.value:g} allowed")
+                lines.append(
+                    f"eval accuracy {value:+.4f} against the last pushed model's, a "
+                    f"larger drop than the {-bar.change_threshold.absolute.value:g} allowed"
+                )
             else:
-                lines.append(f"eval accuracy {value:.4f} is below the bar "
-                             f"{bar.value_threshold.lower_bound.value:g}")
+                lines.append(
+                    f"eval accuracy {value:.4f} is below the bar "
+                    f"{bar.value_threshold.lower_bound.value:g}"
+                )
     return lines

@@ -1,16 +1,21 @@
 """ML Metadata on sqlite, read with ml_metadata alone (no TFX import), for the run summary,
 the report and the tests."""
+
 from __future__ import annotations
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+
+from components.artifacts import PUSHED_PROPERTY
 
 
 def sqlite_connection_config(path: str) -> metadata_store_pb2.ConnectionConfig:
     """The same connection config as TFX's `sqlite_metadata_connection_config`."""
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    config.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    )
     return config
 
 
@@ -18,8 +23,9 @@ def open_store(path: str) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(sqlite_connection_config(path))
 
 
-def latest_output(store: metadata_store.MetadataStore, pipeline_name: str, node_id: str,
-                  type_name: str):
+def latest_output(
+    store: metadata_store.MetadataStore, pipeline_name: str, node_id: str, type_name: str
+):
     """The newest artifact of `type_name` around pipeline node `node_id` in MLMD, or None."""
     context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
     if context is None:
@@ -29,28 +35,35 @@ def latest_output(store: metadata_store.MetadataStore, pipeline_name: str, node_
     return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
-def run_ids(store: metadata_store.MetadataStore, pipeline_name: str,
-            with_node: str | None = None) -> list[int]:
+def run_ids(
+    store: metadata_store.MetadataStore, pipeline_name: str, with_node: str | None = None
+) -> list[int]:
     """The pipeline runs (TFX's `pipeline_run` contexts) of `pipeline_name`, oldest first;
     with `with_node`, only those in which that node ran."""
     scope = store.get_context_by_type_and_name(
         "pipeline" if with_node is None else "node",
-        pipeline_name if with_node is None else f"{pipeline_name}.{with_node}")
+        pipeline_name if with_node is None else f"{pipeline_name}.{with_node}",
+    )
     if scope is None:
         return []
     wanted = {e.id for e in store.get_executions_by_context(scope.id)}
-    return sorted(run.id for run in store.get_contexts_by_type("pipeline_run")
-                  if wanted & {e.id for e in store.get_executions_by_context(run.id)})
+    return sorted(
+        run.id
+        for run in store.get_contexts_by_type("pipeline_run")
+        if wanted & {e.id for e in store.get_executions_by_context(run.id)}
+    )
 
 
-def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str,
-                  with_node: str | None = None) -> int | None:
+def latest_run_id(
+    store: metadata_store.MetadataStore, pipeline_name: str, with_node: str | None = None
+) -> int | None:
     """The newest of run_ids(...), None before the first run."""
     return max(run_ids(store, pipeline_name, with_node), default=None)
 
 
-def execution_in_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: int,
-                     node_id: str):
+def execution_in_run(
+    store: metadata_store.MetadataStore, pipeline_name: str, run_id: int, node_id: str
+):
     """Node `node_id`'s execution in run `run_id` (its last, if several), or None."""
     node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
     if node is None:
@@ -60,23 +73,37 @@ def execution_in_run(store: metadata_store.MetadataStore, pipeline_name: str, ru
     return max(executions, key=lambda e: e.id) if executions else None
 
 
-def outputs_in_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: int | None,
-                   node_id: str, type_name: str) -> list:
+def outputs_in_run(
+    store: metadata_store.MetadataStore,
+    pipeline_name: str,
+    run_id: int | None,
+    node_id: str,
+    type_name: str,
+) -> list:
     """The artifacts of `type_name` that node `node_id` output (or reused from its cache) in
     pipeline run `run_id`: figures of one run are never mixed with another's."""
     execution = execution_in_run(store, pipeline_name, run_id, node_id) if run_id else None
     if execution is None:
         return []
-    outputs = {event.artifact_id for event in store.get_events_by_execution_ids([execution.id])
-               if event.type in (metadata_store_pb2.Event.OUTPUT,
-                                 metadata_store_pb2.Event.INTERNAL_OUTPUT)}
+    outputs = {
+        event.artifact_id
+        for event in store.get_events_by_execution_ids([execution.id])
+        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.INTERNAL_OUTPUT)
+    }
     type_id = store.get_artifact_type(type_name).id
-    return sorted((a for a in store.get_artifacts_by_id(list(outputs)) if a.type_id == type_id),
-                  key=lambda a: a.id)
+    return sorted(
+        (a for a in store.get_artifacts_by_id(list(outputs)) if a.type_id == type_id),
+        key=lambda a: a.id,
+    )
 
 
-def output_in_run(store: metadata_store.MetadataStore, pipeline_name: str, run_id: int | None,
-                  node_id: str, type_name: str):
+def output_in_run(
+    store: metadata_store.MetadataStore,
+    pipeline_name: str,
+    run_id: int | None,
+    node_id: str,
+    type_name: str,
+):
     """The newest of outputs_in_run(...), or None."""
     outputs = outputs_in_run(store, pipeline_name, run_id, node_id, type_name)
     return outputs[-1] if outputs else None
@@ -92,16 +119,17 @@ def skipped(execution) -> bool:
     or the Trainer when there is nothing new): TFX records that as a FAILED execution with an
     InsufficientInputError."""
     result = execution.custom_properties.get("__execution_result__")
-    return (execution.last_known_state == metadata_store_pb2.Execution.FAILED
-            and "InsufficientInputError" in (result.string_value if result else ""))
+    return (
+        execution.last_known_state == metadata_store_pb2.Execution.FAILED
+        and "InsufficientInputError" in (result.string_value if result else "")
+    )
 
 
 def stopped_the_run(execution) -> bool:
     """Whether the execution failed, its error stopping the run."""
-    return execution.last_known_state == metadata_store_pb2.Execution.FAILED and not skipped(execution)
-
-
-PUSHED_PROPERTY = "pushed"  # set by TFX's Pusher: 1 when it pushed
+    return execution.last_known_state == metadata_store_pb2.Execution.FAILED and not skipped(
+        execution
+    )
 
 
 def producer(store, artifact_id: int) -> int | None:
@@ -116,9 +144,13 @@ def inputs(store, execution_id: int | None, key: str) -> list[int]:
     """Ids of the artifacts the execution read under input `key`."""
     if execution_id is None:
         return []
-    return [event.artifact_id for event in store.get_events_by_execution_ids([execution_id])
-            if event.type == metadata_store_pb2.Event.INPUT and event.path.steps
-            and event.path.steps[0].key == key]
+    return [
+        event.artifact_id
+        for event in store.get_events_by_execution_ids([execution_id])
+        if event.type == metadata_store_pb2.Event.INPUT
+        and event.path.steps
+        and event.path.steps[0].key == key
+    ]
 
 
 def latest_pushed_model_id(store, model_ids: set[int]) -> int | None:
@@ -139,6 +171,8 @@ def latest_pushed_model_id(store, model_ids: set[int]) -> int | None:
 def training_window(store, model_id: int) -> set[int]:
     """The Examples artifacts (spans) the model was trained on: Model <- Trainer <- transformed
     examples <- Transform <- examples."""
-    return {examples
-            for transformed in inputs(store, producer(store, model_id), "examples")
-            for examples in inputs(store, producer(store, transformed), "examples")}
+    return {
+        examples
+        for transformed in inputs(store, producer(store, model_id), "examples")
+        for examples in inputs(store, producer(store, transformed), "examples")
+    }

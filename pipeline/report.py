@@ -6,6 +6,7 @@ evaluation (metrics and plots) and the Trainer's Keras history. TFMA is read onc
 evaluation, by the run that made it, and kept as JSON beside the report, so `agnews report`
 rewrites the report without importing TFMA, TFX or Beam.
 """
+
 from __future__ import annotations
 
 import collections
@@ -23,8 +24,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from components import features, settings  # noqa: E402
-from components.artifacts import ACCEPTED, read_history, read_summary, rejected_counts  # noqa: E402
-from pipeline import metadata  # noqa: E402
+from components.artifacts import (  # noqa: E402
+    ACCEPTED,
+    BLESSED_PROPERTY,
+    PUSHED_DESTINATION_PROPERTY,
+    PUSHED_PROPERTY,  # noqa: E402
+    PUSHED_VERSION_PROPERTY,
+    read_history,
+    read_summary,
+    rejected_counts,
+)
+from pipeline import (
+    metadata,  # noqa: E402
+    node_ids,  # noqa: E402
+)
 
 REPORT_DIR_NAME = "report"  # <run dir>/report/
 REPORT_FILE_NAME = "report.md"
@@ -39,17 +52,21 @@ ACCURACY = "sparse_categorical_accuracy"
 @dataclasses.dataclass
 class Evaluation:
     """One TFMA evaluation: metrics per slice ('' = overall) and the confusion matrix."""
-    metrics: dict[str, dict[str, float]]        # slice -> metric name -> value
-    per_class: dict[str, dict[int, float]]      # metric name -> class id -> value (overall)
-    confusion: np.ndarray                       # [actual, predicted] example counts
+
+    metrics: dict[str, dict[str, float]]  # slice -> metric name -> value
+    per_class: dict[str, dict[int, float]]  # metric name -> class id -> value (overall)
+    confusion: np.ndarray  # [actual, predicted] example counts
     baseline: dict[str, float] = dataclasses.field(default_factory=dict)  # TFMA's baseline, overall
 
 
 def _slice_name(slice_key) -> str:
     parts = []
     for key in slice_key.single_slice_keys:
-        value = key.bytes_value.decode() if key.HasField("bytes_value") else (
-            key.int64_value if key.HasField("int64_value") else key.float_value)
+        value = (
+            key.bytes_value.decode()
+            if key.HasField("bytes_value")
+            else (key.int64_value if key.HasField("int64_value") else key.float_value)
+        )
         if key.column == features.LABEL_KEY:
             value = features.LABEL_NAMES[int(value)]
         parts.append(f"{key.column}={value}")
@@ -86,10 +103,14 @@ def load_evaluation(uri: str) -> Evaluation:
             if item.key.model_name not in ("", "candidate"):
                 continue
             matrices = item.value.multi_class_confusion_matrix_at_thresholds.matrices
-            for entry in (matrices[0].entries if matrices else []):  # threshold 0: the top class
-                if 0 <= entry.actual_class_id < features.NUM_CLASSES and \
-                        0 <= entry.predicted_class_id < features.NUM_CLASSES:
-                    confusion[entry.actual_class_id, entry.predicted_class_id] = entry.num_weighted_examples
+            for entry in matrices[0].entries if matrices else []:  # threshold 0: the top class
+                if (
+                    0 <= entry.actual_class_id < features.NUM_CLASSES
+                    and 0 <= entry.predicted_class_id < features.NUM_CLASSES
+                ):
+                    confusion[entry.actual_class_id, entry.predicted_class_id] = (
+                        entry.num_weighted_examples
+                    )
     return Evaluation(dict(metrics), dict(per_class), confusion, baseline)
 
 
@@ -104,14 +125,19 @@ def cached_drift(store, pipeline_name: str, run_id: int, cache_dir: Path) -> lis
     """The drift gate's figures for the run's span (one line per check, e.g. 'label:
     infinity_norm 0.052 <= threshold 0.12'), or a line saying there was no previous span; read
     with TFDV the first time, then from the cache."""
-    validator = metadata.execution_in_run(store, pipeline_name, run_id, "DistributionValidator")
-    gate = metadata.execution_in_run(store, pipeline_name, run_id, "DriftGate")
-    anomalies = metadata.output_in_run(store, pipeline_name, run_id, "DistributionValidator",
-                                       "ExampleAnomalies")
+    validator = metadata.execution_in_run(
+        store, pipeline_name, run_id, node_ids.DISTRIBUTION_VALIDATOR
+    )
+    gate = metadata.execution_in_run(store, pipeline_name, run_id, node_ids.DRIFT_GATE)
+    anomalies = metadata.output_in_run(
+        store, pipeline_name, run_id, node_ids.DISTRIBUTION_VALIDATOR, "ExampleAnomalies"
+    )
     if validator is None or gate is None or anomalies is None:
         return []
-    inputs = {key: store.get_artifacts_by_id(metadata.inputs(store, validator.id, key))
-              for key in ("statistics", "baseline_statistics")}
+    inputs = {
+        key: store.get_artifacts_by_id(metadata.inputs(store, validator.id, key))
+        for key in ("statistics", "baseline_statistics")
+    }
     if not inputs["baseline_statistics"]:
         return ["first span: no earlier span to compare with"]
     path = _cache_path(cache_dir, anomalies)
@@ -119,10 +145,18 @@ def cached_drift(store, pipeline_name: str, run_id: int, cache_dir: Path) -> lis
         return json.loads(path.read_text())
     from components import drift
 
-    lines = [str(d) for d in drift.describe_drift(
-        anomalies.uri, inputs["statistics"][0].uri, inputs["baseline_statistics"][0].uri,
-        drift.parse_checks(gate.properties["thresholds"].string_value
-                           or gate.custom_properties["thresholds"].string_value))]
+    lines = [
+        str(d)
+        for d in drift.describe_drift(
+            anomalies.uri,
+            inputs["statistics"][0].uri,
+            inputs["baseline_statistics"][0].uri,
+            drift.parse_checks(
+                gate.properties["thresholds"].string_value
+                or gate.custom_properties["thresholds"].string_value
+            ),
+        )
+    ]
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(lines))
     return lines
@@ -135,15 +169,27 @@ def cached_evaluation(artifact, cache_dir: Path) -> Evaluation:
     path = _cache_path(cache_dir, artifact)
     if path.exists():
         cached = json.loads(path.read_text())
-        return Evaluation(cached["metrics"],
-                          {name: {int(k): v for k, v in values.items()}
-                           for name, values in cached["per_class"].items()},
-                          np.array(cached["confusion"]), cached.get("baseline", {}))
+        return Evaluation(
+            cached["metrics"],
+            {
+                name: {int(k): v for k, v in values.items()}
+                for name, values in cached["per_class"].items()
+            },
+            np.array(cached["confusion"]),
+            cached.get("baseline", {}),
+        )
     evaluation = load_evaluation(artifact.uri)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"metrics": evaluation.metrics, "per_class": evaluation.per_class,
-                                "confusion": evaluation.confusion.tolist(),
-                                "baseline": evaluation.baseline}))
+    path.write_text(
+        json.dumps(
+            {
+                "metrics": evaluation.metrics,
+                "per_class": evaluation.per_class,
+                "confusion": evaluation.confusion.tolist(),
+                "baseline": evaluation.baseline,
+            }
+        )
+    )
     return evaluation
 
 
@@ -170,8 +216,14 @@ def _plot_confusion(confusion: np.ndarray, path: Path) -> None:
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     for (row, column), count in np.ndenumerate(confusion):
-        axis.text(column, row, f"{count:.0f}", ha="center", va="center",
-                  color="white" if count > confusion.max() / 2 else "black")
+        axis.text(
+            column,
+            row,
+            f"{count:.0f}",
+            ha="center",
+            va="center",
+            color="white" if count > confusion.max() / 2 else "black",
+        )
     axis.set_title("Confusion matrix (eval split)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -200,14 +252,20 @@ def _accuracy_row(name: str, overall: dict[str, float] | None, note: str) -> lis
 
 def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
     """The outputs of the newest run that evaluated a model, all from that one run."""
-    run_id = metadata.latest_run_id(store, pipeline_name, with_node="Evaluator")
-    wanted = {"examples": ("FileBasedExampleGen", "Examples"), "model_run": ("Trainer", "ModelRun"),
-              "evaluation": ("Evaluator", "ModelEvaluation"), "blessing": ("Evaluator", "ModelBlessing"),
-              "holdout_evaluation": (f"{features.HOLDOUT_SPLIT}_evaluator", "ModelEvaluation"),
-              "test_evaluation": (f"{features.TEST_SPLIT}_evaluator", "ModelEvaluation"),
-              "pushed": ("Pusher", "PushedModel")}
-    return {name: metadata.output_in_run(store, pipeline_name, run_id, node, type_name)
-            for name, (node, type_name) in wanted.items()}
+    run_id = metadata.latest_run_id(store, pipeline_name, with_node=node_ids.MODEL_NODES.evaluator)
+    wanted = {
+        "examples": (node_ids.EXAMPLE_GEN, "Examples"),
+        "model_run": (node_ids.MODEL_NODES.trainer, "ModelRun"),
+        "evaluation": (node_ids.MODEL_NODES.evaluator, "ModelEvaluation"),
+        "blessing": (node_ids.MODEL_NODES.evaluator, "ModelBlessing"),
+        "holdout_evaluation": (f"{features.HOLDOUT_SPLIT}_evaluator", "ModelEvaluation"),
+        "test_evaluation": (f"{features.TEST_SPLIT}_evaluator", "ModelEvaluation"),
+        "pushed": (node_ids.MODEL_NODES.pusher, "PushedModel"),
+    }
+    return {
+        name: metadata.output_in_run(store, pipeline_name, run_id, node, type_name)
+        for name, (node, type_name) in wanted.items()
+    }
 
 
 def overall_accuracy(run_dir: str, evaluation) -> float | None:
@@ -222,22 +280,32 @@ def run_history(store, pipeline_name: str, cache_dir: Path) -> list[dict]:
     rows = []
     for run_id in metadata.run_ids(store, pipeline_name):
         output = functools.partial(metadata.output_in_run, store, pipeline_name, run_id)
-        examples = output("FileBasedExampleGen", "Examples")
+        examples = output(node_ids.EXAMPLE_GEN, "Examples")
         if examples is None:
             continue
         holdout = output(f"{features.HOLDOUT_SPLIT}_evaluator", "ModelEvaluation")
-        accuracy = cached_evaluation(holdout, cache_dir / EVALUATIONS_DIR_NAME).metrics.get("", {}).get(ACCURACY) \
-            if holdout else None
-        rows.append({"span": metadata.span(examples),
-                     "rows": read_summary(examples.uri).get(ACCEPTED, 0),
-                     "drift": cached_drift(store, pipeline_name, run_id, cache_dir / DRIFT_DIR_NAME),
-                     "holdout_accuracy": accuracy,
-                     "outcome": _outcome(store, pipeline_name, run_id)})
+        accuracy = (
+            cached_evaluation(holdout, cache_dir / EVALUATIONS_DIR_NAME)
+            .metrics.get("", {})
+            .get(ACCURACY)
+            if holdout
+            else None
+        )
+        rows.append(
+            {
+                "span": metadata.span(examples),
+                "rows": read_summary(examples.uri).get(ACCEPTED, 0),
+                "drift": cached_drift(store, pipeline_name, run_id, cache_dir / DRIFT_DIR_NAME),
+                "holdout_accuracy": accuracy,
+                "outcome": _outcome(store, pipeline_name, run_id),
+            }
+        )
     return rows
 
 
 def _outcome(store, pipeline_name: str, run_id: int) -> str:
     """What became of the run's model: the version pushed, or why there is none."""
+
     def execution(node: str):
         return metadata.execution_in_run(store, pipeline_name, run_id, node)
 
@@ -247,20 +315,26 @@ def _outcome(store, pipeline_name: str, run_id: int) -> str:
     def failed(node: str) -> bool:
         return execution(node) is not None and metadata.stopped_the_run(execution(node))
 
-    for node, why in (("FileBasedExampleGen", "stopped: bad input rows"),
-                      ("AnomaliesGate", "stopped: schema anomalies"),
-                      ("DriftGate", "stopped: drift")):
+    for node, why in (
+        (node_ids.EXAMPLE_GEN, "stopped: bad input rows"),
+        (node_ids.ANOMALIES_GATE, "stopped: schema anomalies"),
+        (node_ids.DRIFT_GATE, "stopped: drift"),
+    ):
         if failed(node):
             return why
-    pushed = metadata.output_in_run(store, pipeline_name, run_id, "Pusher", "PushedModel")
-    if pushed is not None and pushed.custom_properties["pushed"].int_value:
-        return f"pushed version {pushed.custom_properties['pushed_version'].string_value}"
-    if not ran("Trainer"):
-        return "nothing new" if ran("span_window") else "stopped before training"
-    blessing = metadata.output_in_run(store, pipeline_name, run_id, "Evaluator", "ModelBlessing")
+    pushed = metadata.output_in_run(
+        store, pipeline_name, run_id, node_ids.MODEL_NODES.pusher, "PushedModel"
+    )
+    if pushed is not None and pushed.custom_properties[PUSHED_PROPERTY].int_value:
+        return f"pushed version {pushed.custom_properties[PUSHED_VERSION_PROPERTY].string_value}"
+    if not ran(node_ids.MODEL_NODES.trainer):
+        return "nothing new" if ran(node_ids.SPAN_WINDOW) else "stopped before training"
+    blessing = metadata.output_in_run(
+        store, pipeline_name, run_id, node_ids.MODEL_NODES.evaluator, "ModelBlessing"
+    )
     if blessing is None:
         return "stopped before the push gate"
-    if not blessing.custom_properties["blessed"].int_value:
+    if not blessing.custom_properties[BLESSED_PROPERTY].int_value:
         return "not pushed: not blessed"
     return "not pushed: not servable"
 
@@ -268,8 +342,11 @@ def _outcome(store, pipeline_name: str, run_id: int) -> str:
 def _plot_history(rows: list[dict], path: Path) -> None:
     spans = [row["span"] for row in rows if row["holdout_accuracy"] is not None]
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.plot(range(len(spans)), [row["holdout_accuracy"] for row in rows
-                                  if row["holdout_accuracy"] is not None], marker="o")
+    axis.plot(
+        range(len(spans)),
+        [row["holdout_accuracy"] for row in rows if row["holdout_accuracy"] is not None],
+        marker="o",
+    )
     axis.set_xticks(range(len(spans)), [str(span) for span in spans])
     axis.set_xlabel("span ingested by the run")
     axis.set_ylabel("holdout accuracy")
@@ -280,8 +357,9 @@ def _plot_history(rows: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(run_dir: str, pipeline_name: str = "agnews",
-                 metadata_path: str | None = None) -> tuple[Path, str]:
+def write_report(
+    run_dir: str, pipeline_name: str = "agnews", metadata_path: str | None = None
+) -> tuple[Path, str]:
     """Writes `<run_dir>/report/` from the newest run in `<run_dir>/metadata.sqlite`;
     returns the report path and its headline table."""
     metadata_path = metadata_path or os.path.join(run_dir, "metadata.sqlite")
@@ -296,64 +374,131 @@ def write_report(run_dir: str, pipeline_name: str = "agnews",
 
     evaluation, holdout, test = (
         cached_evaluation(outputs[name], out_dir / EVALUATIONS_DIR_NAME) if outputs[name] else None
-        for name in ("evaluation", "holdout_evaluation", "test_evaluation"))
+        for name in ("evaluation", "holdout_evaluation", "test_evaluation")
+    )
     history = read_history(outputs["model_run"].uri) if outputs["model_run"] else {}
     rows = read_summary(outputs["examples"].uri) if outputs["examples"] else {}
-    blessed = bool(outputs["blessing"] and outputs["blessing"].custom_properties["blessed"].int_value)
+    blessed = bool(
+        outputs["blessing"] and outputs["blessing"].custom_properties[BLESSED_PROPERTY].int_value
+    )
     pushed = outputs["pushed"]
-    pushed_to = (pushed.custom_properties["pushed_destination"].string_value
-                 if pushed and pushed.custom_properties["pushed"].int_value else None)
+    pushed_to = (
+        pushed.custom_properties[PUSHED_DESTINATION_PROPERTY].string_value
+        if pushed and pushed.custom_properties[PUSHED_PROPERTY].int_value
+        else None
+    )
 
-    headline = _markdown_table(["", "value"], [
-        _accuracy_row("holdout accuracy", holdout and holdout.metrics.get(""),
-                      "never seen in training or model selection: the figure to quote"),
-        *([_accuracy_row(f"holdout accuracy of the {settings.BASELINE_MODEL} baseline",
-                         holdout.baseline, "the same examples")] if holdout and holdout.baseline else []),
-        _accuracy_row("eval accuracy", evaluation.metrics.get(""),
-                      "steered early stopping: optimistic; gates the push"),
-        *([_accuracy_row("test accuracy", test.metrics.get(""), "the test files")] if test else []),
-        ["epochs trained", len(history.get("loss", [])) or "–"],
-        ["input rows (accepted / rejected)",
-         f"{rows.get(ACCEPTED, 0)} / {sum(rejected_counts(rows).values())}"],
-        ["blessed", "yes" if blessed else "NO"],
-        ["pushed to", pushed_to or "not pushed"],
-    ])
-    per_class = _markdown_table(["class", "precision", "recall", "F1"], [
-        [name, _fmt(evaluation.per_class.get("precision", {}).get(i)),
-         _fmt(evaluation.per_class.get("recall", {}).get(i)),
-         _fmt(evaluation.per_class.get("f1_score", {}).get(i))]
-        for i, name in enumerate(features.LABEL_NAMES)])
-    slices = _markdown_table(["slice", "examples", "accuracy"], [
-        [name, f"{values.get('example_count', 0):.0f}", _fmt(values.get(ACCURACY))]
-        for name, values in sorted(evaluation.metrics.items()) if name])
-    confusion = _markdown_table(["true \\ predicted", *features.LABEL_NAMES], [
-        [name, *(f"{v:.0f}" for v in evaluation.confusion[i])]
-        for i, name in enumerate(features.LABEL_NAMES)])
+    headline = _markdown_table(
+        ["", "value"],
+        [
+            _accuracy_row(
+                "holdout accuracy",
+                holdout and holdout.metrics.get(""),
+                "never seen in training or model selection: the figure to quote",
+            ),
+            *(
+                [
+                    _accuracy_row(
+                        f"holdout accuracy of the {settings.BASELINE_MODEL} baseline",
+                        holdout.baseline,
+                        "the same examples",
+                    )
+                ]
+                if holdout and holdout.baseline
+                else []
+            ),
+            _accuracy_row(
+                "eval accuracy",
+                evaluation.metrics.get(""),
+                "steered early stopping: optimistic; gates the push",
+            ),
+            *(
+                [_accuracy_row("test accuracy", test.metrics.get(""), "the test files")]
+                if test
+                else []
+            ),
+            ["epochs trained", len(history.get("loss", [])) or "–"],
+            [
+                "input rows (accepted / rejected)",
+                f"{rows.get(ACCEPTED, 0)} / {sum(rejected_counts(rows).values())}",
+            ],
+            ["blessed", "yes" if blessed else "NO"],
+            ["pushed to", pushed_to or "not pushed"],
+        ],
+    )
+    per_class = _markdown_table(
+        ["class", "precision", "recall", "F1"],
+        [
+            [
+                name,
+                _fmt(evaluation.per_class.get("precision", {}).get(i)),
+                _fmt(evaluation.per_class.get("recall", {}).get(i)),
+                _fmt(evaluation.per_class.get("f1_score", {}).get(i)),
+            ]
+            for i, name in enumerate(features.LABEL_NAMES)
+        ],
+    )
+    slices = _markdown_table(
+        ["slice", "examples", "accuracy"],
+        [
+            [name, f"{values.get('example_count', 0):.0f}", _fmt(values.get(ACCURACY))]
+            for name, values in sorted(evaluation.metrics.items())
+            if name
+        ],
+    )
+    confusion = _markdown_table(
+        ["true \\ predicted", *features.LABEL_NAMES],
+        [
+            [name, *(f"{v:.0f}" for v in evaluation.confusion[i])]
+            for i, name in enumerate(features.LABEL_NAMES)
+        ],
+    )
 
     runs = run_history(store, pipeline_name, out_dir)
-    over_spans = _markdown_table(["span", "rows", "drift (feature distance / threshold)",
-                                  "holdout accuracy", "model"], [
-        [row["span"], row["rows"], "; ".join(row["drift"]) or "–", _fmt(row["holdout_accuracy"]),
-         row["outcome"]] for row in runs])
+    over_spans = _markdown_table(
+        ["span", "rows", "drift (feature distance / threshold)", "holdout accuracy", "model"],
+        [
+            [
+                row["span"],
+                row["rows"],
+                "; ".join(row["drift"]) or "–",
+                _fmt(row["holdout_accuracy"]),
+                row["outcome"],
+            ]
+            for row in runs
+        ],
+    )
     _plot_history(runs, out_dir / HISTORY_FILE_NAME)
     if history:
         _plot_curves(history, out_dir / CURVES_FILE_NAME)
     _plot_confusion(evaluation.confusion, out_dir / CONFUSION_FILE_NAME)
-    text = "\n\n".join([
-        "# agnews run report",
-        headline,
-        "## Per class (eval split)", per_class,
-        "## Slices (eval split): by true class and by text length "
-        f"(short ≤ {features.SHORT_MAX_TOKENS} tokens < medium ≤ {features.MEDIUM_MAX_TOKENS} < long)",
-        slices,
-        "## Confusion matrix (eval split)", confusion,
-        f"![confusion matrix]({CONFUSION_FILE_NAME})",
-        *([f"## Training curves\n\n![training curves]({CURVES_FILE_NAME})"] if history else []),
-        "## Run by run (oldest first)", over_spans,
-        f"![holdout accuracy over spans]({HISTORY_FILE_NAME})",
-        f"Sources: evaluation {outputs['evaluation'].uri}"
-        + (f", Trainer run {outputs['model_run'].uri}" if outputs["model_run"] else ""),
-    ]) + "\n"
+    text = (
+        "\n\n".join(
+            [
+                "# agnews run report",
+                headline,
+                "## Per class (eval split)",
+                per_class,
+                "## Slices (eval split): by true class and by text length "
+                f"(short ≤ {features.SHORT_MAX_TOKENS} tokens < medium ≤ {features.MEDIUM_MAX_TOKENS} < long)",
+                slices,
+                "## Confusion matrix (eval split)",
+                confusion,
+                f"![confusion matrix]({CONFUSION_FILE_NAME})",
+                *(
+                    [f"## Training curves\n\n![training curves]({CURVES_FILE_NAME})"]
+                    if history
+                    else []
+                ),
+                "## Run by run (oldest first)",
+                over_spans,
+                f"![holdout accuracy over spans]({HISTORY_FILE_NAME})",
+                f"Sources: evaluation {outputs['evaluation'].uri}"
+                + (f", Trainer run {outputs['model_run'].uri}" if outputs["model_run"] else ""),
+            ]
+        )
+        + "\n"
+    )
     report_path = out_dir / REPORT_FILE_NAME
     report_path.write_text(text)
     return report_path, headline

@@ -6,9 +6,8 @@ TFX's resolvers are close but not quite it: SpanRangeStrategy keeps every versio
 were never pushed (the servability gate may have refused them), and the LATEST_PUSHED policy
 of TFX's LatestPolicyModel op follows an input key TFX's own Pusher does not use.
 """
-from __future__ import annotations
 
-from typing import Dict, List
+from __future__ import annotations
 
 from absl import logging
 from tfx import types
@@ -25,17 +24,24 @@ def span(examples: types.Artifact) -> int:
     return examples.get_int_custom_property(SPAN_PROPERTY)
 
 
-def window(examples: List[types.Artifact], num_spans: int, last_span: int | None
-           ) -> List[types.Artifact]:
+def window(
+    examples: list[types.Artifact], num_spans: int, last_span: int | None
+) -> list[types.Artifact]:
     """The newest version of each of the `num_spans` newest spans (up to `last_span`), oldest
     span first; a span ingested again (new files, or --no-cache) counts once."""
     newest: dict[int, types.Artifact] = {}
     for artifact in examples:
-        key = (artifact.get_int_custom_property("version"),
-               artifact.mlmd_artifact.create_time_since_epoch, artifact.id)
+        key = (
+            artifact.get_int_custom_property("version"),
+            artifact.mlmd_artifact.create_time_since_epoch,
+            artifact.id,
+        )
         current = newest.get(span(artifact))
-        if current is None or key > (current.get_int_custom_property("version"),
-                                     current.mlmd_artifact.create_time_since_epoch, current.id):
+        if current is None or key > (
+            current.get_int_custom_property("version"),
+            current.mlmd_artifact.create_time_since_epoch,
+            current.id,
+        ):
             newest[span(artifact)] = artifact
     spans = sorted(n for n in newest if last_span is None or n <= last_span)[-num_spans:]
     return [newest[n] for n in spans]
@@ -52,16 +58,20 @@ class SpanWindowStrategy(resolver.ResolverStrategy):
         self._last_span = None if last_span < 0 else last_span
         self._skip_if_trained = skip_if_trained
 
-    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
-                          ) -> Dict[str, List[types.Artifact]]:
+    def resolve_artifacts(
+        self, store, input_dict: dict[str, list[types.Artifact]]
+    ) -> dict[str, list[types.Artifact]]:
         spans = window(input_dict["examples"], self._num_spans, self._last_span)
         models = [key for key in input_dict if key != "examples"]
         pushed = [latest_pushed_model_id(store, {m.id for m in input_dict[key]}) for key in models]
         if self._skip_if_trained and all(
-                model is not None and training_window(store, model) == {a.id for a in spans}
-                for model in pushed):
-            logging.info("Nothing new: the served model was trained on spans %s.",
-                         sorted(span(a) for a in spans))
+            model is not None and training_window(store, model) == {a.id for a in spans}
+            for model in pushed
+        ):
+            logging.info(
+                "Nothing new: the served model was trained on spans %s.",
+                sorted(span(a) for a in spans),
+            )
             spans = []
         return {"examples": spans, **{key: [] for key in models}}
 
@@ -70,8 +80,9 @@ class LatestPushedModelStrategy(resolver.ResolverStrategy):
     """`model`: the model of the newest push of the input's models (one Trainer's), or none
     before their first push."""
 
-    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
-                          ) -> Dict[str, List[types.Artifact]]:
+    def resolve_artifacts(
+        self, store, input_dict: dict[str, list[types.Artifact]]
+    ) -> dict[str, list[types.Artifact]]:
         pushed = latest_pushed_model_id(store, {m.id for m in input_dict["model"]})
         return {"model": [m for m in input_dict["model"] if m.id == pushed]}
 
@@ -80,16 +91,26 @@ class PreviousSpanStatisticsStrategy(resolver.ResolverStrategy):
     """`statistics`: those of the newest span older than the span just ingested (`examples`),
     the drift gate's baseline; none for the first span."""
 
-    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
-                          ) -> Dict[str, List[types.Artifact]]:
+    def resolve_artifacts(
+        self, store, input_dict: dict[str, list[types.Artifact]]
+    ) -> dict[str, list[types.Artifact]]:
         current = max(span(a) for a in input_dict["examples"])
 
         def statistics_span(statistics: types.Artifact) -> int:
             examples = inputs(store, producer(store, statistics.id), "examples")
-            return store.get_artifacts_by_id(examples)[0].custom_properties[
-                SPAN_PROPERTY].int_value if examples else -1
+            return (
+                store.get_artifacts_by_id(examples)[0].custom_properties[SPAN_PROPERTY].int_value
+                if examples
+                else -1
+            )
 
-        older = [(n, s.id, s) for s in input_dict["statistics"]
-                 for n in [statistics_span(s)] if 0 <= n < current]
-        return {"statistics": [max(older, key=lambda t: t[:2])[2]] if older else [],
-                "examples": input_dict["examples"]}
+        older = [
+            (n, s.id, s)
+            for s in input_dict["statistics"]
+            for n in [statistics_span(s)]
+            if 0 <= n < current
+        ]
+        return {
+            "statistics": [max(older, key=lambda t: t[:2])[2]] if older else [],
+            "examples": input_dict["examples"],
+        }

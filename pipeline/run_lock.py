@@ -6,6 +6,7 @@ give two executions the same artifact directory. Each run holds an exclusive loc
 process ends, even by `kill -9`, so a crashed run never blocks the next one. Under Airflow,
 where each task is its own process, each task holds the lock while it runs (`held_while`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,7 +40,8 @@ def exclusive(metadata_path: str, pipeline_root: str):
                 raise RunInProgress(
                     f"another agnews run (pid {holder}) is using {path.removesuffix('.lock')}: wait "
                     "for it to finish, or give this run its own --metadata-path and "
-                    "--pipeline-root.") from None
+                    "--pipeline-root."
+                ) from None
             handle.seek(0)
             handle.truncate()
             handle.write(str(os.getpid()))
@@ -51,8 +53,10 @@ def held_while(function, metadata_path: str, pipeline_root: str):
     """`function` run under `exclusive`: for an orchestrator whose steps are separate processes,
     so that no step writes the store while an `agnews run` (or another step) does. Taking the lock
     also creates the metadata directory, when a step first runs."""
+
     @functools.wraps(function)
     def locked(*args, **kwargs):
         with exclusive(metadata_path, pipeline_root):
             return function(*args, **kwargs)
+
     return locked

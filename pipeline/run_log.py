@@ -3,6 +3,7 @@ run, seconds, the figure that matters), Keras's epoch lines, then the summary. E
 libraries log (TFX, Beam, TFT, TFMA, TensorFlow's C++ warnings) goes to a log file in the
 run's directory instead, which the summary names; `--verbose` prints it all as well.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,13 +13,21 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from absl import logging as absl_logging
 
-from components.artifacts import ACCEPTED, read_history, read_summary, rejected_counts
-from pipeline import metadata
+from components.artifacts import (
+    ACCEPTED,
+    BLESSED_PROPERTY,
+    PUSHED_PROPERTY,
+    PUSHED_VERSION_PROPERTY,
+    read_history,
+    read_summary,
+    rejected_counts,
+)
+from pipeline import metadata, node_ids
 
 LOGS_DIR_NAME = "logs"  # <run dir>/logs/run-<UTC time>.log
 _RUNNING = re.compile(r"Component (\S+) is running\.")
@@ -49,9 +58,7 @@ class _ComponentLines(logging.Handler):
 
 def gates(node_id) -> set[str]:
     """`node_id(nodes)` of the model's and the baseline's gate nodes, e.g. both Evaluators' ids."""
-    from pipeline.pipeline import BASELINE_NODES, MODEL_NODES
-
-    return {node_id(MODEL_NODES), node_id(BASELINE_NODES)}
+    return {node_id(node_ids.MODEL_NODES), node_id(node_ids.BASELINE_NODES)}
 
 
 def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str:
@@ -62,51 +69,68 @@ def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str
     if execution is None:
         return ""
     if metadata.skipped(execution):
-        return "skipped (" + ("first span: no earlier span to compare with"
-                              if node in ("DistributionValidator", "DriftGate")
-                              else "nothing new to train on") + ")"
+        return (
+            "skipped ("
+            + (
+                "first span: no earlier span to compare with"
+                if node in (node_ids.DISTRIBUTION_VALIDATOR, node_ids.DRIFT_GATE)
+                else "nothing new to train on"
+            )
+            + ")"
+        )
     state = "cached" if execution.last_known_state == execution.CACHED else "ran"
 
     def output(type_name: str):
         return metadata.output_in_run(store, pipeline_name, run_id, node, type_name)
 
     figure = ""
-    if node == "FileBasedExampleGen" and (examples := output("Examples")):
+    if node == node_ids.EXAMPLE_GEN and (examples := output("Examples")):
         rows = read_summary(examples.uri)
-        figure = (f"span {metadata.span(examples)}: {rows.get(ACCEPTED, 0)} rows accepted, "
-                  f"{sum(rejected_counts(rows).values())} rejected")
-    elif node == "AnomaliesGate":
+        figure = (
+            f"span {metadata.span(examples)}: {rows.get(ACCEPTED, 0)} rows accepted, "
+            f"{sum(rejected_counts(rows).values())} rejected"
+        )
+    elif node == node_ids.ANOMALIES_GATE:
         figure = "no schema anomalies"
-    elif node == "DriftGate":
+    elif node == node_ids.DRIFT_GATE:
         from pipeline import report
 
-        cache_dir = Path(metadata_path).resolve().parent / report.REPORT_DIR_NAME / report.DRIFT_DIR_NAME
+        cache_dir = (
+            Path(metadata_path).resolve().parent / report.REPORT_DIR_NAME / report.DRIFT_DIR_NAME
+        )
         figure = "; ".join(report.cached_drift(store, pipeline_name, run_id, cache_dir))
-    elif node == "span_window":
-        spans = sorted(metadata.span(a) for a in metadata.outputs_in_run(
-            store, pipeline_name, run_id, node, "Examples"))
+    elif node == node_ids.SPAN_WINDOW:
+        spans = sorted(
+            metadata.span(a)
+            for a in metadata.outputs_in_run(store, pipeline_name, run_id, node, "Examples")
+        )
         figure = f"window: spans {', '.join(map(str, spans))}" if spans else "nothing new"
-    elif node.endswith("trainer") or node == "Trainer":
+    elif node in node_ids.TRAINERS:
         if model_run := output("ModelRun"):
             figure = f"{len(read_history(model_run.uri).get('loss', []))} epochs"
     elif node in gates(lambda nodes: nodes.evaluator) and (blessing := output("ModelBlessing")):
-        figure = "blessed" if blessing.custom_properties["blessed"].int_value else "NOT blessed"
+        figure = (
+            "blessed" if blessing.custom_properties[BLESSED_PROPERTY].int_value else "NOT blessed"
+        )
     elif node in gates(lambda nodes: nodes.pusher) and (pushed := output("PushedModel")):
-        figure = (f"pushed version {pushed.custom_properties['pushed_version'].string_value}"
-                  if pushed.custom_properties["pushed"].int_value else "not pushed")
+        figure = (
+            f"pushed version {pushed.custom_properties[PUSHED_VERSION_PROPERTY].string_value}"
+            if pushed.custom_properties[PUSHED_PROPERTY].int_value
+            else "not pushed"
+        )
     return f"{state:<6} {figure}".rstrip()
 
 
 @contextlib.contextmanager
-def quiet_run(run_dir: str, describe: Callable[[str], str], verbose: bool = False
-              ) -> Iterator[str]:
+def quiet_run(run_dir: str, describe: Callable[[str], str], verbose: bool = False) -> Iterator[str]:
     """Sends the libraries' logs (Python logging and file descriptor 2, where TensorFlow's C++
     logs write) to `<run_dir>/logs/run-<time>.log` while the block runs, and prints a line per
     finished component on stdout; yields the log file's path."""
     log_dir = os.path.join(run_dir, LOGS_DIR_NAME)
     os.makedirs(log_dir, exist_ok=True)
-    path = os.path.join(log_dir, datetime.datetime.now(datetime.timezone.utc).strftime(
-        "run-%Y%m%dT%H%M%SZ.log"))
+    path = os.path.join(
+        log_dir, datetime.datetime.now(datetime.timezone.utc).strftime("run-%Y%m%dT%H%M%SZ.log")
+    )
     absl_logger, root = logging.getLogger("absl"), logging.getLogger()
     lines = _ComponentLines(describe, sys.stdout)
     # Through absl's verbosity flag, not the logger's level: TensorFlow resets the logger to
@@ -114,7 +138,9 @@ def quiet_run(run_dir: str, describe: Callable[[str], str], verbose: bool = Fals
     saved_verbosity = absl_logging.get_verbosity()
     with open(path, "ab", buffering=0) as log:
         file_handler = logging.StreamHandler(open(log.fileno(), "w", closefd=False))
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
         console = [] if verbose else [h for h in root.handlers if _is_console(h)]
         for handler in console:
             root.removeHandler(handler)
@@ -140,5 +166,8 @@ def quiet_run(run_dir: str, describe: Callable[[str], str], verbose: bool = Fals
 
 
 def _is_console(handler: logging.Handler) -> bool:
-    return (isinstance(handler, logging.StreamHandler)
-            and getattr(handler, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__))
+    return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
+        sys.stderr,
+        sys.stdout,
+        sys.__stderr__,
+    )

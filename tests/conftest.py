@@ -1,11 +1,12 @@
 """Shared fixtures. Importing `components` first selects Keras 2 before TensorFlow loads."""
+
 import gzip
 from pathlib import Path
 
 import pytest
 
 import components  # noqa: F401
-from pipeline import cli
+from agnews import cli
 from pipeline.config import SAMPLE_DATA_DIR
 
 # Passes ingestion (it has text) but has no token: Transform must give it one OOV token.
@@ -28,11 +29,20 @@ def run_example_gen(examples_dir: Path, settings, input_base: str, patterns: dic
 
     examples = standard_artifacts.Examples()
     examples.uri = str(examples_dir)
-    input_config = example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name=name, pattern=pattern) for name, pattern in patterns.items()])
-    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-        example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
-        for name, buckets in (("train", 8), ("eval", 1), ("holdout", 1))]))
+    input_config = example_gen_pb2.Input(
+        splits=[
+            example_gen_pb2.Input.Split(name=name, pattern=pattern)
+            for name, pattern in patterns.items()
+        ]
+    )
+    output_config = example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
+            splits=[
+                example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
+                for name, buckets in (("train", 8), ("eval", 1), ("holdout", 1))
+            ]
+        )
+    )
     exec_properties = {
         "input_base": input_base,
         "input_config": proto_utils.proto_to_json(input_config),
@@ -52,8 +62,10 @@ def read_examples(examples, split: str) -> list:
     import tensorflow as tf
 
     files = tf.io.gfile.glob(f"{examples.uri}/Split-{split}/*")
-    return [tf.train.Example.FromString(record.numpy())
-            for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [
+        tf.train.Example.FromString(record.numpy())
+        for record in tf.data.TFRecordDataset(files, compression_type="GZIP")
+    ]
 
 
 def transform_outputs(root):
@@ -71,8 +83,10 @@ def newest_output(root, component: str, output: str) -> str:
     (a later test reruns the pipeline with --no-cache, which adds one)."""
     import glob
 
-    return max(glob.glob(str(root / "pipeline" / component / output / "*")),
-               key=lambda path: int(path.rsplit("/", 1)[1]))
+    return max(
+        glob.glob(str(root / "pipeline" / component / output / "*")),
+        key=lambda path: int(path.rsplit("/", 1)[1]),
+    )
 
 
 # Rows the first run scores with BulkInferrer (--score): sample rows the training data does not
@@ -87,7 +101,9 @@ def score_lines() -> list[bytes]:
 
     out = io.StringIO()
     csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows(
-        row[1:] for row in csv.reader(line.decode() for line in sample_lines(300 + SCORE_ROWS)[300:]))
+        row[1:]
+        for row in csv.reader(line.decode() for line in sample_lines(300 + SCORE_ROWS)[300:])
+    )
     return out.getvalue().encode().splitlines()
 
 
@@ -99,7 +115,9 @@ def first_run(tmp_path_factory):
     arguments used."""
     root = tmp_path_factory.mktemp("e2e")
     (root / "score").mkdir()
-    (root / "score" / "unlabelled.csv").write_bytes(b"\n".join([b"title,description", *score_lines()]) + b"\n")
+    (root / "score" / "unlabelled.csv").write_bytes(
+        b"\n".join([b"title,description", *score_lines()]) + b"\n"
+    )
     return _pipeline_run(root, "--score", str(root / "score"), "--push-baseline")
 
 
@@ -107,17 +125,33 @@ def first_run(tmp_path_factory):
 def wide_run(tmp_path_factory):
     """The same run with the BiLSTM + linear n-gram model (Transform adds the n-gram features),
     without the baseline."""
-    return _pipeline_run(tmp_path_factory.mktemp("e2e_wide"), "--model", "bilstm2_wide",
-                         "--no-baseline")
+    return _pipeline_run(
+        tmp_path_factory.mktemp("e2e_wide"), "--model", "bilstm2_wide", "--no-baseline"
+    )
 
 
 def _pipeline_run(root, *extra_args: str):
     data = root / "data"
     data.mkdir()
     (data / "train.csv").write_bytes(b"\n".join(sample_lines(300) + [PUNCTUATION_ONLY_ROW]) + b"\n")
-    args = ["run", "--data", str(data), "--pipeline-root", str(root / "pipeline"),
-            "--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving"),
-            "--epochs", "1", "--batch-size", "32", "--min-accuracy", "0", *extra_args]
+    args = [
+        "run",
+        "--data",
+        str(data),
+        "--pipeline-root",
+        str(root / "pipeline"),
+        "--metadata-path",
+        str(root / "metadata.sqlite"),
+        "--serving-dir",
+        str(root / "serving"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--min-accuracy",
+        "0",
+        *extra_args,
+    ]
     assert cli.main(args) == 0
     return root, args
 
@@ -125,7 +159,7 @@ def _pipeline_run(root, *extra_args: str):
 # Runs `agnews ARGS` in a fresh interpreter and reports which heavy stacks it imported.
 _CLI_PROBE = r"""
 import json, sys
-from pipeline import cli
+from agnews import cli
 try:
     code = cli.main(sys.argv[1:])
 except SystemExit as stop:
@@ -143,8 +177,9 @@ def agnews_subprocess(*args: str):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _CLI_PROBE, *args], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI_PROBE, *args], capture_output=True, text=True, timeout=600
+    )
     *output, probe = done.stdout.rstrip("\n").splitlines()
     result = json.loads(probe)
     return result["exit"], set(result["loaded"]), "\n".join(output), done.stderr

@@ -1,7 +1,8 @@
 """Command-line behaviour that needs no pipeline run."""
+
 import pytest
 
-from pipeline import cli
+from agnews import cli
 
 from .conftest import agnews_subprocess
 
@@ -39,8 +40,9 @@ def test_keep_zero_is_refused_before_anything_runs(capsys):
     assert "--keep: must be a whole number of at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["serve"], ["report"], ["compile"],
-                                     ["skew"], ["score"]])
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["predict"], ["serve"], ["report"], ["compile"], ["skew"], ["score"]]
+)
 def test_help_imports_no_tensorflow_tfx_or_beam(command):
     code, loaded, out, _ = agnews_subprocess(*command, "--help")
     assert code == 0
@@ -74,8 +76,11 @@ def test_known_tensorflow_noise_is_dropped_and_real_errors_are_kept():
         "    os.write(2, b'E cuda_fft.cc:479] Unable to register cuFFT factory: Attempting...\\n')\n"
         "    os.write(2, b'E some_op.cc:1] Invalid argument: a real error\\n')\n"
         "    os.write(2, b'E util.cc:131] oneDNN supports DT_INT64 only on platforms with AVX-512.\\n')\n"
-        "print('done')\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        "print('done')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert done.stdout == "done\n"
     assert done.stderr == "E some_op.cc:1] Invalid argument: a real error\n"
 
@@ -83,10 +88,20 @@ def test_known_tensorflow_noise_is_dropped_and_real_errors_are_kept():
 @pytest.mark.parametrize("flags", [["--no-baseline"], ["--model", "linear"]])
 def test_push_baseline_without_a_baseline_is_a_one_line_error(tmp_path, flags):
     code, _, out, err = agnews_subprocess(
-        "run", "--push-baseline", *flags, "--pipeline-root", str(tmp_path / "pipeline"),
-        "--metadata-path", str(tmp_path / "metadata.sqlite"), "--serving-dir", str(tmp_path / "serving"))
+        "run",
+        "--push-baseline",
+        *flags,
+        "--pipeline-root",
+        str(tmp_path / "pipeline"),
+        "--metadata-path",
+        str(tmp_path / "metadata.sqlite"),
+        "--serving-dir",
+        str(tmp_path / "serving"),
+    )
     assert code == 1 and out == ""
-    assert err.startswith("agnews run failed: push_baseline (--push-baseline) needs the linear baseline")
+    assert err.startswith(
+        "agnews run failed: push_baseline (--push-baseline) needs the linear baseline"
+    )
     assert len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # refused before anything ran
 
@@ -94,10 +109,13 @@ def test_push_baseline_without_a_baseline_is_a_one_line_error(tmp_path, flags):
 def test_compile_refuses_a_bad_config_file_in_one_line(tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"push_baseline": true, "baseline": false}')
-    code, _, out, err = agnews_subprocess("compile", "kubeflow", "--config", str(config),
-                                          "--output", str(tmp_path / "pipeline.json"))
+    code, _, out, err = agnews_subprocess(
+        "compile", "kubeflow", "--config", str(config), "--output", str(tmp_path / "pipeline.json")
+    )
     assert code == 1 and out == ""
-    assert err.startswith("agnews compile failed: push_baseline (--push-baseline) needs the linear baseline")
+    assert err.startswith(
+        "agnews compile failed: push_baseline (--push-baseline) needs the linear baseline"
+    )
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "pipeline.json").exists()
 
@@ -108,5 +126,9 @@ def test_push_baseline_needs_a_directory_of_its_own_beside_the_models(serving_di
 
     with pytest.raises(ValueError, match="does not leave room"):
         PipelineConfig(serving_dir=serving_dir, push_baseline=True)
-    assert PipelineConfig(serving_dir="gs://bucket/serving/agnews", push_baseline=True
-                          ).baseline_serving_dir == "gs://bucket/serving/agnews_linear"
+    assert (
+        PipelineConfig(
+            serving_dir="gs://bucket/serving/agnews", push_baseline=True
+        ).baseline_serving_dir
+        == "gs://bucket/serving/agnews_linear"
+    )

@@ -1,5 +1,6 @@
 """The drift gate on spans built from the embedded sample: TFX's StatisticsGen and
 DistributionValidator executors, configured as the pipeline configures them, then DriftGate."""
+
 import csv
 import os
 import shutil
@@ -29,9 +30,13 @@ SPAN_1, SPAN_2 = _rows(0, 1500), _rows(1500, 1500)  # two random halves of the s
 
 def _largest_share_change(before, now) -> float:
     """L-infinity distance of two spans' label distributions, counted here."""
-    return max(abs(sum(row[0] == label for row in now) / len(now) -
-                   sum(row[0] == label for row in before) / len(before))
-               for label in range(features.NUM_CLASSES))
+    return max(
+        abs(
+            sum(row[0] == label for row in now) / len(now)
+            - sum(row[0] == label for row in before) / len(before)
+        )
+        for label in range(features.NUM_CLASSES)
+    )
 
 
 def _write_span(directory, rows) -> None:
@@ -69,11 +74,18 @@ def _gate(tmp_path, statistics, baseline, accept_drift: bool = False):
     DistributionValidatorExecutor().Do(
         {"statistics": [statistics], "baseline_statistics": [baseline] if baseline else []},
         {"anomalies": [anomalies]},
-        {"distribution_validator_config": settings["config"],
-         "include_split_pairs": json_utils.dumps(settings["include_split_pairs"])})
-    drift.DriftGate.test_call(anomalies=anomalies, statistics=statistics,
-                              baseline_statistics=baseline, accept_drift=int(accept_drift),
-                              **drift.gate_settings(str(SCHEMA_DIR)))
+        {
+            "distribution_validator_config": settings["config"],
+            "include_split_pairs": json_utils.dumps(settings["include_split_pairs"]),
+        },
+    )
+    drift.DriftGate.test_call(
+        anomalies=anomalies,
+        statistics=statistics,
+        baseline_statistics=baseline,
+        accept_drift=int(accept_drift),
+        **drift.gate_settings(str(SCHEMA_DIR)),
+    )
     return anomalies
 
 
@@ -88,14 +100,16 @@ def test_spans_of_the_same_news_pass(span_1, tmp_path):
     checks = drift.parse_checks(drift.gate_settings(str(SCHEMA_DIR))["thresholds"])
     lines = drift.describe_drift(anomalies.uri, span_2.uri, span_1.uri, checks)
     assert [(line.feature, line.measure, line.drifted) for line in lines] == [
-        ("label", "infinity_norm", False), ("title", "mean_length_change", False),
-        ("description", "mean_length_change", False)]
+        ("label", "infinity_norm", False),
+        ("title", "mean_length_change", False),
+        ("description", "mean_length_change", False),
+    ]
     assert all(0 < line.distance < line.threshold / 2 for line in lines)
 
 
 def test_a_span_of_almost_one_class_stops_the_run_naming_label(span_1, tmp_path):
     sports = [row for row in SPAN_2 if row[0] == SPORTS]
-    rows = sports + SPAN_2[:len(sports) // 20]
+    rows = sports + SPAN_2[: len(sports) // 20]
     span_2 = _statistics(tmp_path, "span_2", rows)
     with pytest.raises(drift.DriftError) as raised:
         _gate(tmp_path, span_2, span_1)
@@ -114,22 +128,26 @@ def test_a_span_without_descriptions_stops_the_run_naming_description(span_1, tm
         _gate(tmp_path, span_2, span_1)
     (line,) = [line for line in str(raised.value).splitlines() if line.startswith("  ")]
     assert line.startswith(
-        "  description: mean_length_change 1.000 > threshold 0.2 (mean 0.0 bytes, previous span")
+        "  description: mean_length_change 1.000 > threshold 0.2 (mean 0.0 bytes, previous span"
+    )
 
 
 def test_accepted_drift_passes_and_says_so(span_1, tmp_path, caplog):
     sports = [row for row in SPAN_2 if row[0] == SPORTS]
     _gate(tmp_path, _statistics(tmp_path, "span_2", sports), span_1, accept_drift=True)
     (record,) = [r for r in caplog.records if "Drift gate" in r.getMessage()]
-    assert "drift from the previous span accepted (--accept-drift): label: infinity_norm" in \
-        record.getMessage()
+    assert (
+        "drift from the previous span accepted (--accept-drift): label: infinity_norm"
+        in record.getMessage()
+    )
 
 
 def test_the_first_span_passes_saying_there_is_no_previous_span(span_1, tmp_path, caplog):
     caplog.set_level("INFO", logger="absl")
     _gate(tmp_path, span_1, None)
-    assert any("no previous span to compare this span with" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "no previous span to compare this span with" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_a_numeric_label_is_refused_rather_than_measured_as_zero(span_1, tmp_path):

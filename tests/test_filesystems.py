@@ -1,6 +1,7 @@
 """Our components read and write artifacts on any file system TensorFlow and Beam know, not
 only on local disk: on TF's in-memory `ram://` (where only TensorFlow can reach the files), and
 on `gs://` against a local GCS emulator (run by `bash .ci/gcs-emulator`, which CI does)."""
+
 import os
 import subprocess
 import sys
@@ -10,13 +11,19 @@ import pytest
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+from agnews import predict, versions
 from components import artifacts, features, ingest, servability, validation
-from pipeline import local_runner, metadata, predict
+from pipeline import local_runner, metadata
+
 from .conftest import sample_lines
 
 BUCKET = os.environ.get("AGNEWS_TEST_BUCKET")
-needs_gcs_emulator = pytest.mark.skipif(not BUCKET, reason=(
-    "needs a GCS emulator: bash .ci/gcs-emulator .venv/bin/pytest tests/test_filesystems.py"))
+needs_gcs_emulator = pytest.mark.skipif(
+    not BUCKET,
+    reason=(
+        "needs a GCS emulator: bash .ci/gcs-emulator .venv/bin/pytest tests/test_filesystems.py"
+    ),
+)
 
 
 def _unique(base: str) -> str:
@@ -39,25 +46,37 @@ class _Servable(tf.Module):
         else:
             class_id = tf.zeros([rows], tf.int32)
             probabilities = tf.ones([rows, features.NUM_CLASSES])
-        return {features.PROBABILITIES_KEY: probabilities,
-                features.CLASS_ID_KEY: tf.cast(class_id, tf.int64),
-                features.LABEL_NAME_KEY: tf.gather(tf.constant(features.LABEL_NAMES), class_id)}
+        return {
+            features.PROBABILITIES_KEY: probabilities,
+            features.CLASS_ID_KEY: tf.cast(class_id, tf.int64),
+            features.LABEL_NAME_KEY: tf.gather(tf.constant(features.LABEL_NAMES), class_id),
+        }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.TITLE_KEY),
-                                  tf.TensorSpec([None], tf.string, name=features.DESCRIPTION_KEY)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=features.TITLE_KEY),
+            tf.TensorSpec([None], tf.string, name=features.DESCRIPTION_KEY),
+        ]
+    )
     def serve_text(self, title, description):
         return self._answer(title)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(self, examples):
-        parsed = tf.io.parse_example(examples, {
-            key: tf.io.FixedLenFeature([], tf.string) for key in features.TEXT_KEYS})
+        parsed = tf.io.parse_example(
+            examples, {key: tf.io.FixedLenFeature([], tf.string) for key in features.TEXT_KEYS}
+        )
         return self._answer(parsed[features.TITLE_KEY])
 
     def save(self, export_dir: str) -> None:
-        tf.saved_model.save(self, export_dir, signatures={
-            features.SERVING_DEFAULT: self.serve_text,
-            features.SERVING_TF_EXAMPLE: self.serve_tf_examples})
+        tf.saved_model.save(
+            self,
+            export_dir,
+            signatures={
+                features.SERVING_DEFAULT: self.serve_text,
+                features.SERVING_TF_EXAMPLE: self.serve_tf_examples,
+            },
+        )
 
 
 def _write_eval_examples(examples_uri: str, count: int = 8) -> None:
@@ -66,19 +85,24 @@ def _write_eval_examples(examples_uri: str, count: int = 8) -> None:
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
         for i in range(count):
-            writer.write(ingest.make_example(i % features.NUM_CLASSES, f"title {'x' * i}",
-                                             f"description {i}").SerializeToString())
+            writer.write(
+                ingest.make_example(
+                    i % features.NUM_CLASSES, f"title {'x' * i}", f"description {i}"
+                ).SerializeToString()
+            )
 
 
 def _stage_candidate(root: str, correct: bool) -> str:
     """A stand-in model staged by the gate's own code, with the warmup file, under `root`."""
     _Servable(correct).save(os.path.join(root, "model", "Format-Serving"))
     _write_eval_examples(os.path.join(root, "examples"))
-    return servability.stage_candidate(os.path.join(root, "model"), os.path.join(root, "examples"),
-                                       os.path.join(root, "blessing"))
+    return servability.stage_candidate(
+        os.path.join(root, "model"), os.path.join(root, "examples"), os.path.join(root, "blessing")
+    )
 
 
 # --- ram://: files that only TensorFlow's file API can see ------------------------------------
+
 
 def _write_anomalies(anomalies_uri: str, split: str, anomalies: anomalies_pb2.Anomalies) -> None:
     path = os.path.join(anomalies_uri, f"Split-{split}", validation.ANOMALIES_FILE_NAME)
@@ -90,12 +114,14 @@ def _write_anomalies(anomalies_uri: str, split: str, anomalies: anomalies_pb2.An
 def test_the_anomalies_gate_reads_anomalies_through_tensorflow():
     uri = _unique("ram://anomalies")
     broken = anomalies_pb2.Anomalies()
-    broken.anomaly_info["label"].reason.add(short_description="Out-of-range values",
-                                            description="Unexpectedly large value: 7.")
+    broken.anomaly_info["label"].reason.add(
+        short_description="Out-of-range values", description="Unexpectedly large value: 7."
+    )
     _write_anomalies(uri, "train", broken)
     _write_anomalies(uri, "eval", anomalies_pb2.Anomalies())
     assert validation.describe_anomalies(uri, ["train", "eval"]) == [
-        "train: feature 'label': Out-of-range values (Unexpectedly large value: 7.)"]
+        "train: feature 'label': Out-of-range values (Unexpectedly large value: 7.)"
+    ]
 
 
 def test_the_report_reads_the_training_history_through_tensorflow():
@@ -110,14 +136,16 @@ def test_the_servability_gate_stages_a_candidate_on_a_tensorflow_file_system():
     # The check process cannot see this process's ram://: here, the copy and the warmup file,
     # loaded and replayed in this process as TF Serving would; the gs:// test runs the check.
     candidate = _stage_candidate(_unique("ram://servability"), correct=True)
-    replayed = predict.warmup_requests(candidate)
+    replayed = versions.warmup_requests(candidate)
     assert len(replayed) == len(servability.WARMUP_SIGNATURES) * len(servability.WARMUP_BATCH_SIZES)
-    model = predict.load_warm(candidate)
+    model = versions.load_warm(candidate)
     answer = model.signatures[features.SERVING_DEFAULT](**replayed[0][1])
     assert answer[features.PROBABILITIES_KEY].shape == (1, features.NUM_CLASSES)
 
 
-def test_the_check_process_resolves_a_relative_candidate_as_this_process_does(tmp_path, monkeypatch):
+def test_the_check_process_resolves_a_relative_candidate_as_this_process_does(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     candidate = os.path.relpath(_stage_candidate(str(tmp_path / "root"), correct=False))
     problems = servability.check_in_separate_process(candidate, timeout_seconds=300)
@@ -125,6 +153,7 @@ def test_the_check_process_resolves_a_relative_candidate_as_this_process_does(tm
 
 
 # --- gs://: a whole component run against a local GCS emulator --------------------------------
+
 
 @needs_gcs_emulator
 def test_a_whole_agnews_run_on_gcs_pushes_a_model_that_answers(tmp_path):
@@ -137,10 +166,30 @@ def test_a_whole_agnews_run_on_gcs_pushes_a_model_that_answers(tmp_path):
         handle.write(b"\n".join(sample_lines(300) + [b'"9","bad label","x"']) + b"\n")
     metadata_path = tmp_path / "metadata.sqlite"
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--data", f"{root}/data",
-         "--pipeline-root", f"{root}/pipeline", "--serving-dir", f"{root}/serving",
-         "--metadata-path", str(metadata_path), "--epochs", "1", "--batch-size", "32",
-         "--min-accuracy", "0"], capture_output=True, text=True, timeout=1800)
+        [
+            sys.executable,
+            "-m",
+            "agnews.cli",
+            "run",
+            "--data",
+            f"{root}/data",
+            "--pipeline-root",
+            f"{root}/pipeline",
+            "--serving-dir",
+            f"{root}/serving",
+            "--metadata-path",
+            str(metadata_path),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--min-accuracy",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert f"Model pushed to: {root}/serving/" in done.stdout
 
@@ -149,10 +198,11 @@ def test_a_whole_agnews_run_on_gcs_pushes_a_model_that_answers(tmp_path):
     assert summary.rejected_rows_file.startswith(f"{root}/pipeline/")
     with tf.io.gfile.GFile(summary.rejected_rows_file) as handle:
         assert handle.read().splitlines()[1].startswith(f"train.csv,301,{ingest.LABEL_NOT_1_TO_4},")
-    version = predict.resolve_version_dir(f"{root}/serving")
+    version = versions.resolve_version_dir(f"{root}/serving")
     assert summary.pushed_to.rstrip("/") == version
-    assert len(predict.warmup_requests(version)) == (
-        len(servability.WARMUP_SIGNATURES) * len(servability.WARMUP_BATCH_SIZES))
+    assert len(versions.warmup_requests(version)) == (
+        len(servability.WARMUP_SIGNATURES) * len(servability.WARMUP_BATCH_SIZES)
+    )
     (answer,) = predict.predict(version, ["Stocks slide as oil prices climb"], [""])
     assert answer["label"] in features.LABEL_NAMES
     assert (tmp_path / "report" / "training_curves.png").is_file()  # the history, read from gs://
@@ -170,18 +220,29 @@ def test_example_validator_anomalies_stop_the_run_on_gcs(tmp_path):
     root = _unique(BUCKET)
     with tf.io.TFRecordWriter(f"{root}/data/data.tfrecord") as writer:
         for number, label in enumerate([0, 1, 2, 3, 7] * 4):
-            writer.write(ingest.make_example(label, f"headline {number}", "text").SerializeToString())
+            writer.write(
+                ingest.make_example(label, f"headline {number}", "text").SerializeToString()
+            )
     example_gen = ImportExampleGen(input_base=f"{root}/data")
-    schema_gen = ImportSchemaGen(schema_file=os.path.join(PipelineConfig().schema_dir, "schema.pbtxt"))
+    schema_gen = ImportSchemaGen(
+        schema_file=os.path.join(PipelineConfig().schema_dir, "schema.pbtxt")
+    )
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     example_validator = ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
     gate = validation.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     with pytest.raises(validation.DataContractError) as raised:
-        LocalDagRunner().run(Pipeline(
-            pipeline_name="contract", pipeline_root=f"{root}/pipeline",
-            components=[example_gen, schema_gen, statistics_gen, example_validator, gate],
-            metadata_connection_config=metadata.sqlite_connection_config(str(tmp_path / "m.sqlite"))))
+        LocalDagRunner().run(
+            Pipeline(
+                pipeline_name="contract",
+                pipeline_root=f"{root}/pipeline",
+                components=[example_gen, schema_gen, statistics_gen, example_validator, gate],
+                metadata_connection_config=metadata.sqlite_connection_config(
+                    str(tmp_path / "m.sqlite")
+                ),
+            )
+        )
     assert "feature 'label'" in str(raised.value) and "Out-of-range values" in str(raised.value)
     assert f"{root}/pipeline/ExampleValidator/anomalies/" in str(raised.value)
 

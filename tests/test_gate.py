@@ -1,6 +1,7 @@
 """The push gate judges the overall eval accuracy, the figure the run prints: TFX's Evaluator
 executor, run on the model and examples of the end-to-end run's newest evaluation with the
 pipeline's eval_config."""
+
 import glob
 import json
 
@@ -19,7 +20,9 @@ def _evaluate(evaluated: dict[str, str], out_dir, min_accuracy: float) -> tuple[
     URI) under a gate at `min_accuracy`."""
     examples = standard_artifacts.Examples()
     examples.uri = evaluated["examples"]
-    examples.split_names = json.dumps([features.TRAIN_SPLIT, features.EVAL_SPLIT, features.HOLDOUT_SPLIT])
+    examples.split_names = json.dumps(
+        [features.TRAIN_SPLIT, features.EVAL_SPLIT, features.HOLDOUT_SPLIT]
+    )
     model = standard_artifacts.Model()
     model.uri = evaluated["model"]
     evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
@@ -28,8 +31,11 @@ def _evaluate(evaluated: dict[str, str], out_dir, min_accuracy: float) -> tuple[
     EvaluatorExecutor().Do(
         {"examples": [examples], "model": [model]},
         {"evaluation": [evaluation], "blessing": [blessing]},
-        {"eval_config": proto_utils.proto_to_json(config),
-         "example_splits": json.dumps([features.EVAL_SPLIT])})
+        {
+            "eval_config": proto_utils.proto_to_json(config),
+            "example_splits": json.dumps([features.EVAL_SPLIT]),
+        },
+    )
     blessed = bool(glob.glob(str(out_dir / "blessing" / "BLESSED")))
     assert blessed == (blessing.get_int_custom_property("blessed") == 1)
     return blessed, evaluation.uri
@@ -41,8 +47,10 @@ def test_the_bar_holds_for_the_overall_accuracy_not_for_each_slice(first_run, tm
     # Later e2e tests ingest and train again: the newest evaluation, and what it evaluated.
     evaluation = metadata.latest_output(store, "agnews", "Evaluator", "ModelEvaluation")
     execution = metadata.producer(store, evaluation.id)
-    evaluated = {key: store.get_artifacts_by_id(metadata.inputs(store, execution, key))[0].uri
-                 for key in ("examples", "model")}
+    evaluated = {
+        key: store.get_artifacts_by_id(metadata.inputs(store, execution, key))[0].uri
+        for key in ("examples", "model")
+    }
     metrics = report.load_evaluation(evaluation.uri).metrics
     overall = metrics[""][report.ACCURACY]
     worst_slice = min(values[report.ACCURACY] for name, values in metrics.items() if name)
@@ -56,4 +64,5 @@ def test_the_bar_holds_for_the_overall_accuracy_not_for_each_slice(first_run, tm
     blessed, uri = _evaluate(evaluated, tmp_path / "above", min(overall + 0.05, 1.0))
     assert not blessed
     assert local_runner.gate_failures(uri) == [
-        f"eval accuracy {overall:.4f} is below the bar {min(overall + 0.05, 1.0):g}"]
+        f"eval accuracy {overall:.4f} is below the bar {min(overall + 0.05, 1.0):g}"
+    ]

@@ -1,6 +1,7 @@
 """The pipeline image, without a Docker engine: its build context as .dockerignore filters it,
 its Python environment built the way the Dockerfile builds it, and KFP tasks of the compiled
 pipeline run in that environment by their own container command lines."""
+
 import json
 import os
 import shutil
@@ -22,8 +23,11 @@ IMAGE = "registry.example/agnews-pipeline:test"
 def dockerfile() -> list[tuple[str, str]]:
     """(instruction, arguments) of each Dockerfile line, continuation lines joined."""
     text = (PROJECT_DIR / "Dockerfile").read_text().replace("\\\n", " ")
-    return [tuple(line.strip().split(None, 1)) for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        tuple(line.strip().split(None, 1))
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def copied_paths() -> list[str]:
@@ -34,20 +38,29 @@ def copied_paths() -> list[str]:
 def build_context() -> set[str]:
     """The files `docker build .` sends, as Docker (here docker-py, its Python client) reads
     .dockerignore."""
-    patterns = [line.strip() for line in (PROJECT_DIR / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
-    return {path for path in exclude_paths(str(PROJECT_DIR), patterns)
-            if (PROJECT_DIR / path).is_file()}
+    patterns = [
+        line.strip()
+        for line in (PROJECT_DIR / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    return {
+        path for path in exclude_paths(str(PROJECT_DIR), patterns) if (PROJECT_DIR / path).is_file()
+    }
 
 
 def test_the_build_context_is_what_the_dockerfile_copies():
     context = build_context()
     copied = copied_paths()
-    assert {op: args for op, args in dockerfile() if op == "WORKDIR"} == {"WORKDIR": IMAGE_PROJECT_DIR}
+    assert {op: args for op, args in dockerfile() if op == "WORKDIR"} == {
+        "WORKDIR": IMAGE_PROJECT_DIR
+    }
     for source in copied:  # `docker build` fails on a COPY whose source the context lacks
         assert any(path == source or path.startswith(source + "/") for path in context), source
-    beyond = {path for path in context
-              if not any(path == source or path.startswith(source + "/") for source in copied)}
+    beyond = {
+        path
+        for path in context
+        if not any(path == source or path.startswith(source + "/") for source in copied)
+    }
     assert beyond == {"Dockerfile", ".dockerignore"}  # Docker always sends these two
     assert not any("__pycache__" in path for path in context)
     assert sum((PROJECT_DIR / path).stat().st_size for path in context) < 5_000_000
@@ -67,45 +80,73 @@ def _build_image_python(workdir: Path, venv: Path) -> None:
     `uv` is this machine's, `--system` is the virtualenv and /tmp is the test's."""
     uv = find_uv()
     # The Python 3.10 these tests run on (the TFX 1.16 image has 3.10 too).
-    done = subprocess.run([uv, "venv", "--quiet", "--python", os.path.realpath(sys.executable), str(venv)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [uv, "venv", "--quiet", "--python", os.path.realpath(sys.executable), str(venv)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [args for op, args in dockerfile() if op == "RUN"]
     assert steps[0] == "python -m pip install --no-cache-dir uv"  # the image's uv: here, ours
     assert any("uv export --frozen" in step for step in steps[1:])
     for step in steps[1:]:
-        command = (step.replace("/tmp/", f"{workdir.parent}/").replace("uv ", f"{uv} ")
-                   .replace("--system", f"--python {venv / 'bin' / 'python'}"))
-        done = subprocess.run(["bash", "-c", command], cwd=workdir, capture_output=True, text=True,
-                              timeout=1200)
+        command = (
+            step.replace("/tmp/", f"{workdir.parent}/")
+            .replace("uv ", f"{uv} ")
+            .replace("--system", f"--python {venv / 'bin' / 'python'}")
+        )
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=workdir, capture_output=True, text=True, timeout=1200
+        )
         assert done.returncode == 0, f"{step}:\n{done.stderr[-3000:]}"
 
 
 def _executor_input(spec: dict, task: str, workdir: Path, outputs: Path) -> dict:
     """What KFP passes as `{{$}}` (ExecutorInput JSON) to `task`: its constant parameters, with
     the image's project directory at `workdir`, and fresh output artifacts under `outputs`."""
+
     def local(value: dict) -> dict:
         text = value.get("stringValue", "")
-        return ({"stringValue": str(workdir) + text[len(IMAGE_PROJECT_DIR):]}
-                if text.startswith(IMAGE_PROJECT_DIR + "/") else value)
+        return (
+            {"stringValue": str(workdir) + text[len(IMAGE_PROJECT_DIR) :]}
+            if text.startswith(IMAGE_PROJECT_DIR + "/")
+            else value
+        )
 
     parameters = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
     component = spec["components"][task]
     return {
-        "inputs": {"parameters": {name: local(p["runtimeValue"]["constantValue"])
-                                  for name, p in parameters.items()}},
+        "inputs": {
+            "parameters": {
+                name: local(p["runtimeValue"]["constantValue"]) for name, p in parameters.items()
+            }
+        },
         "outputs": {
-            "artifacts": {key: {"artifacts": [{"name": f"{task}-{key}", "type": output["artifactType"],
-                                               "uri": str(outputs / task / key), "metadata": {}}]}
-                          for key, output in component["outputDefinitions"]["artifacts"].items()},
-            "outputFile": str(outputs / task / "executor_output.json")},
+            "artifacts": {
+                key: {
+                    "artifacts": [
+                        {
+                            "name": f"{task}-{key}",
+                            "type": output["artifactType"],
+                            "uri": str(outputs / task / key),
+                            "metadata": {},
+                        }
+                    ]
+                }
+                for key, output in component["outputDefinitions"]["artifacts"].items()
+            },
+            "outputFile": str(outputs / task / "executor_output.json"),
+        },
     }
 
 
 def _run_container(container: dict, executor_input: dict, workdir: Path, env: dict) -> None:
     """One container command line of the IR, `{{$}}` filled in, run where the image runs it."""
-    argv = [*container["command"],
-            *(json.dumps(executor_input) if arg == "{{$}}" else arg for arg in container["args"])]
+    argv = [
+        *container["command"],
+        *(json.dumps(executor_input) if arg == "{{$}}" else arg for arg in container["args"]),
+    ]
     assert argv[0] == "python"  # resolved on PATH, as in the image
     done = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(argv[:3])}:\n{done.stderr[-4000:]}"
@@ -116,16 +157,20 @@ def test_the_image_environment_runs_the_compiled_tasks(tmp_path):
     workdir, venv, outputs = tmp_path / "pipeline", tmp_path / "venv", tmp_path / "outputs"
     for path in copied_paths():
         if (PROJECT_DIR / path).is_dir():
-            shutil.copytree(PROJECT_DIR / path, workdir / path,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                PROJECT_DIR / path,
+                workdir / path,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            )
         else:
             workdir.mkdir(exist_ok=True)
             shutil.copy(PROJECT_DIR / path, workdir / path)
     _build_image_python(workdir, venv)
 
     # The embedded sample and the curated schema, as the image has them (no test split).
-    text = Path(compile_pipeline(PipelineConfig(test_split=False), str(tmp_path / "ir.json"),
-                                 image=IMAGE)).read_text()
+    text = Path(
+        compile_pipeline(PipelineConfig(test_split=False), str(tmp_path / "ir.json"), image=IMAGE)
+    ).read_text()
     spec = json.loads(text)["pipelineSpec"]
     executors = spec["deploymentSpec"]["executors"]
     env = _image_env(venv)
@@ -133,7 +178,8 @@ def test_the_image_environment_runs_the_compiled_tasks(tmp_path):
     schema_input = _executor_input(spec, "ImportSchemaGen", workdir, outputs)
     _run_container(executors["ImportSchemaGen_executor"]["container"], schema_input, workdir, env)
     assert (outputs / "ImportSchemaGen" / "schema" / "schema.pbtxt").read_text() == (
-        PROJECT_DIR / "schemas" / "schema.pbtxt").read_text()
+        PROJECT_DIR / "schemas" / "schema.pbtxt"
+    ).read_text()
 
     # ExampleGen: KFP runs its driver (span and fingerprint), then our ingest executor.
     example_gen = executors["FileBasedExampleGen_executor"]["container"]

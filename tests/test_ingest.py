@@ -1,4 +1,5 @@
 """Ingestion: every line becomes an example or a rejected row with its line number and reason."""
+
 import codecs
 import collections
 import csv
@@ -7,6 +8,7 @@ import json
 import os
 
 import pytest
+
 from components import artifacts, features, ingest
 
 from .conftest import read_examples, run_example_gen, sample_lines
@@ -14,19 +16,22 @@ from .conftest import read_examples, run_example_gen, sample_lines
 GOOD = b'"3","Oil prices rise","Crude oil rose #36;2 on Monday."'
 
 
-@pytest.mark.parametrize("line, reason", [
-    (b'"3","only two"', ingest.WRONG_COLUMN_COUNT),
-    (b'"3","a","b","c"', ingest.WRONG_COLUMN_COUNT),
-    (b"", ingest.WRONG_COLUMN_COUNT),
-    (b'"3","unterminated, text', ingest.UNTERMINATED_QUOTE),
-    (b'"3","a"x,"b"', ingest.BAD_QUOTING),
-    (b'"5","title","text"', ingest.LABEL_NOT_1_TO_4),
-    (b'"0","title","text"', ingest.LABEL_NOT_1_TO_4),
-    (b'"World","title","text"', ingest.LABEL_NOT_1_TO_4),
-    (b'"2","  ",""', ingest.EMPTY_TEXT),
-    (b'"2","caf\xe9","latin-1 bytes"', ingest.INVALID_UTF8),
-    (b'"2","' + b"x" * 11 + b'","ok"', ingest.FIELD_TOO_LONG),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b'"3","only two"', ingest.WRONG_COLUMN_COUNT),
+        (b'"3","a","b","c"', ingest.WRONG_COLUMN_COUNT),
+        (b"", ingest.WRONG_COLUMN_COUNT),
+        (b'"3","unterminated, text', ingest.UNTERMINATED_QUOTE),
+        (b'"3","a"x,"b"', ingest.BAD_QUOTING),
+        (b'"5","title","text"', ingest.LABEL_NOT_1_TO_4),
+        (b'"0","title","text"', ingest.LABEL_NOT_1_TO_4),
+        (b'"World","title","text"', ingest.LABEL_NOT_1_TO_4),
+        (b'"2","  ",""', ingest.EMPTY_TEXT),
+        (b'"2","caf\xe9","latin-1 bytes"', ingest.INVALID_UTF8),
+        (b'"2","' + b"x" * 11 + b'","ok"', ingest.FIELD_TOO_LONG),
+    ],
+)
 def test_bad_lines_get_their_reason(line, reason):
     assert ingest.parse_line(line, max_field_chars=10) == reason
 
@@ -44,8 +49,12 @@ def test_good_line_keeps_text_as_written_and_shifts_label():
 
 
 def _run_example_gen(tmp_path, data_dir, max_bad_fraction):
-    return run_example_gen(tmp_path / "examples", ingest.IngestSettings(max_bad_fraction), str(data_dir),
-                           {"train": "train*.csv*", "test": "test*.csv*"})
+    return run_example_gen(
+        tmp_path / "examples",
+        ingest.IngestSettings(max_bad_fraction),
+        str(data_dir),
+        {"train": "train*.csv*", "test": "test*.csv*"},
+    )
 
 
 def _count_examples(examples, split):
@@ -57,8 +66,13 @@ def _mixed_data(tmp_path, good_count):
     data = tmp_path / "data"
     data.mkdir()
     lines = sample_lines(good_count)
-    bad = {3: b'"9","bad label","x"', 10: b'"2","cut short', 11: b'"1","",""',
-           20: b'"1","caf\xe9","x"', 25: b'"1","a"'}
+    bad = {
+        3: b'"9","bad label","x"',
+        10: b'"2","cut short',
+        11: b'"1","",""',
+        20: b'"1","caf\xe9","x"',
+        25: b'"1","a"',
+    }
     for number in sorted(bad):
         lines.insert(number - 1, bad[number])
     with gzip.open(data / "train.csv.gz", "wb") as handle:
@@ -68,7 +82,9 @@ def _mixed_data(tmp_path, good_count):
 
 
 def _rejected_rows(examples):
-    with open(f"{examples.uri}/{artifacts.REJECTED_FILE_NAME}", newline="", encoding="utf-8") as handle:
+    with open(
+        f"{examples.uri}/{artifacts.REJECTED_FILE_NAME}", newline="", encoding="utf-8"
+    ) as handle:
         return sorted(csv.DictReader(handle), key=lambda row: int(row["line_number"]))
 
 
@@ -78,13 +94,17 @@ def test_every_row_is_an_example_or_a_rejected_row_with_its_line(tmp_path):
     assert error is None  # 5 bad of 605 rows is below 1%
     rejected = _rejected_rows(examples)
     assert [(r["source_file"], int(r["line_number"]), r["reason"]) for r in rejected] == [
-        ("train.csv.gz", 3, ingest.LABEL_NOT_1_TO_4), ("train.csv.gz", 10, ingest.UNTERMINATED_QUOTE),
-        ("train.csv.gz", 11, ingest.EMPTY_TEXT), ("train.csv.gz", 20, ingest.INVALID_UTF8),
-        ("train.csv.gz", 25, ingest.WRONG_COLUMN_COUNT)]
+        ("train.csv.gz", 3, ingest.LABEL_NOT_1_TO_4),
+        ("train.csv.gz", 10, ingest.UNTERMINATED_QUOTE),
+        ("train.csv.gz", 11, ingest.EMPTY_TEXT),
+        ("train.csv.gz", 20, ingest.INVALID_UTF8),
+        ("train.csv.gz", 25, ingest.WRONG_COLUMN_COUNT),
+    ]
     assert rejected[0]["raw_line"] == bad[3].decode()
     assert rejected[3]["raw_line"] == '"1","caf\\xe9","x"'
-    train, evaluation, holdout, test = (_count_examples(examples, s)
-                                        for s in ("train", "eval", "holdout", "test"))
+    train, evaluation, holdout, test = (
+        _count_examples(examples, s) for s in ("train", "eval", "holdout", "test")
+    )
     assert train + evaluation + holdout + len(rejected) == total
     assert 0 < evaluation < train and 0 < holdout < train and test == 7
     summary = artifacts.read_summary(examples.uri)
@@ -99,8 +119,10 @@ def test_copies_of_a_story_share_a_split_whatever_their_description(tmp_path):
     data.mkdir()
     headlines = [f"Story number {i} breaks" for i in range(60)]
     lines = [f'"2","{title}","First version {i}."'.encode() for i, title in enumerate(headlines)]
-    lines += [f'"2","{title.upper()}!","Updated: version two of {i}."'.encode()
-              for i, title in enumerate(headlines)]
+    lines += [
+        f'"2","{title.upper()}!","Updated: version two of {i}."'.encode()
+        for i, title in enumerate(headlines)
+    ]
     (data / "train.csv").write_bytes(b"\n".join(lines) + b"\n")
     examples, error = _run_example_gen(tmp_path, data, max_bad_fraction=0.0)
     assert error is None
@@ -133,39 +155,62 @@ def test_examples_carry_the_contract_features(tmp_path):
     feature = example.features.feature
     assert feature[features.LABEL_KEY].int64_list.value == [2]
     assert feature[features.TITLE_KEY].bytes_list.value == [b"Oil prices rise"]
-    assert feature[features.DESCRIPTION_KEY].bytes_list.value == [b"Crude oil rose #36;2 on Monday."]
-    assert json.loads(open(f"{examples.uri}/{artifacts.SUMMARY_FILE_NAME}").read()) == {artifacts.ACCEPTED: 1}
+    assert feature[features.DESCRIPTION_KEY].bytes_list.value == [
+        b"Crude oil rose #36;2 on Monday."
+    ]
+    assert json.loads(open(f"{examples.uri}/{artifacts.SUMMARY_FILE_NAME}").read()) == {
+        artifacts.ACCEPTED: 1
+    }
 
 
 def test_unlabelled_lines_and_tf_examples_follow_the_same_rules():
     unlabelled = ingest.UNLABELLED_CSV
     assert ingest.parse_line(b'"Oil prices rise","Crude rose."', form=unlabelled) == (
-        None, "Oil prices rise", "Crude rose.")
+        None,
+        "Oil prices rise",
+        "Crude rose.",
+    )
     assert ingest.parse_line(GOOD, form=unlabelled) == ingest.WRONG_COLUMN_COUNT
     assert ingest.parse_line(b'"Oil prices rise","Crude rose."') == ingest.WRONG_COLUMN_COUNT
     assert ingest.parse_line(b'" ",""', form=unlabelled) == ingest.EMPTY_TEXT
     assert ingest.parse_line(b'"caf\xe9","x"', form=unlabelled) == ingest.INVALID_UTF8
-    assert ingest.parse_line(b'"' + b"x" * 11 + b'","y"', max_field_chars=10, form=unlabelled) == ingest.FIELD_TOO_LONG
+    assert (
+        ingest.parse_line(b'"' + b"x" * 11 + b'","y"', max_field_chars=10, form=unlabelled)
+        == ingest.FIELD_TOO_LONG
+    )
     example = ingest.make_example(None, "Mets win", "", source=("a/b.csv", 7))
     assert ingest.example_source(example) == ("a/b.csv", 7)
     assert features.LABEL_KEY not in example.features.feature
     assert ingest.parse_example_record(example.SerializeToString()) == (None, "Mets win", "")
-    assert ingest.parse_example_record(ingest.make_example(2, "a", "b").SerializeToString()) == (2, "a", "b")
-    assert ingest.parse_example_record(ingest.make_example(7, "a", "b").SerializeToString()) == ingest.LABEL_NOT_1_TO_4
-    assert ingest.parse_example_record(ingest.make_example(None, "", " ").SerializeToString()) == ingest.EMPTY_TEXT
+    assert ingest.parse_example_record(ingest.make_example(2, "a", "b").SerializeToString()) == (
+        2,
+        "a",
+        "b",
+    )
+    assert (
+        ingest.parse_example_record(ingest.make_example(7, "a", "b").SerializeToString())
+        == ingest.LABEL_NOT_1_TO_4
+    )
+    assert (
+        ingest.parse_example_record(ingest.make_example(None, "", " ").SerializeToString())
+        == ingest.EMPTY_TEXT
+    )
     for garbage in (b"hello world", b"not a proto", b"\xff\xff"):
         assert ingest.parse_example_record(garbage) == ingest.NOT_A_TF_EXAMPLE
 
 
-@pytest.mark.parametrize("lines, form", [
-    ([GOOD], ingest.FileForm(ingest.LABELLED_CSV)),
-    ([b'"Oil prices rise","Crude rose."', GOOD], ingest.FileForm(ingest.UNLABELLED_CSV)),
-    ([b"title,description", b'"a","b"'], ingest.FileForm(ingest.UNLABELLED_CSV, header=True)),
-    ([b"class,Title,Description", GOOD], ingest.FileForm(ingest.LABELLED_CSV, header=True)),
-    # A damaged first line does not decide: the first line that reads as 2 or 3 fields does.
-    ([b'"cut short', b'"a","b","c","d"', b'"a","b"'], ingest.FileForm(ingest.UNLABELLED_CSV)),
-    ([b"", b"just one field"], ingest.FileForm(ingest.LABELLED_CSV)),
-])
+@pytest.mark.parametrize(
+    "lines, form",
+    [
+        ([GOOD], ingest.FileForm(ingest.LABELLED_CSV)),
+        ([b'"Oil prices rise","Crude rose."', GOOD], ingest.FileForm(ingest.UNLABELLED_CSV)),
+        ([b"title,description", b'"a","b"'], ingest.FileForm(ingest.UNLABELLED_CSV, header=True)),
+        ([b"class,Title,Description", GOOD], ingest.FileForm(ingest.LABELLED_CSV, header=True)),
+        # A damaged first line does not decide: the first line that reads as 2 or 3 fields does.
+        ([b'"cut short', b'"a","b","c","d"', b'"a","b"'], ingest.FileForm(ingest.UNLABELLED_CSV)),
+        ([b"", b"just one field"], ingest.FileForm(ingest.LABELLED_CSV)),
+    ],
+)
 def test_a_files_form_is_told_from_its_first_readable_line(tmp_path, lines, form):
     path = tmp_path / "rows.csv"
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -175,24 +220,37 @@ def test_a_files_form_is_told_from_its_first_readable_line(tmp_path, lines, form
 def test_scoring_examplegen_reads_unlabelled_files_and_keeps_each_rows_line(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "unlabelled.csv").write_bytes(b'title,description\n"Mets win","Big game."\n"only"\n"A","B"\n')
+    (data / "unlabelled.csv").write_bytes(
+        b'title,description\n"Mets win","Big game."\n"only"\n"A","B"\n'
+    )
     (data / "labelled.csv").write_bytes(GOOD + b"\n")
     import tensorflow as tf
 
     with tf.io.TFRecordWriter(str(data / "examples.tfrecord.gz"), "GZIP") as writer:
         writer.write(ingest.make_example(None, "From a record", "").SerializeToString())
-    assert ingest.file_form(str(data / "examples.tfrecord.gz")) == ingest.FileForm(ingest.TF_EXAMPLES)
+    assert ingest.file_form(str(data / "examples.tfrecord.gz")) == ingest.FileForm(
+        ingest.TF_EXAMPLES
+    )
     examples, error = run_example_gen(
-        tmp_path / "examples", ingest.IngestSettings(max_bad_fraction=0.5, labelled=False), str(data),
-        {"score": "*"})
+        tmp_path / "examples",
+        ingest.IngestSettings(max_bad_fraction=0.5, labelled=False),
+        str(data),
+        {"score": "*"},
+    )
     assert error is None and examples.split_names == '["score"]'
-    got = sorted((ingest.example_source(e), e.features.feature[features.TITLE_KEY].bytes_list.value[0])
-                 for e in read_examples(examples, "score"))
-    assert got == [(("examples.tfrecord.gz", 1), b"From a record"),
-                   (("labelled.csv", 1), b"Oil prices rise"), (("unlabelled.csv", 2), b"Mets win"),
-                   (("unlabelled.csv", 4), b"A")]
-    assert [(r["source_file"], r["line_number"], r["reason"]) for r in _rejected_rows(examples)] == [
-        ("unlabelled.csv", "3", ingest.WRONG_COLUMN_COUNT)]
+    got = sorted(
+        (ingest.example_source(e), e.features.feature[features.TITLE_KEY].bytes_list.value[0])
+        for e in read_examples(examples, "score")
+    )
+    assert got == [
+        (("examples.tfrecord.gz", 1), b"From a record"),
+        (("labelled.csv", 1), b"Oil prices rise"),
+        (("unlabelled.csv", 2), b"Mets win"),
+        (("unlabelled.csv", 4), b"A"),
+    ]
+    assert [
+        (r["source_file"], r["line_number"], r["reason"]) for r in _rejected_rows(examples)
+    ] == [("unlabelled.csv", "3", ingest.WRONG_COLUMN_COUNT)]
 
 
 def _write(path, lines: list[bytes]) -> None:
@@ -212,17 +270,35 @@ def test_a_byte_order_mark_and_blank_lines_are_not_bad_rows(tmp_path, name):
     rows = sample_lines(20)
     data = tmp_path / "data"
     data.mkdir()
-    _write(data / name, [codecs.BOM_UTF8 + rows[0], b"", *rows[1:10], b"  \t",
-                         b'"9","bad label","x"', *rows[10:], b"\r", b" "])
+    _write(
+        data / name,
+        [
+            codecs.BOM_UTF8 + rows[0],
+            b"",
+            *rows[1:10],
+            b"  \t",
+            b'"9","bad label","x"',
+            *rows[10:],
+            b"\r",
+            b" ",
+        ],
+    )
     # 1 bad row of 21 is under 5%; it would not be if the 4 blank lines were bad rows.
     examples, error = _run_example_gen(tmp_path, data, max_bad_fraction=0.05)
     assert error is None
-    assert [(r["source_file"], int(r["line_number"]), r["reason"]) for r in _rejected_rows(examples)] == [
-        (name, 13, ingest.LABEL_NOT_1_TO_4)]
+    assert [
+        (r["source_file"], int(r["line_number"]), r["reason"]) for r in _rejected_rows(examples)
+    ] == [(name, 13, ingest.LABEL_NOT_1_TO_4)]
     assert artifacts.read_summary(examples.uri) == {
-        artifacts.ACCEPTED: 20, ingest.LABEL_NOT_1_TO_4: 1, ingest.BLANK_LINE: 4}
-    titles = sorted(e.features.feature[features.TITLE_KEY].bytes_list.value[0].decode()
-                    for split in ("train", "eval", "holdout") for e in read_examples(examples, split))
+        artifacts.ACCEPTED: 20,
+        ingest.LABEL_NOT_1_TO_4: 1,
+        ingest.BLANK_LINE: 4,
+    }
+    titles = sorted(
+        e.features.feature[features.TITLE_KEY].bytes_list.value[0].decode()
+        for split in ("train", "eval", "holdout")
+        for e in read_examples(examples, split)
+    )
     assert titles == sorted(ingest.parse_line(row)[1] for row in rows)
 
 
@@ -233,21 +309,42 @@ def test_scoring_reads_a_byte_order_mark_and_blank_lines_the_same_way(tmp_path, 
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    _write(tmp_path / name, [codecs.BOM_UTF8 + b"title,description", b'"Mets win","Big game."', b"",
-                             b'"only"', b"   ", b'"A","B"'])
+    _write(
+        tmp_path / name,
+        [
+            codecs.BOM_UTF8 + b"title,description",
+            b'"Mets win","Big game."',
+            b"",
+            b'"only"',
+            b"   ",
+            b'"A","B"',
+        ],
+    )
     settings = ingest.IngestSettings(max_bad_fraction=0.4, labelled=False)
     with beam.Pipeline() as pipeline:
         parsed = pipeline | ingest.ParseFiles([str(tmp_path / name)], settings, str(tmp_path))
-        assert_that(parsed.examples | beam.Map(lambda e: (
-            ingest.example_source(e), e.features.feature[features.TITLE_KEY].bytes_list.value[0])),
-            equal_to([((name, 2), b"Mets win"), ((name, 6), b"A")]))
+        assert_that(
+            parsed.examples
+            | beam.Map(
+                lambda e: (
+                    ingest.example_source(e),
+                    e.features.feature[features.TITLE_KEY].bytes_list.value[0],
+                )
+            ),
+            equal_to([((name, 2), b"Mets win"), ((name, 6), b"A")]),
+        )
         _ = parsed.rejected | ingest.WriteRejected(str(tmp_path / artifacts.REJECTED_FILE_NAME))
         ingest.write_summary([parsed.examples], parsed.rejected, str(tmp_path / "rows.json"))
     rows = artifacts.read_json(str(tmp_path / "rows.json"))
     assert rows == {artifacts.ACCEPTED: 2, ingest.WRONG_COLUMN_COUNT: 1, ingest.BLANK_LINE: 2}
     with open(tmp_path / artifacts.REJECTED_FILE_NAME, encoding="utf-8") as handle:
-        assert handle.read().splitlines() == [ingest.REJECTED_HEADER, f'{name},4,wrong_column_count,"""only"""']
-    ingest.check_bad_fraction(rows, settings.max_bad_fraction, "rejected.csv")  # 1 of 3 rows, not 1 of 5
+        assert handle.read().splitlines() == [
+            ingest.REJECTED_HEADER,
+            f'{name},4,wrong_column_count,"""only"""',
+        ]
+    ingest.check_bad_fraction(
+        rows, settings.max_bad_fraction, "rejected.csv"
+    )  # 1 of 3 rows, not 1 of 5
 
 
 def test_blank_lines_alone_are_no_rows():
@@ -256,14 +353,24 @@ def test_blank_lines_alone_are_no_rows():
 
 
 def test_only_csv_files_named_like_the_split_are_read(tmp_path):
-    for name in ("train.csv", "train-00001-of-00002.csv", "train.csv.bak", "train.csv~",
-                 "train_old.csv", "test.csv"):
+    for name in (
+        "train.csv",
+        "train-00001-of-00002.csv",
+        "train.csv.bak",
+        "train.csv~",
+        "train_old.csv",
+        "test.csv",
+    ):
         (tmp_path / name).write_text("1,t,d\n")
     assert [os.path.basename(p) for p in ingest.data_files(str(tmp_path), "train*", "train")] == [
-        "train-00001-of-00002.csv", "train.csv"]
+        "train-00001-of-00002.csv",
+        "train.csv",
+    ]
     (tmp_path / "span-3").mkdir()
     (tmp_path / "span-3" / "train.csv.gz").write_bytes(gzip.compress(b"1,t,d\n"))
-    assert [os.path.basename(p) for p in ingest.data_files(str(tmp_path), "span-3/train*", "train")] == ["train.csv.gz"]
+    assert [
+        os.path.basename(p) for p in ingest.data_files(str(tmp_path), "span-3/train*", "train")
+    ] == ["train.csv.gz"]
 
 
 def test_both_plain_and_gzipped_files_of_a_split_stop_the_run(tmp_path):

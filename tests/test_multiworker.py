@@ -1,6 +1,7 @@
 """Distributed training through the real Trainer: TFX's GenericExecutor calls the project's
 run_fn on the end-to-end run's Transform output, in processes of their own, as Vertex AI or a
 Kubeflow TFJob runs each training replica (same command, same output artifacts)."""
+
 import glob
 import json
 import os
@@ -58,8 +59,13 @@ def _start_trainer(uris: dict, tmp_dir, split_cpu: bool = False, tf_config: dict
     env.pop("TF_CONFIG", None)
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    return subprocess.Popen([sys.executable, "-c", RUN_TRAINER, json.dumps(uris), str(int(split_cpu))],
-                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_TRAINER, json.dumps(uris), str(int(split_cpu))],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _finish(process) -> str:
@@ -71,13 +77,22 @@ def _finish(process) -> str:
 def _uris(first_run, tmp_path) -> dict:
     root, _ = first_run
     examples, graph = transform_outputs(root)
-    return {"examples": examples.uri, "transform_graph": graph,
-            "model": str(tmp_path / "model"), "model_run": str(tmp_path / "model_run")}
+    return {
+        "examples": examples.uri,
+        "transform_graph": graph,
+        "model": str(tmp_path / "model"),
+        "model_run": str(tmp_path / "model_run"),
+    }
 
 
 def _predicted_labels(model_dir: str) -> list[str]:
-    code, _, out, err = agnews_subprocess("predict", "--model", model_dir,
-                                          "Stocks slide as oil prices climb", "Yankees clinch the pennant")
+    code, _, out, err = agnews_subprocess(
+        "predict",
+        "--model",
+        model_dir,
+        "Stocks slide as oil prices climb",
+        "Yankees clinch the pennant",
+    )
     assert code == 0, err[-2000:]
     return [line.split()[0] for line in out.splitlines()[1:]]
 
@@ -85,9 +100,14 @@ def _predicted_labels(model_dir: str) -> list[str]:
 def test_two_workers_train_one_model_through_the_trainer_executor(first_run, tmp_path):
     uris = _uris(first_run, tmp_path)
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
-    processes = [_start_trainer(uris, tmp_path / f"tmp{index}", tf_config={
-        "cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        for index in range(2)]
+    processes = [
+        _start_trainer(
+            uris,
+            tmp_path / f"tmp{index}",
+            tf_config={"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}},
+        )
+        for index in range(2)
+    ]
     outputs = [_finish(process) for process in processes]
     for output in outputs:
         assert "Training on 2 replica(s): MultiWorkerMirroredStrategy" in output
@@ -110,14 +130,26 @@ def test_mirrored_replicas_train_in_a_process_where_tensorflow_already_runs(firs
 
 
 def test_joining_a_cluster_after_tensorflow_started_is_a_clear_error(tmp_path):
-    script = ("import tensorflow as tf; tf.constant(1) + 1\n"
-              "from components import trainer\n"
-              "try:\n    trainer.distribution_strategy()\n"
-              "except trainer.ClusterSetupError as error:\n    print('refused:', error)\n")
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CONFIG": json.dumps(
-        {"cluster": {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]},
-         "task": {"type": "worker", "index": 0}})}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=600)
+    script = (
+        "import tensorflow as tf; tf.constant(1) + 1\n"
+        "from components import trainer\n"
+        "try:\n    trainer.distribution_strategy()\n"
+        "except trainer.ClusterSetupError as error:\n    print('refused:', error)\n"
+    )
+    env = {
+        **os.environ,
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CONFIG": json.dumps(
+            {
+                "cluster": {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]},
+                "task": {"type": "worker", "index": 0},
+            }
+        ),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "refused: TF_CONFIG names 2 training processes, but TensorFlow already ran" in done.stdout
+    assert (
+        "refused: TF_CONFIG names 2 training processes, but TensorFlow already ran" in done.stdout
+    )

@@ -1,4 +1,5 @@
 """The whole pipeline under LocalDagRunner on 300 rows: blesses, pushes, serves, caches."""
+
 import json
 import os
 import subprocess
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 
+from agnews import cli
 from components import features
-from pipeline import cli, metadata
+from pipeline import metadata
 
 from .conftest import agnews_subprocess
 
@@ -28,8 +30,14 @@ print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
                   "signatures": sorted(model.signatures), "foreign_modules": loaded}))
 """
 
-UPSTREAM = ("FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-            "DistributionValidator", "DriftGate")
+UPSTREAM = (
+    "FileBasedExampleGen",
+    "StatisticsGen",
+    "ImportSchemaGen",
+    "ExampleValidator",
+    "DistributionValidator",
+    "DriftGate",
+)
 TRAINING = ("Transform", "Trainer", "Evaluator")
 
 
@@ -43,7 +51,9 @@ def _last_executions(metadata_path: str) -> dict[str, object]:
 
 
 def _versions(root, serving_dir: str = "serving"):
-    return sorted((p for p in (root / serving_dir).iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    return sorted(
+        (p for p in (root / serving_dir).iterdir() if p.is_dir()), key=lambda p: int(p.name)
+    )
 
 
 def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
@@ -60,14 +70,17 @@ def test_bulk_inferrer_scores_the_score_directory_next_to_the_report(first_run):
     PredictionLogs into report/scores.csv, one row per input row with its line number."""
     import csv
 
-    from pipeline import score
+    from pipeline import scores
+
     from .conftest import SCORE_ROWS
 
     root, _ = first_run
-    with open(root / "report" / score.PIPELINE_SCORES_FILE_NAME, newline="") as handle:
+    with open(root / "report" / scores.PIPELINE_SCORES_FILE_NAME, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == score.SCORES_HEADER
-    assert sorted(int(r["line_number"]) for r in rows) == list(range(2, SCORE_ROWS + 2))  # line 1: names
+    assert list(rows[0]) == scores.SCORES_HEADER
+    assert sorted(int(r["line_number"]) for r in rows) == list(
+        range(2, SCORE_ROWS + 2)
+    )  # line 1: names
     assert {r["source_file"] for r in rows} == {"unlabelled.csv"}
     assert {r["model_version"] for r in rows} == {_versions(root)[-1].name}
     for row in rows:
@@ -91,6 +104,7 @@ def test_the_wide_model_carries_both_vocabularies_and_no_baseline_ran(wide_run):
 
 def test_the_report_quotes_the_holdout_split_that_training_never_read(first_run):
     from pipeline import report
+
     from .conftest import read_examples
 
     root, _ = first_run
@@ -100,12 +114,16 @@ def test_the_report_quotes_the_holdout_split_that_training_never_read(first_run)
     holdout_rows = len(read_examples(examples, features.HOLDOUT_SPLIT))
     (row,) = [line for line in headline.splitlines() if line.startswith("| holdout accuracy |")]
     assert f"({holdout_rows} examples, never seen in training or model selection" in row
-    (baseline,) = [line for line in headline.splitlines()
-                   if line.startswith("| holdout accuracy of the linear baseline |")]
+    (baseline,) = [
+        line
+        for line in headline.splitlines()
+        if line.startswith("| holdout accuracy of the linear baseline |")
+    ]
     assert f"({holdout_rows} examples, the same examples)" in baseline
     transformed = [a for a in store.get_artifacts_by_type("Examples") if "/Transform/" in a.uri]
-    assert transformed and all(features.HOLDOUT_SPLIT not in a.properties["split_names"].string_value
-                               for a in transformed)  # what the Trainer reads
+    assert transformed and all(
+        features.HOLDOUT_SPLIT not in a.properties["split_names"].string_value for a in transformed
+    )  # what the Trainer reads
 
 
 @pytest.mark.parametrize("run", ["first_run", "wide_run"])
@@ -113,14 +131,28 @@ def test_pushed_model_serves_raw_text_with_tensorflow_alone(run, request):
     root, _ = request.getfixturevalue(run)
     version = _versions(root)[-1]
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    done = subprocess.run([sys.executable, "-c", LOAD_WITH_TENSORFLOW_ONLY, str(version)],
-                          capture_output=True, text=True, env=env, cwd="/", timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_WITH_TENSORFLOW_ONLY, str(version)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["foreign_modules"] == []
-    assert result["signatures"] == sorted([features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE,
-                                           features.BATCH_SCORING, features.TRANSFORM_FEATURES])
-    for probabilities, class_id, label in zip(result["probabilities"], result["class_id"], result["label"]):
+    assert result["signatures"] == sorted(
+        [
+            features.SERVING_DEFAULT,
+            features.SERVING_TF_EXAMPLE,
+            features.BATCH_SCORING,
+            features.TRANSFORM_FEATURES,
+        ]
+    )
+    for probabilities, class_id, label in zip(
+        result["probabilities"], result["class_id"], result["label"]
+    ):
         assert len(probabilities) == features.NUM_CLASSES
         assert abs(sum(probabilities) - 1) < 1e-4 and min(probabilities) >= 0
         assert class_id == probabilities.index(max(probabilities))
@@ -129,7 +161,9 @@ def test_pushed_model_serves_raw_text_with_tensorflow_alone(run, request):
 
 def test_predict_command_prints_a_label_per_headline(first_run, capsys):
     root, _ = first_run
-    assert cli.main(["predict", "--model", str(root / "serving"), "Oil prices rise", "Mets win"]) == 0
+    assert (
+        cli.main(["predict", "--model", str(root / "serving"), "Oil prices rise", "Mets win"]) == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("Model: ")
     assert len(lines) == 3
@@ -138,8 +172,9 @@ def test_predict_command_prints_a_label_per_headline(first_run, capsys):
 
 def test_predict_needs_tensorflow_alone_and_prints_no_noise(first_run):
     root, _ = first_run
-    code, loaded, out, err = agnews_subprocess("predict", "--model", str(root / "serving"),
-                                               "Oil prices rise")
+    code, loaded, out, err = agnews_subprocess(
+        "predict", "--model", str(root / "serving"), "Oil prices rise"
+    )
     assert code == 0
     assert loaded == {"tensorflow"}
     assert out.splitlines()[-1].split()[0] in features.LABEL_NAMES
@@ -165,11 +200,16 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     assert (report_dir / report.CURVES_FILE_NAME).stat().st_size > 1000
     assert (report_dir / report.CONFUSION_FILE_NAME).stat().st_size > 1000
     assert "| eval accuracy | 0." in text and "## Per class" in text
-    (evaluation_uri,) = [line.split("evaluation ")[1].split(",")[0]
-                         for line in text.splitlines() if line.startswith("Sources:")]
+    (evaluation_uri,) = [
+        line.split("evaluation ")[1].split(",")[0]
+        for line in text.splitlines()
+        if line.startswith("Sources:")
+    ]
     evaluation = report.load_evaluation(evaluation_uri)
-    cached = [json.loads(path.read_text())["metrics"]
-              for path in (report_dir / report.EVALUATIONS_DIR_NAME).glob("*.json")]
+    cached = [
+        json.loads(path.read_text())["metrics"]
+        for path in (report_dir / report.EVALUATIONS_DIR_NAME).glob("*.json")
+    ]
     # eval, holdout and the baseline's eval (its pushed line quotes it); no test files
     assert len(cached) == 3 and evaluation.metrics in cached
     overall = evaluation.metrics[""]
@@ -177,8 +217,14 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     assert set(evaluation.per_class["recall"]) == set(range(features.NUM_CLASSES))
     assert any(name.startswith("label=") for name in evaluation.metrics)
     assert any(name.startswith("length_bucket=") for name in evaluation.metrics)
-    assert sum(values["example_count"] for name, values in evaluation.metrics.items()
-               if name.startswith("label=")) == overall["example_count"]
+    assert (
+        sum(
+            values["example_count"]
+            for name, values in evaluation.metrics.items()
+            if name.startswith("label=")
+        )
+        == overall["example_count"]
+    )
 
 
 def test_a_second_run_on_unchanged_data_trains_and_pushes_nothing(first_run, capsys):
@@ -190,7 +236,8 @@ def test_a_second_run_on_unchanged_data_trains_and_pushes_nothing(first_run, cap
     assert "Nothing new to train on" in capsys.readouterr().out
     last = _last_executions(str(root / "metadata.sqlite"))
     assert {node: last[node].last_known_state for node in UPSTREAM} == {
-        node: metadata_store_pb2.Execution.CACHED for node in UPSTREAM}
+        node: metadata_store_pb2.Execution.CACHED for node in UPSTREAM
+    }
     assert all(metadata.skipped(last[node]) for node in TRAINING)
     assert [p.name for p in _versions(root)] == served_before
 
@@ -200,11 +247,13 @@ def test_the_baseline_is_pushed_beside_the_model_and_never_taken_for_it(first_ru
     and each model's last push (its warm start and change threshold) is a model of its own
     Trainer, whichever Pusher pushed last."""
     from components import settings, warm_start
-    from pipeline.pipeline import BASELINE_NODES, MODEL_NODES
+    from pipeline.node_ids import BASELINE_NODES, MODEL_NODES
 
     root, args = first_run
-    for serving_dir, kind in (("serving", settings.DEFAULT_MODEL),
-                              (settings.BASELINE_SERVING_MODEL_NAME, settings.BASELINE_MODEL)):
+    for serving_dir, kind in (
+        ("serving", settings.DEFAULT_MODEL),
+        (settings.BASELINE_SERVING_MODEL_NAME, settings.BASELINE_MODEL),
+    ):
         version = _versions(root, serving_dir)[-1]
         assert version.name.isdigit() and (version / "saved_model.pb").is_file()
         assert json.loads((version / warm_start.KIND_FILE).read_text()) == {"model": kind}
@@ -216,24 +265,46 @@ def test_the_baseline_is_pushed_beside_the_model_and_never_taken_for_it(first_ru
     for nodes in (MODEL_NODES, BASELINE_NODES):
         (resolved,) = metadata.outputs_in_run(store, "agnews", run_id, nodes.last_pushed, "Model")
         producer = metadata.producer(store, resolved.id)
-        assert f"agnews.{nodes.trainer}" in {c.name for c in store.get_contexts_by_execution(producer)}
+        assert f"agnews.{nodes.trainer}" in {
+            c.name for c in store.get_contexts_by_execution(producer)
+        }
 
 
 def test_saved_model_cli_shows_every_signature_and_runs_serving_default(first_run):
     root, _ = first_run
     version = str(_versions(root)[-1])
     saved_model_cli = str(Path(sys.executable).parent / "saved_model_cli")
-    show = subprocess.run([saved_model_cli, "show", "--all", "--dir", version],
-                          capture_output=True, text=True, timeout=300)
+    show = subprocess.run(
+        [saved_model_cli, "show", "--all", "--dir", version],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert show.returncode == 0, show.stderr[-2000:]
-    for name in (features.SERVING_DEFAULT, features.SERVING_TF_EXAMPLE, features.BATCH_SCORING,
-                 features.TRANSFORM_FEATURES):
+    for name in (
+        features.SERVING_DEFAULT,
+        features.SERVING_TF_EXAMPLE,
+        features.BATCH_SCORING,
+        features.TRANSFORM_FEATURES,
+    ):
         assert f"signature_def['{name}']" in show.stdout
     run = subprocess.run(
-        [saved_model_cli, "run", "--dir", version, "--tag_set", "serve",
-         "--signature_def", features.SERVING_DEFAULT,
-         "--input_exprs", "title=['Oil prices rise', 'Mets win'];description=['', '']"],
-        capture_output=True, text=True, timeout=300)
+        [
+            saved_model_cli,
+            "run",
+            "--dir",
+            version,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            features.SERVING_DEFAULT,
+            "--input_exprs",
+            "title=['Oil prices rise', 'Mets win'];description=['', '']",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Result for output key probabilities" in run.stdout
     assert "Result for output key label" in run.stdout
@@ -243,8 +314,14 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
     root, args = first_run
     served_before = [p.name for p in _versions(root)]
     # 0 epochs: an untrained model, about 1 in 4 right, against a bar of 0.5.
-    worse = [a for a in args] + ["--epochs", "0", "--min-accuracy", "0.5", "--require-push",
-                                 "--no-cache"]  # retrain, though the data did not change
+    worse = [a for a in args] + [
+        "--epochs",
+        "0",
+        "--min-accuracy",
+        "0.5",
+        "--require-push",
+        "--no-cache",
+    ]  # retrain, though the data did not change
     assert cli.main(worse) == 2
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -264,18 +341,23 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
 def test_the_evaluators_signature_and_serving_default_agree_on_every_holdout_example(first_run):
     """TFMA scores serving_tf_example; clients call serving_default: same text, same answer."""
     import tensorflow as tf
+
     from .conftest import read_examples
 
     root, _ = first_run
     store = metadata.open_store(str(root / "metadata.sqlite"))
-    examples = read_examples(metadata.latest_output(store, "agnews", "FileBasedExampleGen", "Examples"),
-                             features.HOLDOUT_SPLIT)
+    examples = read_examples(
+        metadata.latest_output(store, "agnews", "FileBasedExampleGen", "Examples"),
+        features.HOLDOUT_SPLIT,
+    )
     model = tf.saved_model.load(str(_versions(root)[-1]))
-    text = {key: tf.constant([e.features.feature[key].bytes_list.value[0] for e in examples])
-            for key in features.TEXT_KEYS}
+    text = {
+        key: tf.constant([e.features.feature[key].bytes_list.value[0] for e in examples])
+        for key in features.TEXT_KEYS
+    }
     from_text = model.signatures[features.SERVING_DEFAULT](**text)[features.PROBABILITIES_KEY]
     from_examples = model.signatures[features.SERVING_TF_EXAMPLE](
-        examples=tf.constant([e.SerializeToString() for e in examples]))[features.PROBABILITIES_KEY]
+        examples=tf.constant([e.SerializeToString() for e in examples])
+    )[features.PROBABILITIES_KEY]
     assert from_text.shape == (len(examples), features.NUM_CLASSES)
     tf.debugging.assert_near(from_text, from_examples, atol=1e-6)
-

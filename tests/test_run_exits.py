@@ -1,5 +1,6 @@
 """`agnews run` as a user's shell sees it: real processes, exit codes, no tracebacks, and runs
 that survive a kill -9 or a second run started on the same store."""
+
 import os
 import signal
 import subprocess
@@ -18,16 +19,36 @@ UPSTREAM = ("FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleV
 
 
 def _agnews_run(root: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", "run", "--data", str(root / "data"),
-            "--pipeline-root", str(root / "pipeline"), "--metadata-path", str(root / "metadata.sqlite"),
-            "--serving-dir", str(root / "serving"), "--batch-size", "32", "--min-accuracy", "0", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "agnews.cli",
+        "run",
+        "--data",
+        str(root / "data"),
+        "--pipeline-root",
+        str(root / "pipeline"),
+        "--metadata-path",
+        str(root / "metadata.sqlite"),
+        "--serving-dir",
+        str(root / "serving"),
+        "--batch-size",
+        "32",
+        "--min-accuracy",
+        "0",
+        *extra,
+    ]
 
 
 def _start(command: list[str], log: Path) -> subprocess.Popen:
     # SIGINT handled as in a terminal's foreground job, even when pytest itself was started in
     # the background (`cmd &`), where the shell ignores SIGINT and children inherit that.
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        command,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -56,7 +77,9 @@ def test_killed_during_training_then_rerun_pushes_once_and_a_second_run_is_refus
     command = _agnews_run(tmp_path, "--epochs", "3")
     lock = Path(f"{tmp_path / 'metadata.sqlite'}.lock")
     first = _start(command, tmp_path / "first.log")
-    _wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), 300, "the run's lock")
+    _wait_for(
+        lambda: lock.exists() and lock.read_text().strip() == str(first.pid), 300, "the run's lock"
+    )
 
     code, output = _finished(command, timeout=300)  # the same command, while the first runs
     assert code == 3, output[-3000:]
@@ -64,8 +87,11 @@ def test_killed_during_training_then_rerun_pushes_once_and_a_second_run_is_refus
     _assert_clean(output)
     assert first.poll() is None, "the first run must still be running"
 
-    _wait_for(lambda: "Padding fraction of the eval batches" in (tmp_path / "first.log").read_text(),
-              600, "the Trainer to start")
+    _wait_for(
+        lambda: "Padding fraction of the eval batches" in (tmp_path / "first.log").read_text(),
+        600,
+        "the Trainer to start",
+    )
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
     assert not (tmp_path / "serving").exists() or not any((tmp_path / "serving").iterdir())
@@ -112,11 +138,23 @@ def test_bad_data_stops_the_run_with_exit_1_and_no_traceback(tmp_path):
 
 
 def test_a_multi_worker_tf_config_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
-    from pipeline import cli
+    from agnews import cli
 
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, '
-                                    '"task": {"type": "worker", "index": 0}}')
-    assert cli.main(["run", "--pipeline-root", str(tmp_path / "pipeline"),
-                     "--metadata-path", str(tmp_path / "metadata.sqlite")]) == 1
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}',
+    )
+    assert (
+        cli.main(
+            [
+                "run",
+                "--pipeline-root",
+                str(tmp_path / "pipeline"),
+                "--metadata-path",
+                str(tmp_path / "metadata.sqlite"),
+            ]
+        )
+        == 1
+    )
     assert "TF_CONFIG names 2 training processes" in capsys.readouterr().err
     assert not (tmp_path / "pipeline").exists() and not (tmp_path / "metadata.sqlite").exists()

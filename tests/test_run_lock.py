@@ -1,4 +1,5 @@
 """The run lock as an orchestrator's step takes it (each Airflow task, in its own process)."""
+
 import pytest
 
 from pipeline import run_lock

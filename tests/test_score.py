@@ -1,4 +1,5 @@
 """`agnews score`: real Beam pipelines (tfx_bsl RunInference) over the first run's pushed model."""
+
 import csv
 import gzip
 import json
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from agnews import cli, predict, score, versions
+from agnews.serving.server import ServeOptions, running_in_thread
 from components import features, ingest
-from pipeline import cli, metadata, predict, score
-from pipeline.serving.server import ServeOptions, running_in_thread
+from pipeline import metadata
+from pipeline.scores import score_fields
 
 from .conftest import agnews_subprocess, sample_lines, score_lines
 
@@ -30,7 +33,9 @@ def _probabilities(row) -> list[float]:
 
 def _rejected(out_dir) -> list[tuple[str, int, str]]:
     with open(out_dir / ingest.REJECTED_FILE_NAME, newline="", encoding="utf-8") as handle:
-        return sorted((r["source_file"], int(r["line_number"]), r["reason"]) for r in csv.DictReader(handle))
+        return sorted(
+            (r["source_file"], int(r["line_number"]), r["reason"]) for r in csv.DictReader(handle)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -39,39 +44,63 @@ def mixed_input(tmp_path_factory):
     line of column names (in a subdirectory), and gzipped TFRecords of tf.Examples."""
     root = tmp_path_factory.mktemp("score_input")
     labelled = sample_lines(60)
-    labelled.insert(4, b'"7","bad label","x"')          # line 5
-    labelled.insert(9, b'"2","cut short')                # line 10
+    labelled.insert(4, b'"7","bad label","x"')  # line 5
+    labelled.insert(9, b'"2","cut short')  # line 10
     (root / "labelled.csv").write_bytes(b"\n".join(labelled) + b"\n")
     unlabelled = [b"title,description", *score_lines()[:20]]
-    unlabelled.insert(3, b'"only a title"')              # line 4: one field
-    unlabelled.insert(6, b'"caf\xe9","latin-1"')         # line 7
+    unlabelled.insert(3, b'"only a title"')  # line 4: one field
+    unlabelled.insert(6, b'"caf\xe9","latin-1"')  # line 7
     (root / "more").mkdir()
     with gzip.open(root / "more" / "unlabelled.csv.gz", "wb") as handle:
         handle.write(b"\n".join(unlabelled) + b"\n")
     with tf.io.TFRecordWriter(str(root / "examples.tfrecord.gz"), "GZIP") as writer:
         for i in range(8):
-            writer.write(ingest.make_example(None, f"Stocks fall {i}", "Markets slid.").SerializeToString())
-        writer.write(b"not a tf.Example")                # record 9
+            writer.write(
+                ingest.make_example(None, f"Stocks fall {i}", "Markets slid.").SerializeToString()
+            )
+        writer.write(b"not a tf.Example")  # record 9
         writer.write(ingest.make_example(1, " ", "").SerializeToString())  # record 10: no text
-    expected_rejected = [("examples.tfrecord.gz", 9, ingest.NOT_A_TF_EXAMPLE),
-                         ("examples.tfrecord.gz", 10, ingest.EMPTY_TEXT),
-                         ("labelled.csv", 5, ingest.LABEL_NOT_1_TO_4),
-                         ("labelled.csv", 10, ingest.UNTERMINATED_QUOTE),
-                         ("more/unlabelled.csv.gz", 4, ingest.WRONG_COLUMN_COUNT),
-                         ("more/unlabelled.csv.gz", 7, ingest.INVALID_UTF8)]
+    expected_rejected = [
+        ("examples.tfrecord.gz", 9, ingest.NOT_A_TF_EXAMPLE),
+        ("examples.tfrecord.gz", 10, ingest.EMPTY_TEXT),
+        ("labelled.csv", 5, ingest.LABEL_NOT_1_TO_4),
+        ("labelled.csv", 10, ingest.UNTERMINATED_QUOTE),
+        ("more/unlabelled.csv.gz", 4, ingest.WRONG_COLUMN_COUNT),
+        ("more/unlabelled.csv.gz", 7, ingest.INVALID_UTF8),
+    ]
     return root, len(labelled) + len(unlabelled) - 1 + 10, expected_rejected
 
 
-@pytest.mark.parametrize("beam_args", [
-    [], ["--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2"]],
-    ids=["in_memory", "multi_processing_2_workers"])
-def test_every_row_is_scored_or_rejected_with_its_line(first_run, mixed_input, tmp_path, capsys, beam_args):
+@pytest.mark.parametrize(
+    "beam_args",
+    [
+        [],
+        ["--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2"],
+    ],
+    ids=["in_memory", "multi_processing_2_workers"],
+)
+def test_every_row_is_scored_or_rejected_with_its_line(
+    first_run, mixed_input, tmp_path, capsys, beam_args
+):
     root, _ = first_run
     data, total_rows, expected_rejected = mixed_input
     out = tmp_path / "out"
-    code = cli.main(["score", str(data / "labelled.csv"), str(data / "more"), str(data / "*.tfrecord.gz"),
-                     "--model", str(root / "serving"), "--output", str(out), "--prediction-logs",
-                     "--max-bad-fraction", "0.1", *beam_args])
+    code = cli.main(
+        [
+            "score",
+            str(data / "labelled.csv"),
+            str(data / "more"),
+            str(data / "*.tfrecord.gz"),
+            "--model",
+            str(root / "serving"),
+            "--output",
+            str(out),
+            "--prediction-logs",
+            "--max-bad-fraction",
+            "0.1",
+            *beam_args,
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     rejected = _rejected(out)
@@ -80,7 +109,7 @@ def test_every_row_is_scored_or_rejected_with_its_line(first_run, mixed_input, t
     assert len(scores) + len(rejected) == total_rows
     assert not set(scores) & {(name, line) for name, line, _ in rejected}
     assert ("more/unlabelled.csv.gz", 1) not in scores  # the column names are no row
-    version = predict.model_versions(str(root / "serving"))[-1]
+    version = versions.model_versions(str(root / "serving"))[-1]
     for row in scores.values():
         probabilities = _probabilities(row)
         assert row["label"] == features.LABEL_NAMES[int(np.argmax(probabilities))]
@@ -89,8 +118,12 @@ def test_every_row_is_scored_or_rejected_with_its_line(first_run, mixed_input, t
     assert summary["rows"][ingest.ACCEPTED] == len(scores)
     # The model is loaded once per worker process, not once per bundle or batch.
     assert summary["model_loads"] == 1 if not beam_args else 1 <= summary["model_loads"] <= 2
-    records = list(tf.data.TFRecordDataset([str(p) for p in out.glob(f"{score.PREDICTION_LOGS_PREFIX}-*.gz")],
-                                           compression_type="GZIP"))
+    records = list(
+        tf.data.TFRecordDataset(
+            [str(p) for p in out.glob(f"{score.PREDICTION_LOGS_PREFIX}-*.gz")],
+            compression_type="GZIP",
+        )
+    )
     assert len(records) == len(scores)
     assert f"scored {len(scores)}, rejected {len(rejected)}" in printed
 
@@ -102,33 +135,51 @@ def test_score_predict_serve_and_bulk_inferrer_give_the_same_probabilities(first
     data.mkdir()
     (data / "rows.csv").write_bytes(b"\n".join(score_lines()) + b"\n")
     out = tmp_path / "out"
-    assert cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out)]) == 0
+    assert (
+        cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out)]) == 0
+    )
     scores = _scores(out)
     texts = [ingest.parse_line(line, form=ingest.UNLABELLED_CSV)[1:] for line in score_lines()]
-    from_score = np.array([_probabilities(scores[("rows.csv", i)]) for i in range(1, len(texts) + 1)])
+    from_score = np.array(
+        [_probabilities(scores[("rows.csv", i)]) for i in range(1, len(texts) + 1)]
+    )
 
-    version_dir = predict.resolve_version_dir(str(root / "serving"))
-    from_predict = np.array([list(r["probabilities"].values()) for r in predict.predict(
-        version_dir, [t for t, _ in texts], [d for _, d in texts])])
+    version_dir = versions.resolve_version_dir(str(root / "serving"))
+    from_predict = np.array(
+        [
+            list(r["probabilities"].values())
+            for r in predict.predict(version_dir, [t for t, _ in texts], [d for _, d in texts])
+        ]
+    )
 
-    with running_in_thread(ServeOptions(model_base_path=str(root / "serving"), rest_port=0,
-                                        grpc_port=None)) as server:
-        body = json.dumps({"instances": [{"title": t, "description": d} for t, d in texts]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}/v1/models/agnews:predict",
-                                         data=body, method="POST")
+    with running_in_thread(
+        ServeOptions(model_base_path=str(root / "serving"), rest_port=0, grpc_port=None)
+    ) as server:
+        body = json.dumps(
+            {"instances": [{"title": t, "description": d} for t, d in texts]}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.rest_port}/v1/models/agnews:predict",
+            data=body,
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=120) as response:
             predictions = json.loads(response.read())["predictions"]
     from_serve = np.array([p[features.PROBABILITIES_KEY] for p in predictions])
 
     # BulkInferrer's PredictionLogs of the same rows (the first run scored them, line = row + 1).
     store = metadata.open_store(str(root / "metadata.sqlite"))
-    results = [a for a in store.get_artifacts_by_type("InferenceResult") if tf.io.gfile.glob(f"{a.uri}/*")]
+    results = [
+        a for a in store.get_artifacts_by_type("InferenceResult") if tf.io.gfile.glob(f"{a.uri}/*")
+    ]
     bulk = {}
-    for record in tf.data.TFRecordDataset(tf.io.gfile.glob(f"{results[0].uri}/*"), compression_type="GZIP"):
+    for record in tf.data.TFRecordDataset(
+        tf.io.gfile.glob(f"{results[0].uri}/*"), compression_type="GZIP"
+    ):
         from tensorflow_serving.apis import prediction_log_pb2
 
-        row = score.score_fields(prediction_log_pb2.PredictionLog.FromString(record.numpy()), "")
-        bulk[row[1]] = [float(p) for p in row[3:3 + features.NUM_CLASSES]]
+        row = score_fields(prediction_log_pb2.PredictionLog.FromString(record.numpy()), "")
+        bulk[row[1]] = [float(p) for p in row[3 : 3 + features.NUM_CLASSES]]
     from_bulk_inferrer = np.array([bulk[i + 1] for i in range(1, len(texts) + 1)])
 
     assert from_score.shape == (len(texts), features.NUM_CLASSES)
@@ -142,15 +193,34 @@ def test_too_many_bad_rows_stop_the_job_and_keep_no_scores(first_run, tmp_path, 
     data.mkdir()
     (data / "rows.csv").write_bytes(b"\n".join(score_lines()[:10] + [b'"x","y","z","w"']) + b"\n")
     out = tmp_path / "out"
-    assert cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out)]) == 1
+    assert (
+        cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out)]) == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("agnews score failed: 1 of 11 input rows")
     assert "--max-bad-fraction" in err[0]
     assert _rejected(out) == [("rows.csv", 11, ingest.WRONG_COLUMN_COUNT)]
-    assert not list(out.glob(f"{score.SCORES_PREFIX}-*")) and not (out / score.SUMMARY_FILE_NAME).exists()
+    assert (
+        not list(out.glob(f"{score.SCORES_PREFIX}-*"))
+        and not (out / score.SUMMARY_FILE_NAME).exists()
+    )
     # Rerun over the stopped job's output with a looser limit.
-    assert cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out),
-                     "--overwrite", "--max-bad-fraction", "0.1"]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                str(data),
+                "--model",
+                str(root / "serving"),
+                "--output",
+                str(out),
+                "--overwrite",
+                "--max-bad-fraction",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     assert sorted(_scores(out)) == [("rows.csv", line) for line in range(1, 11)]
     assert (out / score.SUMMARY_FILE_NAME).exists()
 
@@ -173,26 +243,40 @@ def test_clear_one_line_errors(first_run, tmp_path, capsys):
     model = ["--model", str(root / "serving")]
 
     assert "No SavedModel in" in _one_line_error(
-        capsys, [str(data), "--model", str(tmp_path / "no_versions"), "--output", str(tmp_path / "o1")])
+        capsys,
+        [str(data), "--model", str(tmp_path / "no_versions"), "--output", str(tmp_path / "o1")],
+    )
     assert "No input file at" in _one_line_error(
-        capsys, [str(tmp_path / "missing.csv"), *model, "--output", str(tmp_path / "o2")])
+        capsys, [str(tmp_path / "missing.csv"), *model, "--output", str(tmp_path / "o2")]
+    )
     (tmp_path / "broken.csv.gz").write_bytes(b"not gzip")
-    message = _one_line_error(capsys, [str(tmp_path / "broken.csv.gz"), *model, "--output", str(tmp_path / "o3")])
+    message = _one_line_error(
+        capsys, [str(tmp_path / "broken.csv.gz"), *model, "--output", str(tmp_path / "o3")]
+    )
     assert message.startswith(f"agnews score failed: Cannot read {tmp_path / 'broken.csv.gz'}:")
     (tmp_path / "empty.csv").write_bytes(b"")
     assert "holds no rows" in _one_line_error(
-        capsys, [str(tmp_path / "empty.csv"), *model, "--output", str(tmp_path / "o4")])
+        capsys, [str(tmp_path / "empty.csv"), *model, "--output", str(tmp_path / "o4")]
+    )
     old_model = tf.Module()
-    old_model.serve = tf.function(lambda examples: {"x": tf.strings.length(examples)},
-                                  input_signature=[tf.TensorSpec([None], tf.string)])
-    tf.saved_model.save(old_model, str(tmp_path / "old" / "1"), signatures={"serving_default": old_model.serve})
+    old_model.serve = tf.function(
+        lambda examples: {"x": tf.strings.length(examples)},
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
+    tf.saved_model.save(
+        old_model, str(tmp_path / "old" / "1"), signatures={"serving_default": old_model.serve}
+    )
     assert "has no batch_scoring signature" in _one_line_error(
-        capsys, [str(data), "--model", str(tmp_path / "old"), "--output", str(tmp_path / "o5")])
+        capsys, [str(data), "--model", str(tmp_path / "old"), "--output", str(tmp_path / "o5")]
+    )
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "old.csv").write_text("x")
-    assert "is not empty" in _one_line_error(capsys, [str(data), *model, "--output", str(tmp_path / "used")])
+    assert "is not empty" in _one_line_error(
+        capsys, [str(data), *model, "--output", str(tmp_path / "used")]
+    )
     assert "did not write (old.csv" in _one_line_error(
-        capsys, [str(data), *model, "--output", str(tmp_path / "used"), "--overwrite"])
+        capsys, [str(data), *model, "--output", str(tmp_path / "used"), "--overwrite"]
+    )
 
 
 def test_score_help_says_how_the_form_is_told_and_needs_no_tensorflow():

@@ -1,15 +1,21 @@
 """`agnews serve`'s gRPC API through tensorflow-serving-api's own PredictionServiceStub and
 ModelServiceStub, against a real server on 127.0.0.1."""
+
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
+from agnews import predict
+from agnews.serving.server import ServeOptions, running_in_thread
 from components import features
-from pipeline import predict
-from pipeline.serving.server import ServeOptions, running_in_thread
 
 from .test_serve import call, copy_served_model, newest
 
@@ -27,7 +33,9 @@ def server(first_run, tmp_path_factory):
         channel.close()
 
 
-def predict_request(titles=TITLES, descriptions=DESCRIPTIONS, name="agnews") -> predict_pb2.PredictRequest:
+def predict_request(
+    titles=TITLES, descriptions=DESCRIPTIONS, name="agnews"
+) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
     request.inputs[features.TITLE_KEY].CopyFrom(tf.make_tensor_proto(titles))
@@ -37,29 +45,47 @@ def predict_request(titles=TITLES, descriptions=DESCRIPTIONS, name="agnews") -> 
 
 def test_grpc_predict_equals_rest_predict_and_agnews_predict(server):
     running, model_dir, channel = server
-    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(predict_request(), timeout=60)
-    assert response.model_spec.name == "agnews" and str(response.model_spec.version.value) == newest(model_dir)
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+        predict_request(), timeout=60
+    )
+    assert response.model_spec.name == "agnews" and str(
+        response.model_spec.version.value
+    ) == newest(model_dir)
     assert response.model_spec.signature_name == features.SERVING_DEFAULT
     from_grpc = tf.make_ndarray(response.outputs[features.PROBABILITIES_KEY])
-    labels = [label.decode() for label in tf.make_ndarray(response.outputs[features.LABEL_NAME_KEY])]
-    assert list(tf.make_ndarray(response.outputs[features.CLASS_ID_KEY])) == list(from_grpc.argmax(axis=1))
+    labels = [
+        label.decode() for label in tf.make_ndarray(response.outputs[features.LABEL_NAME_KEY])
+    ]
+    assert list(tf.make_ndarray(response.outputs[features.CLASS_ID_KEY])) == list(
+        from_grpc.argmax(axis=1)
+    )
 
-    status, body = call(f"http://127.0.0.1:{running.rest_port}/v1/models/agnews:predict",
-                        {"instances": [{"title": t, "description": d} for t, d in zip(TITLES, DESCRIPTIONS)]})
+    status, body = call(
+        f"http://127.0.0.1:{running.rest_port}/v1/models/agnews:predict",
+        {"instances": [{"title": t, "description": d} for t, d in zip(TITLES, DESCRIPTIONS)]},
+    )
     assert status == 200
     from_rest = np.array([row[features.PROBABILITIES_KEY] for row in body["predictions"]])
     from_cli = predict.predict(str(model_dir / newest(model_dir)), TITLES, DESCRIPTIONS)
 
     np.testing.assert_allclose(from_grpc, from_rest, atol=1e-6)
-    np.testing.assert_allclose(from_grpc, [list(row["probabilities"].values()) for row in from_cli], atol=1e-5)
-    assert labels == [row[features.LABEL_NAME_KEY] for row in body["predictions"]] == [row["label"] for row in from_cli]
+    np.testing.assert_allclose(
+        from_grpc, [list(row["probabilities"].values()) for row in from_cli], atol=1e-5
+    )
+    assert (
+        labels
+        == [row[features.LABEL_NAME_KEY] for row in body["predictions"]]
+        == [row["label"] for row in from_cli]
+    )
 
 
 def test_output_filter_returns_only_the_outputs_asked_for(server):
     _, _, channel = server
     request = predict_request()
     request.output_filter.append(features.LABEL_NAME_KEY)
-    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+        request, timeout=60
+    )
     assert set(response.outputs) == {features.LABEL_NAME_KEY}
 
 
@@ -68,16 +94,23 @@ def test_metadata_and_status(server):
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = "agnews"
     request.metadata_field.append("signature_def")
-    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(request, timeout=60)
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(
+        request, timeout=60
+    )
     signatures = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signatures)
     assert set(signatures.signature_def[features.SERVING_DEFAULT].inputs) == set(features.TEXT_KEYS)
     assert set(signatures.signature_def[features.SERVING_DEFAULT].outputs) == {
-        features.PROBABILITIES_KEY, features.CLASS_ID_KEY, features.LABEL_NAME_KEY}
+        features.PROBABILITIES_KEY,
+        features.CLASS_ID_KEY,
+        features.LABEL_NAME_KEY,
+    }
 
     status_request = get_model_status_pb2.GetModelStatusRequest()
     status_request.model_spec.name = "agnews"
-    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=60)
+    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+        status_request, timeout=60
+    )
     [version] = status.model_version_status
     assert str(version.version) == newest(model_dir)
     assert version.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -96,21 +129,48 @@ def _matrix_title(request):
     request.inputs[features.TITLE_KEY].CopyFrom(tf.make_tensor_proto([TITLES]))
 
 
-@pytest.mark.parametrize("change, code, fragment", [
-    (_extra_input, grpc.StatusCode.INVALID_ARGUMENT, "Sent extra: {body}"),
-    (lambda r: r.inputs.pop(features.DESCRIPTION_KEY), grpc.StatusCode.INVALID_ARGUMENT,
-     "Missing but required: {description}"),
-    (_float_title, grpc.StatusCode.INVALID_ARGUMENT, "to be string but float is provided"),
-    (_matrix_title, grpc.StatusCode.INVALID_ARGUMENT, "must be a vector of strings"),
-    (lambda r: setattr(r.model_spec, "signature_name", "nope"), grpc.StatusCode.INVALID_ARGUMENT, "nope"),
-    (lambda r: r.output_filter.append("logits"), grpc.StatusCode.INVALID_ARGUMENT, "logits"),
-    (lambda r: setattr(r.model_spec, "name", "other"), grpc.StatusCode.NOT_FOUND, "Latest(other)"),
-    (lambda r: setattr(r.model_spec.version, "value", 1), grpc.StatusCode.NOT_FOUND, "Specific(agnews, 1)"),
-    (lambda r: setattr(r.model_spec, "version_label", "stable"), grpc.StatusCode.INVALID_ARGUMENT,
-     "Unrecognized servable version label: stable"),
-    (lambda r: [r.inputs[key].CopyFrom(tf.make_tensor_proto(["x"] * 9)) for key in features.TEXT_KEYS],
-     grpc.StatusCode.INVALID_ARGUMENT, "limit of 8"),
-])
+@pytest.mark.parametrize(
+    "change, code, fragment",
+    [
+        (_extra_input, grpc.StatusCode.INVALID_ARGUMENT, "Sent extra: {body}"),
+        (
+            lambda r: r.inputs.pop(features.DESCRIPTION_KEY),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Missing but required: {description}",
+        ),
+        (_float_title, grpc.StatusCode.INVALID_ARGUMENT, "to be string but float is provided"),
+        (_matrix_title, grpc.StatusCode.INVALID_ARGUMENT, "must be a vector of strings"),
+        (
+            lambda r: setattr(r.model_spec, "signature_name", "nope"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "nope",
+        ),
+        (lambda r: r.output_filter.append("logits"), grpc.StatusCode.INVALID_ARGUMENT, "logits"),
+        (
+            lambda r: setattr(r.model_spec, "name", "other"),
+            grpc.StatusCode.NOT_FOUND,
+            "Latest(other)",
+        ),
+        (
+            lambda r: setattr(r.model_spec.version, "value", 1),
+            grpc.StatusCode.NOT_FOUND,
+            "Specific(agnews, 1)",
+        ),
+        (
+            lambda r: setattr(r.model_spec, "version_label", "stable"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unrecognized servable version label: stable",
+        ),
+        (
+            lambda r: [
+                r.inputs[key].CopyFrom(tf.make_tensor_proto(["x"] * 9))
+                for key in features.TEXT_KEYS
+            ],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "limit of 8",
+        ),
+    ],
+)
 def test_bad_predict_requests_get_tf_serving_status_codes(server, change, code, fragment):
     _, _, channel = server
     request = predict_request()
@@ -126,7 +186,9 @@ def test_bad_metadata_and_status_requests(server):
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = "agnews"
     with pytest.raises(grpc.RpcError) as raised:
-        prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(request, timeout=60)
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(
+            request, timeout=60
+        )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     status_request = get_model_status_pb2.GetModelStatusRequest()

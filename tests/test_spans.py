@@ -1,6 +1,7 @@
 """A pipeline that lives: `agnews run` on a directory of spans, run after run, as a scheduler
 would (real processes, one ML Metadata store): a cold first span, a warm-started window of two
 spans, a drifted span refused then accepted, and a rerun with nothing new."""
+
 import csv
 import gzip
 import io
@@ -39,11 +40,35 @@ def _label(line: bytes) -> int:
 
 
 def _run(root: Path, *extra: str, baseline: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run([
-        sys.executable, "-m", "pipeline.cli", "run", "--data", str(root / "data"), "--pipeline-root", str(root / "pipeline"),
-        "--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving"),
-        "--epochs", "1", "--batch-size", "32", *([] if baseline else ["--no-baseline"]), "--min-accuracy", "0",
-        "--max-accuracy-drop", "1", *extra], capture_output=True, text=True, timeout=1200)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agnews.cli",
+            "run",
+            "--data",
+            str(root / "data"),
+            "--pipeline-root",
+            str(root / "pipeline"),
+            "--metadata-path",
+            str(root / "metadata.sqlite"),
+            "--serving-dir",
+            str(root / "serving"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            *([] if baseline else ["--no-baseline"]),
+            "--min-accuracy",
+            "0",
+            "--max-accuracy-drop",
+            "1",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
 
 
 def _last_execution(store, node: str):
@@ -55,7 +80,7 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     lines = sample_lines(3000)
     data, serving = tmp_path / "data", tmp_path / "serving"
     _write_span(data, 1, lines[:ROWS_PER_SPAN])
-    _write_span(data, 2, lines[ROWS_PER_SPAN:2 * ROWS_PER_SPAN], gzipped=True)
+    _write_span(data, 2, lines[ROWS_PER_SPAN : 2 * ROWS_PER_SPAN], gzipped=True)
 
     # Span 2 is the newest: a backfill of span 1 first, then the newest span.
     first = _run(tmp_path, "--span", "1")
@@ -77,23 +102,34 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     store = metadata.open_store(str(tmp_path / "metadata.sqlite"))
     models = sorted(store.get_artifacts_by_type("Model"), key=lambda a: a.id)
     trainer = _last_execution(store, "Trainer")
-    assert metadata.inputs(store, trainer.id, "base_model") == [models[0].id]  # warm-started from span 1's
+    assert metadata.inputs(store, trainer.id, "base_model") == [
+        models[0].id
+    ]  # warm-started from span 1's
     transform = _last_execution(store, "Transform")
     caches = sorted(store.get_artifacts_by_type("TransformCache"), key=lambda a: a.id)
     assert metadata.inputs(store, transform.id, "analyzer_cache") == [caches[0].id]
-    spans = {metadata.span(a) for a in store.get_artifacts_by_id(metadata.inputs(store, transform.id, "examples"))}
+    spans = {
+        metadata.span(a)
+        for a in store.get_artifacts_by_id(metadata.inputs(store, transform.id, "examples"))
+    }
     assert spans == {1, 2}
 
     # Span 3: nearly all Sports. The run stops before Transform; nothing new is served.
-    sports = [line for line in lines[2 * ROWS_PER_SPAN:] if _label(line) == 2]
-    _write_span(data, 3, sports[:ROWS_PER_SPAN - 10] + lines[-10:])
+    sports = [line for line in lines[2 * ROWS_PER_SPAN :] if _label(line) == 2]
+    _write_span(data, 3, sports[: ROWS_PER_SPAN - 10] + lines[-10:])
     drifted = _run(tmp_path)
     assert drifted.returncode == 1, drifted.stdout[-3000:] + drifted.stderr[-3000:]
     assert f"{features.LABEL_KEY}: infinity_norm" in drifted.stderr
     assert "Traceback" not in drifted.stderr and "--accept-drift" in drifted.stderr
     assert len(_versions(serving)) == 2
-    assert len(store.get_executions_by_context(store.get_context_by_type_and_name(
-        "node", "agnews.Trainer").id)) == 2
+    assert (
+        len(
+            store.get_executions_by_context(
+                store.get_context_by_type_and_name("node", "agnews.Trainer").id
+            )
+        )
+        == 2
+    )
 
     accepted = _run(tmp_path, "--accept-drift")
     assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
@@ -108,7 +144,9 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     # The same window, the baseline now asked for: it was never pushed, so the run trains.
     baseline_serving = tmp_path / "agnews_linear"
     with_baseline = _run(tmp_path, "--accept-drift", "--push-baseline", baseline=True)
-    assert with_baseline.returncode == 0, with_baseline.stdout[-3000:] + with_baseline.stderr[-3000:]
+    assert with_baseline.returncode == 0, (
+        with_baseline.stdout[-3000:] + with_baseline.stderr[-3000:]
+    )
     assert "Baseline pushed to: " in with_baseline.stdout and len(_versions(baseline_serving)) == 1
     both_pushed = _run(tmp_path, "--accept-drift", "--push-baseline", baseline=True)
     assert "Nothing new to train on" in both_pushed.stdout

@@ -3,6 +3,7 @@
 TFDS's own ag_news_subset builder prepares the directory; only its download step is pointed
 at local copies of the canonical CSV files, since this machine has no internet.
 """
+
 import pytest
 import tensorflow_datasets as tfds
 
@@ -25,8 +26,11 @@ def tfds_data_dir(tmp_path_factory, canonical_rows):
     for split, lines in canonical_rows.items():
         (extracted / f"{split}.csv").write_bytes(b"\n".join(lines) + b"\n")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tfds.download.DownloadManager, "download_and_extract",
-                      lambda self, urls: {"ag_news_csv": str(root / "downloads")})
+        patch.setattr(
+            tfds.download.DownloadManager,
+            "download_and_extract",
+            lambda self, urls: {"ag_news_csv": str(root / "downloads")},
+        )
         tfds.builder("ag_news_subset", data_dir=str(root / "prepared")).download_and_prepare()
     return root / "prepared"
 
@@ -48,11 +52,18 @@ def test_csv_and_tfds_give_the_same_examples_and_splits(tmp_path, tfds_data_dir,
         (csv_dir / f"{split}.csv").write_bytes(b"\n".join(lines) + b"\n")
     settings = ingest.IngestSettings(max_bad_fraction=0.0)
     from_csv, csv_error = run_example_gen(
-        tmp_path / "from_csv", settings, str(csv_dir), {"train": "train*.csv*", "test": "test*.csv*"})
+        tmp_path / "from_csv",
+        settings,
+        str(csv_dir),
+        {"train": "train*.csv*", "test": "test*.csv*"},
+    )
     tfds_source = resolve_data_source(f"tfds:ag_news_subset:{tfds_data_dir}")
     from_tfds, tfds_error = run_example_gen(
-        tmp_path / "from_tfds", ingest.IngestSettings(max_bad_fraction=0.0, source=ingest.SOURCE_TFDS),
-        tfds_source.input_base, {s.name: s.pattern for s in tfds_source.input_config.splits})
+        tmp_path / "from_tfds",
+        ingest.IngestSettings(max_bad_fraction=0.0, source=ingest.SOURCE_TFDS),
+        tfds_source.input_base,
+        {s.name: s.pattern for s in tfds_source.input_config.splits},
+    )
     assert csv_error is None and tfds_error is None
     for split in ("train", "eval", "holdout", "test"):
         assert _serialized(from_csv, split) == _serialized(from_tfds, split)
@@ -62,7 +73,10 @@ def test_csv_and_tfds_give_the_same_examples_and_splits(tmp_path, tfds_data_dir,
 
 def test_with_test_split_given_nothing_is_downloaded_or_listed(tmp_path, monkeypatch):
     """How the Airflow DAG (built at every parse) and `agnews compile` read a TFDS source."""
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
-                        lambda *a, **k: pytest.fail("downloaded at build time"))
+    monkeypatch.setattr(
+        tfds.core.DatasetBuilder,
+        "download_and_prepare",
+        lambda *a, **k: pytest.fail("downloaded at build time"),
+    )
     source = resolve_data_source(f"tfds:ag_news_subset:{tmp_path / 'none'}", test_split=True)
     assert source.splits == ("train", "test") and not (tmp_path / "none").exists()

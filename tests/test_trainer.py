@@ -1,4 +1,5 @@
 """run_fn and its input pipeline on the real Transform output of the end-to-end run."""
+
 import glob
 import types
 
@@ -19,11 +20,17 @@ def fn_args(examples, graph: str, out_dir, custom_config, base_model: str | None
     splits, the transform graph dir `graph`), writing under `out_dir`."""
     factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], [])
     return FnArgs(
-        train_files=[f"{examples.uri}/Split-train/*"], eval_files=[f"{examples.uri}/Split-eval/*"],
-        transform_output=graph, serving_model_dir=str(out_dir / "serving_model"),
-        model_run_dir=str(out_dir / "logs"), custom_config=custom_config, base_model=base_model,
+        train_files=[f"{examples.uri}/Split-train/*"],
+        eval_files=[f"{examples.uri}/Split-eval/*"],
+        transform_output=graph,
+        serving_model_dir=str(out_dir / "serving_model"),
+        model_run_dir=str(out_dir / "logs"),
+        custom_config=custom_config,
+        base_model=base_model,
         data_accessor=DataAccessor(
-            tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None))
+            tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None
+        ),
+    )
 
 
 def _fn_args(root, tmp_path, custom_config):
@@ -36,7 +43,9 @@ def test_no_row_reaching_the_model_is_fully_masked(first_run, tmp_path):
     tf_transform_output = tft.TFTransformOutput(args.transform_output)
     rows = oov_only = 0
     for files in (args.train_files, args.eval_files):
-        examples = trainer.read_examples(files, args.data_accessor, tf_transform_output, shuffle=False)
+        examples = trainer.read_examples(
+            files, args.data_accessor, tf_transform_output, shuffle=False
+        )
         for row, _ in trainer.batch_examples(examples, batch_size=8):
             token_ids = row[features.TOKEN_IDS_KEY]
             real = token_ids.numpy() != features.PAD_ID
@@ -44,20 +53,27 @@ def test_no_row_reaching_the_model_is_fully_masked(first_run, tmp_path):
             assert (real[:, 0]).all()  # right padding: real tokens first
             assert real[:, -1].any()  # padded to the batch's own longest row, no further
             rows += len(real)
-            oov_only += int(((token_ids.numpy() == features.OOV_ID).sum(axis=1) == real.sum(axis=1)).sum())
+            oov_only += int(
+                ((token_ids.numpy() == features.OOV_ID).sum(axis=1) == real.sum(axis=1)).sum()
+            )
     ingested = newest_output(root, "FileBasedExampleGen", "examples")
     holdout = len(read_examples(types.SimpleNamespace(uri=ingested), features.HOLDOUT_SPLIT))
-    assert 0 < holdout and rows + holdout == 301  # 300 rows + the punctuation-only row, none lost
+    assert holdout > 0 and rows + holdout == 301  # 300 rows + the punctuation-only row, none lost
     assert oov_only >= 1  # the punctuation-only row became a single OOV token
 
 
 def test_bucketing_pads_less_than_plain_padded_batches():
     lengths = np.random.default_rng(0).integers(1, 120, size=512)
     examples = tf.data.Dataset.from_generator(
-        lambda: (({features.TOKEN_IDS_KEY: np.arange(2, n + 2, dtype=np.int64)}, np.int64(0))
-                 for n in lengths),
-        output_signature=({features.TOKEN_IDS_KEY: tf.TensorSpec([None], tf.int64)},
-                          tf.TensorSpec([], tf.int64)))
+        lambda: (
+            ({features.TOKEN_IDS_KEY: np.arange(2, n + 2, dtype=np.int64)}, np.int64(0))
+            for n in lengths
+        ),
+        output_signature=(
+            {features.TOKEN_IDS_KEY: tf.TensorSpec([None], tf.int64)},
+            tf.TensorSpec([], tf.int64),
+        ),
+    )
     bucketed = trainer.padding_fraction(trainer.batch_examples(examples, 32, bucketing=True))
     plain = trainer.padding_fraction(trainer.batch_examples(examples, 32, bucketing=False))
     assert bucketed < plain / 3
@@ -69,8 +85,13 @@ def test_ngram_rows_are_padded_with_weight_zero(wide_run, tmp_path):
     root, _ = wide_run
     args = _fn_args(root, tmp_path, {})
     tf_transform_output = tft.TFTransformOutput(args.transform_output)
-    examples = trainer.read_examples(args.eval_files, args.data_accessor, tf_transform_output,
-                                     shuffle=False, keys=model.input_keys("linear"))
+    examples = trainer.read_examples(
+        args.eval_files,
+        args.data_accessor,
+        tf_transform_output,
+        shuffle=False,
+        keys=model.input_keys("linear"),
+    )
     rows = 0
     for row, _ in trainer.batch_examples(examples, batch_size=8):
         ids, weights = row[features.NGRAM_IDS_KEY].numpy(), row[features.NGRAM_WEIGHTS_KEY].numpy()

@@ -1,4 +1,5 @@
 """Examples that break schemas/schema.pbtxt stop the run before Transform, readably."""
+
 import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
@@ -17,7 +18,9 @@ def _write_examples(directory, labels):
     directory.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(directory / "data.tfrecord")) as writer:
         for number, label in enumerate(labels):
-            writer.write(ingest.make_example(label, f"headline {number}", "text").SerializeToString())
+            writer.write(
+                ingest.make_example(label, f"headline {number}", "text").SerializeToString()
+            )
 
 
 def test_label_outside_the_domain_stops_the_run_before_transform(tmp_path):
@@ -27,18 +30,32 @@ def test_label_outside_the_domain_stops_the_run_before_transform(tmp_path):
     schema_gen = ImportSchemaGen(schema_file=str(PipelineConfig().schema_dir) + "/schema.pbtxt")
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     example_validator = ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
     gate = validation.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     transform = Transform(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN)
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+    )
     transform.add_upstream_node(gate)
     metadata = sqlite_connection_config(str(tmp_path / "m.sqlite"))
     with pytest.raises(validation.DataContractError) as raised:
-        LocalDagRunner().run(Pipeline(
-            pipeline_name="contract", pipeline_root=str(tmp_path / "root"),
-            components=[example_gen, schema_gen, statistics_gen, example_validator, gate, transform],
-            metadata_connection_config=metadata))
+        LocalDagRunner().run(
+            Pipeline(
+                pipeline_name="contract",
+                pipeline_root=str(tmp_path / "root"),
+                components=[
+                    example_gen,
+                    schema_gen,
+                    statistics_gen,
+                    example_validator,
+                    gate,
+                    transform,
+                ],
+                metadata_connection_config=metadata,
+            )
+        )
     message = str(raised.value)
     assert "feature 'label'" in message and "Out-of-range values" in message
     assert "schemas/schema.pbtxt" in message and "before Transform" in message

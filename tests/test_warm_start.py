@@ -1,5 +1,6 @@
 """Warm start across two vocabularies: real ingestion and Transform over two sets of sample rows,
 real run_fn training, the base model read back as TF Serving would load it."""
+
 import json
 import os
 
@@ -29,8 +30,9 @@ def run_transform(root, lines: list[bytes], ngrams: bool = True):
     data = root / "data"
     data.mkdir(parents=True)
     (data / "train.csv").write_bytes(b"\n".join(lines) + b"\n")
-    examples, error = run_example_gen(root / "examples", ingest.IngestSettings(), str(data),
-                                      {features.TRAIN_SPLIT: "train.csv"})
+    examples, error = run_example_gen(
+        root / "examples", ingest.IngestSettings(), str(data), {features.TRAIN_SPLIT: "train.csv"}
+    )
     assert error is None, error
     schema = standard_artifacts.Schema()  # ImportSchemaGen's artifact: a dir of one schema file
     schema.uri = str(root / "schema")
@@ -40,11 +42,18 @@ def run_transform(root, lines: list[bytes], ngrams: bool = True):
     transform_executor.Executor().Do(
         {"examples": [examples], "schema": [schema]},
         {"transform_graph": [graph], "transformed_examples": [transformed]},
-        {"preprocessing_fn": f"{preprocessing.__name__}.{preprocessing.preprocessing_fn.__name__}", "custom_config": json.dumps({"ngrams": ngrams}),
-         "disable_statistics": 1,
-         "splits_config": proto_utils.proto_to_json(transform_pb2.SplitsConfig(
-             analyze=[features.TRAIN_SPLIT],
-             transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT, features.HOLDOUT_SPLIT]))})
+        {
+            "preprocessing_fn": f"{preprocessing.__name__}.{preprocessing.preprocessing_fn.__name__}",
+            "custom_config": json.dumps({"ngrams": ngrams}),
+            "disable_statistics": 1,
+            "splits_config": proto_utils.proto_to_json(
+                transform_pb2.SplitsConfig(
+                    analyze=[features.TRAIN_SPLIT],
+                    transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT, features.HOLDOUT_SPLIT],
+                )
+            ),
+        },
+    )
     return transformed, graph.uri
 
 
@@ -96,7 +105,8 @@ def _ids(graph: str, name: str, first_id: int) -> dict[bytes, int]:
 
 
 def test_the_embedding_is_remapped_by_token_and_every_other_layer_copied(
-        windows, base_models, tmp_path):
+    windows, base_models, tmp_path
+):
     base = _loaded_weights(base_models["lstm"])
     fresh, classifier, start = _start(windows[1], tmp_path, {"model": "lstm"}, base_models["lstm"])
     assert start["warm_start_from"] == base_models["lstm"]
@@ -109,8 +119,9 @@ def test_the_embedding_is_remapped_by_token_and_every_other_layer_copied(
     assert b"the" in shared and len(moved) > 100 and len(added) > 100
     assert start["rows"][features.VOCAB_NAME] == {"kept": len(shared), "new": len(added)}
     # A token in both vocabularies keeps its trained row, wherever its new id is.
-    np.testing.assert_array_equal(embedding[[new[t] for t in shared]],
-                                  base_embedding[[old[t] for t in shared]])
+    np.testing.assert_array_equal(
+        embedding[[new[t] for t in shared]], base_embedding[[old[t] for t in shared]]
+    )
     # A new token gets the fresh row a cold start gives it, not the trained row of its id.
     added_ids = [new[t] for t in added]
     np.testing.assert_array_equal(embedding[added_ids], fresh[0][added_ids])
@@ -126,14 +137,18 @@ def test_the_embedding_is_remapped_by_token_and_every_other_layer_copied(
 
 def test_the_ngram_weights_are_remapped_by_ngram(windows, base_models, tmp_path):
     (base_rows,) = _loaded_weights(base_models["linear"])
-    fresh, classifier, start = _start(windows[1], tmp_path, {"model": "linear"}, base_models["linear"])
+    fresh, classifier, start = _start(
+        windows[1], tmp_path, {"model": "linear"}, base_models["linear"]
+    )
     (rows,) = classifier.get_weights()
     old = _ids(windows[0][1], features.NGRAM_VOCAB_NAME, 0)
     new = _ids(windows[1][1], features.NGRAM_VOCAB_NAME, 0)
     shared = [ngram for ngram in new if ngram in old]
     added = [ngram for ngram in new if ngram not in old]
     assert len(shared) > 100 and added and start["warm_start_from"]
-    np.testing.assert_array_equal(rows[[new[n] for n in shared]], base_rows[[old[n] for n in shared]])
+    np.testing.assert_array_equal(
+        rows[[new[n] for n in shared]], base_rows[[old[n] for n in shared]]
+    )
     np.testing.assert_array_equal(rows[[new[n] for n in added]], fresh[0][[new[n] for n in added]])
     # The one OOV bucket follows each vocabulary's last entry.
     np.testing.assert_array_equal(rows[len(new)], base_rows[len(old)])
@@ -141,10 +156,16 @@ def test_the_ngram_weights_are_remapped_by_ngram(windows, base_models, tmp_path)
 
 
 def test_run_fn_records_its_start_and_the_model_kind(windows, base_models, tmp_path):
-    base_run = read_json(os.path.join(os.path.dirname(base_models["lstm"]), "logs", WARM_START_FILE_NAME))
+    base_run = read_json(
+        os.path.join(os.path.dirname(base_models["lstm"]), "logs", WARM_START_FILE_NAME)
+    )
     assert base_run["warm_start_from"] is None and "no base model" in base_run["reason"]
-    args = fn_args(*windows[1], tmp_path, {"model": "simple_rnn", "epochs": 1, "batch_size": 32},
-                   base_model=base_models["lstm"])
+    args = fn_args(
+        *windows[1],
+        tmp_path,
+        {"model": "simple_rnn", "epochs": 1, "batch_size": 32},
+        base_model=base_models["lstm"],
+    )
     trainer.run_fn(args)
     record = read_json(f"{args.model_run_dir}/{WARM_START_FILE_NAME}")
     assert record["warm_start_from"] is None
@@ -152,7 +173,9 @@ def test_run_fn_records_its_start_and_the_model_kind(windows, base_models, tmp_p
     assert read_json(f"{args.serving_model_dir}/{warm_start.KIND_FILE}") == {"model": "simple_rnn"}
 
 
-def test_a_base_model_that_does_not_fit_starts_cold_and_changes_nothing(windows, base_models, tmp_path):
+def test_a_base_model_that_does_not_fit_starts_cold_and_changes_nothing(
+    windows, base_models, tmp_path
+):
     output = tft.TFTransformOutput(windows[1][1])
     classifier = model.build_model("lstm")
     unrecorded = str(tmp_path / "unrecorded")

@@ -1,4 +1,5 @@
 """One error type for both APIs: a gRPC status code, mapped to HTTP as TF Serving maps it."""
+
 from __future__ import annotations
 
 import grpc

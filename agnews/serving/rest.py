@@ -3,6 +3,7 @@
 A bare app rather than a framework: five routes, and each layer a framework adds costs per request
 on a 2-core machine where the model itself takes well under a millisecond per example.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,17 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from agnews.serving import errors, grpc_api
+from agnews.serving.batcher import INPUT_KEYS, OUTPUT_KEYS
+from agnews.serving.service import GET_MODEL_METADATA, GET_MODEL_STATUS, PREDICT, PredictService
 from components import features
-from pipeline.serving import errors
-from pipeline.serving.batcher import INPUT_KEYS, OUTPUT_KEYS
-from pipeline.serving.service import GET_MODEL_METADATA, GET_MODEL_STATUS, PREDICT, PredictService
-from pipeline.serving import grpc_api
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
-_ROUTE = re.compile(r"^/v1/models/(?P<model>[^/:]+)"
-                    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-                    r"(?:(?P<metadata>/metadata)|(?P<predict>:predict))?$")
+_ROUTE = re.compile(
+    r"^/v1/models/(?P<model>[^/:]+)"
+    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:(?P<metadata>/metadata)|(?P<predict>:predict))?$"
+)
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -32,16 +34,22 @@ class _BodyTooLarge(errors.ServingError):
 
 def _columns_from_instances(instances: Any) -> dict[str, list]:
     if not isinstance(instances, list) or not instances:
-        raise errors.invalid("'instances' must be a non-empty list of objects with 'title' and 'description'.")
+        raise errors.invalid(
+            "'instances' must be a non-empty list of objects with 'title' and 'description'."
+        )
     columns: dict[str, list] = {key: [] for key in INPUT_KEYS}
     for index, instance in enumerate(instances):
         if not isinstance(instance, dict):
-            raise errors.invalid(f"Failed to process element: {index} of 'instances' list. "
-                                 "Error: Invalid argument: expected a JSON object with named inputs.")
+            raise errors.invalid(
+                f"Failed to process element: {index} of 'instances' list. "
+                "Error: Invalid argument: expected a JSON object with named inputs."
+            )
         for key in INPUT_KEYS:
             if key not in instance:
-                raise errors.invalid(f"Failed to process element: {index} key: {key} of 'instances' list. "
-                                     f"Error: Invalid argument: JSON object: does not have named input: {key}")
+                raise errors.invalid(
+                    f"Failed to process element: {index} key: {key} of 'instances' list. "
+                    f"Error: Invalid argument: JSON object: does not have named input: {key}"
+                )
             columns[key].append(instance[key])
     return columns
 
@@ -52,10 +60,14 @@ def _columns_from_inputs(inputs: Any) -> dict[str, list]:
     missing = [key for key in INPUT_KEYS if key not in inputs]
     if missing:
         raise errors.invalid(f"Invalid argument: 'inputs' does not have named input: {missing[0]}")
-    columns = {key: inputs[key] if isinstance(inputs[key], list) else [inputs[key]] for key in INPUT_KEYS}
+    columns = {
+        key: inputs[key] if isinstance(inputs[key], list) else [inputs[key]] for key in INPUT_KEYS
+    }
     lengths = {len(values) for values in columns.values()}
     if len(lengths) != 1:
-        raise errors.invalid("Invalid argument: 'title' and 'description' must have the same length.")
+        raise errors.invalid(
+            "Invalid argument: 'title' and 'description' must have the same length."
+        )
     if 0 in lengths:
         raise errors.invalid("Invalid argument: empty batch.")
     return columns
@@ -68,21 +80,30 @@ def parse_predict_request(body: bytes) -> tuple[dict[str, list[bytes]], bool]:
     except (ValueError, UnicodeDecodeError) as error:
         raise errors.invalid(f"JSON Parse error: {error}") from None
     if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
-        raise errors.invalid("Missing 'inputs' or 'instances' key (exactly one of them is required).")
+        raise errors.invalid(
+            "Missing 'inputs' or 'instances' key (exactly one of them is required)."
+        )
     signature = request.get("signature_name", features.SERVING_DEFAULT)
     if signature != features.SERVING_DEFAULT:
-        raise errors.invalid(f"Serving signature name: \"{signature}\" not found in signature def")
+        raise errors.invalid(f'Serving signature name: "{signature}" not found in signature def')
     row_format = "instances" in request
-    columns = (_columns_from_instances(request["instances"]) if row_format
-               else _columns_from_inputs(request["inputs"]))
+    columns = (
+        _columns_from_instances(request["instances"])
+        if row_format
+        else _columns_from_inputs(request["inputs"])
+    )
     encoded = {}
     for key, values in columns.items():
         if not all(isinstance(value, str) for value in values):
             raise errors.invalid(f"Invalid argument: '{key}' values must be strings.")
         try:
             encoded[key] = [value.encode("utf-8") for value in values]
-        except UnicodeEncodeError as error:  # JSON allows lone surrogates ("\ud800"); UTF-8 does not
-            raise errors.invalid(f"Invalid argument: a '{key}' string is not valid Unicode: {error.reason}.") from None
+        except (
+            UnicodeEncodeError
+        ) as error:  # JSON allows lone surrogates ("\ud800"); UTF-8 does not
+            raise errors.invalid(
+                f"Invalid argument: a '{key}' string is not valid Unicode: {error.reason}."
+            ) from None
     return encoded, row_format
 
 
@@ -110,12 +131,21 @@ class RestApp:
         if scope["type"] != "http":
             return
         if scope["path"] == METRICS_PATH:
-            await _send(send, 200, self.service.metrics.exposition(),
-                        [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+            await _send(
+                send,
+                200,
+                self.service.metrics.exposition(),
+                [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+            )
             return
         started, route = time.perf_counter(), _ROUTE.match(scope["path"])
-        api = GET_MODEL_METADATA if route and route["metadata"] else PREDICT if route and route["predict"] \
+        api = (
+            GET_MODEL_METADATA
+            if route and route["metadata"]
+            else PREDICT
+            if route and route["predict"]
             else GET_MODEL_STATUS
+        )
         version, error, close = "", None, False
         try:
             if not route:
@@ -125,9 +155,17 @@ class RestApp:
             error, close = served_error, isinstance(served_error, _BodyTooLarge)
             status, payload = served_error.http_status, {"error": str(served_error)}
         except Exception as internal:  # noqa: BLE001  (a server answers; it does not crash)
-            error, status, payload = internal, 500, {"error": f"Internal error: {type(internal).__name__}: {internal}"}
-        await _send(send, status, json.dumps(payload).encode(),
-                    _JSON + [(b"connection", b"close")] if close else _JSON)
+            error, status, payload = (
+                internal,
+                500,
+                {"error": f"Internal error: {type(internal).__name__}: {internal}"},
+            )
+        await _send(
+            send,
+            status,
+            json.dumps(payload).encode(),
+            _JSON + [(b"connection", b"close")] if close else _JSON,
+        )
         if route:
             self.service.observe(route["model"], version, api, "REST", error, started)
 
@@ -140,13 +178,29 @@ class RestApp:
             if method != "GET":
                 raise errors.invalid(f"{method} is not supported here; use GET.")
             if route["metadata"]:
-                response = grpc_api.metadata_response(self.service.store.serving(model, version, label))
-                return 200, {"model_spec": json_format.MessageToDict(response.model_spec),
-                             "metadata": {"signature_def": json_format.MessageToDict(
-                                 grpc_api.signature_defs(response), preserving_proto_field_name=True)}}, ""
+                response = grpc_api.metadata_response(
+                    self.service.store.serving(model, version, label)
+                )
+                return (
+                    200,
+                    {
+                        "model_spec": json_format.MessageToDict(response.model_spec),
+                        "metadata": {
+                            "signature_def": json_format.MessageToDict(
+                                grpc_api.signature_defs(response), preserving_proto_field_name=True
+                            )
+                        },
+                    },
+                    "",
+                )
             response = grpc_api.status_response(self.service.store.statuses(model, version, label))
-            return 200, json_format.MessageToDict(
-                response, including_default_value_fields=True, preserving_proto_field_name=True), ""
+            return (
+                200,
+                json_format.MessageToDict(
+                    response, including_default_value_fields=True, preserving_proto_field_name=True
+                ),
+                "",
+            )
         if method != "POST":
             raise errors.invalid("Predict requests must be POST.")
         columns, row_format = parse_predict_request(await self._body(scope, receive))
@@ -155,7 +209,10 @@ class RestApp:
 
     async def _body(self, scope, receive) -> bytes:
         """The request body, refused as soon as it passes the limit (chunked bodies too)."""
-        too_large = _BodyTooLarge(grpc.StatusCode.INVALID_ARGUMENT, f"Request body larger than {self.max_body_bytes} bytes.")
+        too_large = _BodyTooLarge(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Request body larger than {self.max_body_bytes} bytes.",
+        )
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
                 raise too_large
@@ -172,6 +229,11 @@ class RestApp:
 
 
 async def _send(send, status: int, body: bytes, headers: list) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": headers + [(b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": headers + [(b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -5,6 +5,7 @@ them; each group's TFDV statistics are compared with the training split's statis
 that pushed that version (found in ML Metadata), feature by feature, with TFDV's own skew
 measures: L-infinity distance and Jensen-Shannon divergence of the value distributions.
 """
+
 from __future__ import annotations
 
 import collections
@@ -16,9 +17,10 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from agnews.serving.request_log import read_logs
 from components import features
+from components.artifacts import PUSHED_VERSION_PROPERTY
 from pipeline import metadata
-from pipeline.serving.request_log import read_logs
 
 MEASURES = ("L_INFTY", "JENSEN_SHANNON_DIVERGENCE")
 
@@ -31,24 +33,37 @@ class FeatureSkew:
     served_avg_length: float
 
 
-def training_statistics(metadata_path: str, version: int) -> tuple[str, statistics_pb2.DatasetFeatureStatisticsList]:
+def training_statistics(
+    metadata_path: str, version: int
+) -> tuple[str, statistics_pb2.DatasetFeatureStatisticsList]:
     """(URI, train split statistics) of StatisticsGen in the run whose Pusher pushed `version`."""
     store = metadata.open_store(metadata_path)
-    pushed = [a for a in store.get_artifacts_by_type("PushedModel")
-              if a.custom_properties["pushed_version"].string_value == str(version)]
+    pushed = [
+        a
+        for a in store.get_artifacts_by_type("PushedModel")
+        if a.custom_properties[PUSHED_VERSION_PROPERTY].string_value == str(version)
+    ]
     if not pushed:
         raise LookupError(f"no run in {metadata_path} pushed version {version}")
     run_type = store.get_context_type("pipeline_run").id
     runs = [c for c in store.get_contexts_by_artifact(pushed[-1].id) if c.type_id == run_type]
-    node_ids = {c.id for c in store.get_contexts_by_type("node") if c.name.endswith(".StatisticsGen")}
+    node_ids = {
+        c.id for c in store.get_contexts_by_type("node") if c.name.endswith(".StatisticsGen")
+    }
     for artifact in store.get_artifacts_by_context(runs[-1].id) if runs else []:
-        if artifact.type == "ExampleStatistics" and node_ids & {c.id for c in store.get_contexts_by_artifact(artifact.id)}:
+        if artifact.type == "ExampleStatistics" and node_ids & {
+            c.id for c in store.get_contexts_by_artifact(artifact.id)
+        }:
             path = os.path.join(artifact.uri, f"Split-{features.TRAIN_SPLIT}", "FeatureStats.pb")
             return artifact.uri, tfdv.load_stats_binary(path)
-    raise LookupError(f"the run that pushed version {version} has no StatisticsGen output in {metadata_path}")
+    raise LookupError(
+        f"the run that pushed version {version} has no StatisticsGen output in {metadata_path}"
+    )
 
 
-def logged_statistics(logs_dir: str) -> dict[tuple[str, int], tuple[int, statistics_pb2.DatasetFeatureStatisticsList]]:
+def logged_statistics(
+    logs_dir: str,
+) -> dict[tuple[str, int], tuple[int, statistics_pb2.DatasetFeatureStatisticsList]]:
     """(model name, version) -> (requests' rows, TFDV statistics of their text fields)."""
     columns = collections.defaultdict(lambda: {key: [] for key in features.TEXT_KEYS})
     for log in read_logs(logs_dir):
@@ -56,8 +71,13 @@ def logged_statistics(logs_dir: str) -> dict[tuple[str, int], tuple[int, statist
         for key in features.TEXT_KEYS:
             values = tf.make_ndarray(log.predict_log.request.inputs[key])
             columns[(spec.name, spec.version.value)][key].extend(v.decode() for v in values)
-    return {group: (len(text[features.TITLE_KEY]), tfdv.generate_statistics_from_dataframe(pd.DataFrame(text)))
-            for group, text in columns.items()}
+    return {
+        group: (
+            len(text[features.TITLE_KEY]),
+            tfdv.generate_statistics_from_dataframe(pd.DataFrame(text)),
+        )
+        for group, text in columns.items()
+    }
 
 
 def _avg_length(statistics, feature: str) -> float:
@@ -75,7 +95,16 @@ def compare(train, served) -> list[FeatureSkew]:
         comparator.infinity_norm.threshold = 0.0
         comparator.jensen_shannon_divergence.threshold = 0.0
     anomalies = tfdv.validate_statistics(train, schema, serving_statistics=served)
-    measured = {tuple(info.path.step): {m.Type.Name(m.type): m.value for m in info.skew_measurements}
-                for info in anomalies.drift_skew_info}
-    return [FeatureSkew(key, {name: measured.get((key,), {}).get(name, float("nan")) for name in MEASURES},
-                        _avg_length(train, key), _avg_length(served, key)) for key in features.TEXT_KEYS]
+    measured = {
+        tuple(info.path.step): {m.Type.Name(m.type): m.value for m in info.skew_measurements}
+        for info in anomalies.drift_skew_info
+    }
+    return [
+        FeatureSkew(
+            key,
+            {name: measured.get((key,), {}).get(name, float("nan")) for name in MEASURES},
+            _avg_length(train, key),
+            _avg_length(served, key),
+        )
+        for key in features.TEXT_KEYS
+    ]

@@ -4,6 +4,7 @@ The file is TF Serving's `--model_config_file` text proto, parsed with its own m
 file configures either server. Flags alone mean one model, newest version, as TF Serving's
 `--model_name`/`--model_base_path` do.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,7 @@ class ModelConfig:
             return set(available)
         if self.policy == "specific":
             return set(self.versions) & set(available)
-        return set(sorted(available)[-self.num_versions:])
+        return set(sorted(available)[-self.num_versions :])
 
     def label_version(self, label: str) -> int | None:
         return dict(self.labels).get(label)
@@ -40,18 +41,28 @@ def from_flags(name: str, base_path: str) -> list[ModelConfig]:
 
 def _model_config(proto) -> ModelConfig:
     if proto.model_platform not in ("", "tensorflow"):
-        raise ValueError(f"model {proto.name!r}: model_platform {proto.model_platform!r} is not "
-                         "supported (only tensorflow)")
+        raise ValueError(
+            f"model {proto.name!r}: model_platform {proto.model_platform!r} is not "
+            "supported (only tensorflow)"
+        )
     if not proto.name or not proto.base_path:
         raise ValueError("every model needs a name and a base_path")
     policy = proto.model_version_policy
     kind = policy.WhichOneof("policy_choice") or "latest"
-    num_versions = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions else 1
+    num_versions = (
+        policy.latest.num_versions if kind == "latest" and policy.latest.num_versions else 1
+    )
     versions = tuple(sorted(policy.specific.versions)) if kind == "specific" else ()
     if kind == "specific" and not versions:
         raise ValueError(f"model {proto.name!r}: a specific policy needs at least one version")
-    return ModelConfig(name=proto.name, base_path=proto.base_path, policy=kind, num_versions=num_versions,
-                       versions=versions, labels=tuple(sorted(proto.version_labels.items())))
+    return ModelConfig(
+        name=proto.name,
+        base_path=proto.base_path,
+        policy=kind,
+        num_versions=num_versions,
+        versions=versions,
+        labels=tuple(sorted(proto.version_labels.items())),
+    )
 
 
 def parse_config(text: str) -> list[ModelConfig]:

@@ -12,6 +12,7 @@ into pieces of at most `max_rows` rows (TF Serving's large batch splitting) and 
 would overflow a batch waits for the next. When a merged call fails, each of its requests runs
 again alone, so a bad request fails alone, never its neighbours.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 
+from agnews.serving.metrics import Metrics
 from components import features
-from pipeline.serving.metrics import Metrics
 
 INPUT_KEYS = features.TEXT_KEYS
 OUTPUT_KEYS = (features.PROBABILITIES_KEY, features.CLASS_ID_KEY, features.LABEL_NAME_KEY)
@@ -41,7 +42,11 @@ def run_signature(signature, columns: dict) -> dict[str, np.ndarray]:
 
 
 def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return parts[0] if len(parts) == 1 else {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return (
+        parts[0]
+        if len(parts) == 1
+        else {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    )
 
 
 @dataclasses.dataclass
@@ -54,8 +59,15 @@ class _Task:
 
 
 class Batcher:
-    def __init__(self, max_rows: int, timeout_s: float, metrics: Metrics | None = None, threads: int = 1):
-        self.max_rows, self.timeout_s, self.metrics, self.threads = max_rows, timeout_s, metrics, threads
+    def __init__(
+        self, max_rows: int, timeout_s: float, metrics: Metrics | None = None, threads: int = 1
+    ):
+        self.max_rows, self.timeout_s, self.metrics, self.threads = (
+            max_rows,
+            timeout_s,
+            metrics,
+            threads,
+        )
         self._waiting: collections.deque[_Task] = collections.deque()
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="batch")
         self._wake: asyncio.Event | None = None
@@ -70,8 +82,10 @@ class Batcher:
             self._worker = loop.create_task(self._work())
         pieces = []
         for start in range(0, rows(columns), self.max_rows):
-            piece = {key: values[start:start + self.max_rows] for key, values in columns.items()}
-            pieces.append(_Task(signature, piece, loop.create_future(), model_name, time.perf_counter()))
+            piece = {key: values[start : start + self.max_rows] for key, values in columns.items()}
+            pieces.append(
+                _Task(signature, piece, loop.create_future(), model_name, time.perf_counter())
+            )
         self._waiting.extend(pieces)
         self._wake.set()
         return concatenate(list(await asyncio.gather(*(piece.result for piece in pieces))))
@@ -95,7 +109,12 @@ class Batcher:
             while self._waiting and size + rows(self._waiting[0].columns) <= self.max_rows:
                 batch.append(self._waiting.popleft())
                 size += rows(batch[-1].columns)
-            if self._waiting or size >= self.max_rows or loop.time() >= deadline or not self._running:
+            if (
+                self._waiting
+                or size >= self.max_rows
+                or loop.time() >= deadline
+                or not self._running
+            ):
                 return batch
             self._wake.clear()
             try:
@@ -128,9 +147,13 @@ class Batcher:
         for signature, tasks in by_signature.items():
             started = time.perf_counter()
             if self.metrics:
-                self.metrics.batch_size.labels(tasks[0].model_name).observe(sum(rows(t.columns) for t in tasks))
+                self.metrics.batch_size.labels(tasks[0].model_name).observe(
+                    sum(rows(t.columns) for t in tasks)
+                )
                 for task in tasks:
-                    self.metrics.queue_wait.labels(task.model_name).observe((started - task.queued_at) * 1e6)
+                    self.metrics.queue_wait.labels(task.model_name).observe(
+                        (started - task.queued_at) * 1e6
+                    )
             answers = await loop.run_in_executor(self._executor, self._run, signature, tasks)
             for task, answer in zip(tasks, answers):
                 if task.result.done():  # the client went away

@@ -1,6 +1,7 @@
 """TF Serving's gRPC API (`tensorflow.serving.PredictionService` Predict and GetModelMetadata,
 `ModelService.GetModelStatus`) on grpc.aio, from tensorflow-serving-api's own generated code,
 so its `PredictionServiceStub` works unchanged. Errors carry TF Serving's status codes."""
+
 from __future__ import annotations
 
 import time
@@ -8,22 +9,29 @@ import time
 import grpc
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
+from agnews.serving import errors
+from agnews.serving.batcher import INPUT_KEYS, OUTPUT_KEYS
+from agnews.serving.service import GET_MODEL_METADATA, GET_MODEL_STATUS, PREDICT, PredictService
+from agnews.serving.store import Version
 from components import features
-from pipeline.serving import errors
-from pipeline.serving.batcher import INPUT_KEYS, OUTPUT_KEYS
-from pipeline.serving.service import GET_MODEL_METADATA, GET_MODEL_STATUS, PREDICT, PredictService
-from pipeline.serving.store import Version
 
 SIGNATURE_DEF_FIELD = "signature_def"
 
 
 def _version_choice(spec) -> tuple[int | None, str | None]:
     choice = spec.WhichOneof("version_choice")
-    return (spec.version.value if choice == "version" else None,
-            spec.version_label if choice == "version_label" else None)
+    return (
+        spec.version.value if choice == "version" else None,
+        spec.version_label if choice == "version_label" else None,
+    )
 
 
 def _model_spec(spec, version: Version, signature_name: str = features.SERVING_DEFAULT) -> None:
@@ -63,19 +71,26 @@ def _columns(inputs) -> dict[str, list[bytes]]:
         raise errors.invalid(
             f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{','.join(sorted(sent))}}}) "
             f"!= len({{{','.join(sorted(wanted))}}}). Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
-            f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.")
+            f"Missing but required: {{{','.join(sorted(wanted - sent))}}}."
+        )
     columns = {}
     for key in INPUT_KEYS:
         tensor = inputs[key]
         if tensor.dtype != types_pb2.DT_STRING:
-            raise errors.invalid(f"Expects arg[{INPUT_KEYS.index(key)}] ({key}) to be string but "
-                                 f"{types_pb2.DataType.Name(tensor.dtype)[3:].lower()} is provided")  # TF's DataTypeString
+            raise errors.invalid(
+                f"Expects arg[{INPUT_KEYS.index(key)}] ({key}) to be string but "
+                f"{types_pb2.DataType.Name(tensor.dtype)[3:].lower()} is provided"
+            )  # TF's DataTypeString
         dims = [dim.size for dim in tensor.tensor_shape.dim]
         if len(dims) != 1 or dims[0] != len(tensor.string_val):
-            raise errors.invalid(f"input '{key}' must be a vector of strings, shape [batch]; got shape {dims}")
+            raise errors.invalid(
+                f"input '{key}' must be a vector of strings, shape [batch]; got shape {dims}"
+            )
         columns[key] = list(tensor.string_val)
     if len({len(values) for values in columns.values()}) != 1:
-        raise errors.invalid("Invalid argument: 'title' and 'description' must have the same length.")
+        raise errors.invalid(
+            "Invalid argument: 'title' and 'description' must have the same length."
+        )
     if not columns[features.TITLE_KEY]:
         raise errors.invalid("Invalid argument: empty batch.")
     return columns
@@ -100,7 +115,9 @@ class _Observed:
             self.service.observe(model_name, version, self.api, "GRPC", error, started)
         if isinstance(error, errors.ServingError):
             await context.abort(error.code, str(error))
-        await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(error).__name__}: {error}")
+        await context.abort(
+            grpc.StatusCode.INTERNAL, f"Internal error: {type(error).__name__}: {error}"
+        )
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -111,13 +128,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def answer():
             spec = request.model_spec
             if spec.signature_name not in ("", features.SERVING_DEFAULT):
-                raise errors.invalid(f"Serving signature name: \"{spec.signature_name}\" not found in signature def")
+                raise errors.invalid(
+                    f'Serving signature name: "{spec.signature_name}" not found in signature def'
+                )
             unknown = set(request.output_filter) - set(OUTPUT_KEYS)
             if unknown:
-                raise errors.invalid(f"output tensor alias not found in signature: {sorted(unknown)[0]} "
-                                     f"Outputs expected to be in the set {{{','.join(OUTPUT_KEYS)}}}.")
+                raise errors.invalid(
+                    f"output tensor alias not found in signature: {sorted(unknown)[0]} "
+                    f"Outputs expected to be in the set {{{','.join(OUTPUT_KEYS)}}}."
+                )
             version, label = _version_choice(spec)
-            served, outputs = await self.service.predict(spec.name, version, label, _columns(request.inputs))
+            served, outputs = await self.service.predict(
+                spec.name, version, label, _columns(request.inputs)
+            )
             response = predict_pb2.PredictResponse()
             _model_spec(response.model_spec, served)
             for key in request.output_filter or OUTPUT_KEYS:
@@ -130,13 +153,21 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def answer():
             fields = set(request.metadata_field)
             if not fields:
-                raise errors.invalid("GetModelMetadataRequest must specify at least one metadata_field")
+                raise errors.invalid(
+                    "GetModelMetadataRequest must specify at least one metadata_field"
+                )
             if fields != {SIGNATURE_DEF_FIELD}:
-                raise errors.invalid(f"Metadata field {sorted(fields - {SIGNATURE_DEF_FIELD})[0]} is not supported")
-            served = self.service.store.serving(request.model_spec.name, *_version_choice(request.model_spec))
+                raise errors.invalid(
+                    f"Metadata field {sorted(fields - {SIGNATURE_DEF_FIELD})[0]} is not supported"
+                )
+            served = self.service.store.serving(
+                request.model_spec.name, *_version_choice(request.model_spec)
+            )
             return metadata_response(served), str(served.number)
 
-        return await _Observed(self.service, GET_MODEL_METADATA).run(context, request.model_spec.name, answer)
+        return await _Observed(self.service, GET_MODEL_METADATA).run(
+            context, request.model_spec.name, answer
+        )
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -145,12 +176,19 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     async def GetModelStatus(self, request, context):  # noqa: N802
         async def answer():
-            return status_response(self.service.store.statuses(
-                request.model_spec.name, *_version_choice(request.model_spec))), ""
+            return status_response(
+                self.service.store.statuses(
+                    request.model_spec.name, *_version_choice(request.model_spec)
+                )
+            ), ""
 
-        return await _Observed(self.service, GET_MODEL_STATUS).run(context, request.model_spec.name, answer)
+        return await _Observed(self.service, GET_MODEL_STATUS).run(
+            context, request.model_spec.name, answer
+        )
 
 
 def add_services(server: grpc.aio.Server, service: PredictService) -> None:
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(service), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(service), server
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service), server)

@@ -1,6 +1,7 @@
 """Wires one model store, one batcher and both APIs onto one event loop (uvloop), and stops them
 as an orchestrator expects: on SIGTERM or SIGINT both ports stop accepting, requests in flight
 (REST and gRPC) are answered, the request log is closed, and the process exits 0."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,14 +17,14 @@ import tensorflow as tf
 import uvicorn
 import uvloop
 
+from agnews.serving import grpc_api, model_config
+from agnews.serving import store as store_lib
+from agnews.serving.batcher import Batcher
+from agnews.serving.metrics import Metrics
+from agnews.serving.request_log import RequestLog
+from agnews.serving.rest import RestApp
+from agnews.serving.service import PredictService
 from components import settings
-from pipeline.serving import config as config_lib
-from pipeline.serving import grpc_api, store as store_lib
-from pipeline.serving.batcher import Batcher
-from pipeline.serving.metrics import Metrics
-from pipeline.serving.request_log import RequestLog
-from pipeline.serving.rest import RestApp
-from pipeline.serving.service import PredictService
 
 GRACE_S = 30.0  # how long a stop waits for requests in flight
 
@@ -51,11 +52,11 @@ class ServeOptions:
     intra_op_threads: int = settings.DEFAULT_INTRA_OP_THREADS
     inter_op_threads: int = settings.DEFAULT_INTER_OP_THREADS
 
-    def model_configs(self) -> list[config_lib.ModelConfig]:
+    def model_configs(self) -> list[model_config.ModelConfig]:
         """The models to serve; ValueError (one line) when the config file is wrong."""
         if self.model_config_file:
-            return config_lib.read_config_file(self.model_config_file)
-        return config_lib.from_flags(self.model_name, self.model_base_path)
+            return model_config.read_config_file(self.model_config_file)
+        return model_config.from_flags(self.model_name, self.model_base_path)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -71,13 +72,30 @@ class Server:
         self.options = options
         self.metrics = Metrics()
         self.store = store_lib.ModelStore(
-            options.model_configs(), self.metrics, poll_wait_s=options.file_system_poll_wait_s,
-            config_file=options.model_config_file, config_poll_s=options.model_config_file_poll_wait_s)
-        batcher = (Batcher(options.batch_max_rows, options.batch_timeout_ms / 1000, self.metrics,
-                           options.batch_threads or os.cpu_count() or 1) if options.batching else None)
-        request_log = (RequestLog(options.log_requests, options.log_sample_rate)
-                       if options.log_requests else None)
-        self.service = PredictService(self.store, self.metrics, options.max_batch, batcher, request_log)
+            options.model_configs(),
+            self.metrics,
+            poll_wait_s=options.file_system_poll_wait_s,
+            config_file=options.model_config_file,
+            config_poll_s=options.model_config_file_poll_wait_s,
+        )
+        batcher = (
+            Batcher(
+                options.batch_max_rows,
+                options.batch_timeout_ms / 1000,
+                self.metrics,
+                options.batch_threads or os.cpu_count() or 1,
+            )
+            if options.batching
+            else None
+        )
+        request_log = (
+            RequestLog(options.log_requests, options.log_sample_rate)
+            if options.log_requests
+            else None
+        )
+        self.service = PredictService(
+            self.store, self.metrics, options.max_batch, batcher, request_log
+        )
         self.rest_port = self.grpc_port = 0
         self._rest: _Uvicorn | None = None
         self._rest_task: asyncio.Task | None = None
@@ -87,19 +105,34 @@ class Server:
         """Loads the configured versions, then listens (ports 0 pick free ones)."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.store.start)
-        rest_socket = socket.create_server((self.options.host, self.options.rest_port), reuse_port=False)
+        rest_socket = socket.create_server(
+            (self.options.host, self.options.rest_port), reuse_port=False
+        )
         self.rest_port = rest_socket.getsockname()[1]
-        self._rest = _Uvicorn(uvicorn.Config(
-            RestApp(self.service, self.options.max_body_bytes), http="httptools", lifespan="off",
-            access_log=False, log_config=None, log_level="warning", server_header=False, date_header=False,
-            timeout_graceful_shutdown=GRACE_S))
+        self._rest = _Uvicorn(
+            uvicorn.Config(
+                RestApp(self.service, self.options.max_body_bytes),
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                log_level="warning",
+                server_header=False,
+                date_header=False,
+                timeout_graceful_shutdown=GRACE_S,
+            )
+        )
         self._rest_task = loop.create_task(self._rest.serve(sockets=[rest_socket]))
         if self.options.grpc_port is not None:
             self._grpc = grpc.aio.server()
             grpc_api.add_services(self._grpc, self.service)
-            self.grpc_port = self._grpc.add_insecure_port(f"{self.options.host}:{self.options.grpc_port}")
+            self.grpc_port = self._grpc.add_insecure_port(
+                f"{self.options.host}:{self.options.grpc_port}"
+            )
             if not self.grpc_port:
-                raise OSError(f"cannot listen for gRPC on {self.options.host}:{self.options.grpc_port}")
+                raise OSError(
+                    f"cannot listen for gRPC on {self.options.host}:{self.options.grpc_port}"
+                )
             await self._grpc.start()
         while not self._rest.started:
             if self._rest_task.done():
@@ -111,8 +144,10 @@ class Server:
         """Stops accepting on both ports, answers the requests in flight, then releases the rest."""
         if self._rest:
             self._rest.should_exit = True
-        await asyncio.gather(*([self._grpc.stop(GRACE_S)] if self._grpc else []),
-                             *([self._rest_task] if self._rest_task else []))
+        await asyncio.gather(
+            *([self._grpc.stop(GRACE_S)] if self._grpc else []),
+            *([self._rest_task] if self._rest_task else []),
+        )
         if self.service.batcher:
             await self.service.batcher.close()
         self.service.close()
@@ -120,8 +155,9 @@ class Server:
 
     def where(self) -> str:
         host = self.options.host
-        rest = "REST " + ", ".join(f"http://{host}:{self.rest_port}/v1/models/{name}"
-                                   for name in self.store.model_names())
+        rest = "REST " + ", ".join(
+            f"http://{host}:{self.rest_port}/v1/models/{name}" for name in self.store.model_names()
+        )
         return rest + (f", gRPC {host}:{self.grpc_port}" if self._grpc else "")
 
 
@@ -131,8 +167,10 @@ def use_tensorflow_threads(intra_op: int, inter_op: int) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     except RuntimeError:
-        raise ValueError("TensorFlow's thread pools are set before its first op; this process "
-                         "has already started TensorFlow") from None
+        raise ValueError(
+            "TensorFlow's thread pools are set before its first op; this process "
+            "has already started TensorFlow"
+        ) from None
 
 
 def serve_until_signalled(options: ServeOptions, on_ready=print) -> None:

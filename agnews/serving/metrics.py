@@ -6,14 +6,21 @@ microseconds; dashboards written for it query those names, so the exposition kee
 prometheus_client accepts names that start with ':' (Prometheus's own name rule allows it), but
 writes a counter's samples as NAME_total: `exposition` renames those of TF Serving's counters back.
 """
+
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # TF Serving's latency buckets: 10 us times powers of 1.8, 33 of them (~20 minutes).
-MICROSECOND_BUCKETS = tuple(float(f"{10 * 1.8 ** i:.6g}") for i in range(33))
-BATCH_SIZE_BUCKETS = tuple(2 ** i for i in range(15))  # 1 .. 16384 rows
+MICROSECOND_BUCKETS = tuple(float(f"{10 * 1.8**i:.6g}") for i in range(33))
+BATCH_SIZE_BUCKETS = tuple(2**i for i in range(15))  # 1 .. 16384 rows
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"
 LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
@@ -27,34 +34,57 @@ class Metrics:
     def __init__(self):
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.request_count = Counter(
-            REQUEST_COUNT, "The total number of requests.",
-            ["model_name", "status"], registry=registry)
+            REQUEST_COUNT,
+            "The total number of requests.",
+            ["model_name", "status"],
+            registry=registry,
+        )
         self.request_latency = Histogram(
             ":tensorflow:serving:request_latency",
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-            ["model_name", "API", "entrypoint"], buckets=MICROSECOND_BUCKETS, registry=registry)
+            ["model_name", "API", "entrypoint"],
+            buckets=MICROSECOND_BUCKETS,
+            registry=registry,
+        )
         self.requests = Counter(
-            "agnews_serving_requests", "Requests by model, version, API, entrypoint and status.",
-            ["model_name", "version", "API", "entrypoint", "status"], registry=registry)
+            "agnews_serving_requests",
+            "Requests by model, version, API, entrypoint and status.",
+            ["model_name", "version", "API", "entrypoint", "status"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
-            "agnews_serving_batch_size", "Rows in one signature call (a batch of requests).",
-            ["model_name"], buckets=BATCH_SIZE_BUCKETS, registry=registry)
+            "agnews_serving_batch_size",
+            "Rows in one signature call (a batch of requests).",
+            ["model_name"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
         self.queue_wait = Histogram(
             "agnews_serving_batch_queue_wait_microseconds",
             "Time a request waited for its batch's signature call to start.",
-            ["model_name"], buckets=MICROSECOND_BUCKETS, registry=registry)
+            ["model_name"],
+            buckets=MICROSECOND_BUCKETS,
+            registry=registry,
+        )
         self.load_attempts = Counter(
             LOAD_ATTEMPT_COUNT,
-            "The number of times a SavedModel was loaded, by outcome.", ["model_path", "status"],
-            registry=registry)
+            "The number of times a SavedModel was loaded, by outcome.",
+            ["model_path", "status"],
+            registry=registry,
+        )
         self.load_latency = Counter(
             LOAD_LATENCY,
-            "Latency in microseconds for SavedModels that were successfully loaded.", ["model_path"],
-            registry=registry)
+            "Latency in microseconds for SavedModels that were successfully loaded.",
+            ["model_path"],
+            registry=registry,
+        )
         self.warmup_latency = Histogram(
             ":tensorflow:serving:model_warmup_latency",
             "Distribution of wall time (in microseconds) for warming up the model.",
-            ["model_path", "status"], buckets=MICROSECOND_BUCKETS, registry=registry)
+            ["model_path", "status"],
+            buckets=MICROSECOND_BUCKETS,
+            registry=registry,
+        )
 
     def exposition(self) -> bytes:
         """The Prometheus text format, TF Serving's counters under their own names."""

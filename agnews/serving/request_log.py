@@ -5,6 +5,7 @@ Records go through a queue to one writer thread (the event loop never waits on a
 is written under a `.tmp` name and renamed when closed, after `records_per_file` records,
 `roll_s` seconds or at shutdown: a reader globbing `*.tfrecord` never sees a half-written file.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,14 @@ DEFAULT_ROLL_S = 60.0
 def read_logs(directory: str) -> list[prediction_log_pb2.PredictionLog]:
     """Every PredictionLog in the closed log files of `directory`."""
     paths = sorted(tf.io.gfile.glob(os.path.join(directory, f"*{SUFFIX}")))
-    return [prediction_log_pb2.PredictionLog.FromString(record.numpy())
-            for record in tf.data.TFRecordDataset(paths)] if paths else []
+    return (
+        [
+            prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            for record in tf.data.TFRecordDataset(paths)
+        ]
+        if paths
+        else []
+    )
 
 
 def _prediction_log(version, columns: dict, outputs: dict, sample_rate: float) -> bytes:
@@ -49,8 +56,13 @@ def _prediction_log(version, columns: dict, outputs: dict, sample_rate: float) -
 
 
 class RequestLog:
-    def __init__(self, directory: str, sample_rate: float,
-                 records_per_file: int = DEFAULT_RECORDS_PER_FILE, roll_s: float = DEFAULT_ROLL_S):
+    def __init__(
+        self,
+        directory: str,
+        sample_rate: float,
+        records_per_file: int = DEFAULT_RECORDS_PER_FILE,
+        roll_s: float = DEFAULT_ROLL_S,
+    ):
         self.directory, self.sample_rate = directory, sample_rate
         self.records_per_file, self.roll_s = records_per_file, roll_s
         tf.io.gfile.makedirs(directory)
@@ -74,8 +86,11 @@ class RequestLog:
                 item = self._queue.get(timeout=1.0)
             except queue.Empty:
                 item = ...
-            if writer and (item is None or count >= self.records_per_file
-                           or time.monotonic() - opened >= self.roll_s):
+            if writer and (
+                item is None
+                or count >= self.records_per_file
+                or time.monotonic() - opened >= self.roll_s
+            ):
                 writer.close()
                 tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
                 writer = None
@@ -85,8 +100,11 @@ class RequestLog:
                 continue
             if writer is None:
                 sequence += 1
-                path = os.path.join(self.directory, f"prediction_log-{time.strftime('%Y%m%dT%H%M%S')}"
-                                    f"-{os.getpid()}-{sequence:05d}{SUFFIX}")
+                path = os.path.join(
+                    self.directory,
+                    f"prediction_log-{time.strftime('%Y%m%dT%H%M%S')}"
+                    f"-{os.getpid()}-{sequence:05d}{SUFFIX}",
+                )
                 writer, count, opened = tf.io.TFRecordWriter(path + ".tmp"), 0, time.monotonic()
             writer.write(_prediction_log(*item, self.sample_rate))
             count += 1

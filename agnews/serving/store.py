@@ -8,6 +8,7 @@ replaces a working one; it is tried again `max_load_retries` times, `load_retry_
 apart, never per request. Versions the policy no longer wants are unloaded once one it wants is
 available. Requests read immutable snapshots; the lock only guards swapping them, never a load.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,11 +24,10 @@ import tensorflow as tf
 from tensorflow.python.saved_model import loader_impl
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+from agnews.serving import errors, model_config
+from agnews.serving.metrics import Metrics
+from agnews.versions import model_versions, warmup_requests
 from components import features, settings
-from pipeline.predict import model_versions, warmup_requests
-from pipeline.serving import config as config_lib
-from pipeline.serving import errors
-from pipeline.serving.metrics import Metrics
 
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"  # TF Serving's ModelVersionStatus states
 DEFAULT_MAX_LOAD_RETRIES = 5  # TF Serving's --max_num_load_retries
@@ -59,7 +59,9 @@ def load_version(path: str, metrics: Metrics) -> Loaded:
     try:
         model = tf.saved_model.load(path)
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
-        for name, signature_def in loader_impl.parse_saved_model(path).meta_graphs[0].signature_def.items():
+        for name, signature_def in (
+            loader_impl.parse_saved_model(path).meta_graphs[0].signature_def.items()
+        ):
             signature_defs.signature_def[name].CopyFrom(signature_def)
     except Exception:
         metrics.load_attempts.labels(path, "fail").inc()
@@ -97,12 +99,22 @@ def freeze_loaded_objects(unloaded: bool) -> None:
 
 
 class ModelStore:
-    def __init__(self, configs: list[config_lib.ModelConfig], metrics: Metrics,
-                 poll_wait_s: float = settings.DEFAULT_FILE_SYSTEM_POLL_WAIT_S, config_file: str | None = None,
-                 config_poll_s: float = 0.0, max_load_retries: int = DEFAULT_MAX_LOAD_RETRIES,
-                 load_retry_interval_s: float = DEFAULT_LOAD_RETRY_INTERVAL_S):
+    def __init__(
+        self,
+        configs: list[model_config.ModelConfig],
+        metrics: Metrics,
+        poll_wait_s: float = settings.DEFAULT_FILE_SYSTEM_POLL_WAIT_S,
+        config_file: str | None = None,
+        config_poll_s: float = 0.0,
+        max_load_retries: int = DEFAULT_MAX_LOAD_RETRIES,
+        load_retry_interval_s: float = DEFAULT_LOAD_RETRY_INTERVAL_S,
+    ):
         self.metrics = metrics
-        self.poll_wait_s, self.config_file, self.config_poll_s = poll_wait_s, config_file, config_poll_s
+        self.poll_wait_s, self.config_file, self.config_poll_s = (
+            poll_wait_s,
+            config_file,
+            config_poll_s,
+        )
         self.max_load_retries, self.load_retry_interval_s = max_load_retries, load_retry_interval_s
         self._configs = {c.name: c for c in configs}
         self._versions: dict[str, dict[int, Version]] = {c.name: {} for c in configs}
@@ -116,7 +128,7 @@ class ModelStore:
     def model_names(self) -> list[str]:
         return sorted(self._configs)
 
-    def _config(self, name: str) -> config_lib.ModelConfig:
+    def _config(self, name: str) -> model_config.ModelConfig:
         model = self._configs.get(name)
         if model is None:
             raise errors.not_found(f"Servable not found for request: Latest({name})")
@@ -144,7 +156,9 @@ class ModelStore:
             raise errors.not_found(f"Servable not found for request: Specific({name}, {number})")
         return found
 
-    def statuses(self, name: str, version: int | None = None, label: str | None = None) -> list[Version]:
+    def statuses(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[Version]:
         """TF Serving's model status: every version it knows, newest first, or the one asked for."""
         number = self._requested(name, version, label)
         versions = self._versions.get(name)
@@ -171,17 +185,24 @@ class ModelStore:
             self._poller.join()
         self._loads.shutdown(wait=True, cancel_futures=True)
 
-    def set_configs(self, configs: list[config_lib.ModelConfig]) -> None:
+    def set_configs(self, configs: list[model_config.ModelConfig]) -> None:
         """A new model list: added models start loading, removed ones are unloaded."""
         with self._lock:
-            kept = {c.name: self._versions.get(c.name, {}) if self._same_source(c) else {} for c in configs}
-            dropped = any(v.loaded for name, versions in self._versions.items()
-                          for number, v in versions.items() if number not in kept.get(name, {}))
+            kept = {
+                c.name: self._versions.get(c.name, {}) if self._same_source(c) else {}
+                for c in configs
+            }
+            dropped = any(
+                v.loaded
+                for name, versions in self._versions.items()
+                for number, v in versions.items()
+                if number not in kept.get(name, {})
+            )
             self._configs, self._versions = {c.name: c for c in configs}, kept
         if dropped:
             freeze_loaded_objects(unloaded=True)
 
-    def _same_source(self, new: config_lib.ModelConfig) -> bool:
+    def _same_source(self, new: model_config.ModelConfig) -> bool:
         return new.name in self._configs and self._configs[new.name].base_path == new.base_path
 
     def _poll(self) -> None:
@@ -190,9 +211,13 @@ class ModelStore:
             if self.config_file and self.config_poll_s > 0 and time.monotonic() >= next_config_read:
                 next_config_read = time.monotonic() + self.config_poll_s
                 try:
-                    configs = config_lib.read_config_file(self.config_file)
+                    configs = model_config.read_config_file(self.config_file)
                 except ValueError as error:  # the current configuration stays, as in TF Serving
-                    print(f"agnews serve: model config not reloaded: {error}", file=sys.stderr, flush=True)
+                    print(
+                        f"agnews serve: model config not reloaded: {error}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 else:
                     if configs != list(self._configs.values()):
                         self.set_configs(configs)
@@ -203,9 +228,13 @@ class ModelStore:
         with self._lock:
             versions = self._versions.get(version.model_name)
             if versions is None or version.path != os.path.join(
-                    self._configs[version.model_name].base_path, str(version.number)):
+                self._configs[version.model_name].base_path, str(version.number)
+            ):
                 return False
-            self._versions = {**self._versions, version.model_name: {**versions, version.number: version}}
+            self._versions = {
+                **self._versions,
+                version.model_name: {**versions, version.number: version},
+            }
             return True
 
     def reconcile(self) -> list[Future]:
@@ -214,15 +243,23 @@ class ModelStore:
         for model in list(self._configs.values()):
             try:
                 available = model_versions(model.base_path)
-            except tf.errors.OpError as error:  # a file system hiccup: keep serving, look again next poll
-                print(f"agnews serve: cannot list {model.base_path}: {error.message}", file=sys.stderr, flush=True)
+            except (
+                tf.errors.OpError
+            ) as error:  # a file system hiccup: keep serving, look again next poll
+                print(
+                    f"agnews serve: cannot list {model.base_path}: {error.message}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 continue
             aspired = model.aspired(available)
             known = self._versions.get(model.name, {})
             for number in sorted(aspired):
                 version = known.get(number)
                 if version is None or self._may_retry(version):
-                    started.append(self._start_load(model, number, version.attempts if version else 0))
+                    started.append(
+                        self._start_load(model, number, version.attempts if version else 0)
+                    )
             if self._unload_surplus(model.name, aspired):
                 freeze_loaded_objects(unloaded=True)
         return started
@@ -232,9 +269,11 @@ class ModelStore:
             return False
         if not version.error:  # unloaded earlier, wanted again (policy or label change)
             return True
-        return 0 < version.attempts <= self.max_load_retries and time.monotonic() >= version.retry_at
+        return (
+            0 < version.attempts <= self.max_load_retries and time.monotonic() >= version.retry_at
+        )
 
-    def _start_load(self, model: config_lib.ModelConfig, number: int, attempts: int) -> Future:
+    def _start_load(self, model: model_config.ModelConfig, number: int, attempts: int) -> Future:
         path = os.path.join(model.base_path, str(number))
         self._set(Version(model.name, number, path, LOADING, attempts=attempts + 1))
         return self._loads.submit(self._load, model.name, number, path, attempts + 1)
@@ -244,15 +283,30 @@ class ModelStore:
             loaded = load_version(path, self.metrics)
         except Exception as error:  # noqa: BLE001  (reported in the status, never raised at a request)
             message = f"{type(error).__name__}: {error}".splitlines()[0]
-            self._set(Version(name, number, path, END, error=message, attempts=attempts,
-                              retry_at=time.monotonic() + self.load_retry_interval_s))
-            print(f"agnews serve: version {number} of {name} failed to load: {message}", file=sys.stderr, flush=True)
+            self._set(
+                Version(
+                    name,
+                    number,
+                    path,
+                    END,
+                    error=message,
+                    attempts=attempts,
+                    retry_at=time.monotonic() + self.load_retry_interval_s,
+                )
+            )
+            print(
+                f"agnews serve: version {number} of {name} failed to load: {message}",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         unloaded = False
         if self._set(Version(name, number, path, AVAILABLE, loaded=loaded, attempts=attempts)):
             config = self._configs.get(name)
             if config:
-                unloaded = self._unload_surplus(name, config.aspired(model_versions(config.base_path)))
+                unloaded = self._unload_surplus(
+                    name, config.aspired(model_versions(config.base_path))
+                )
         freeze_loaded_objects(unloaded)
 
     def _unload_surplus(self, name: str, wanted: set[int]) -> bool:

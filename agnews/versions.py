@@ -1,0 +1,71 @@
+"""A pushed model's versions: which are there, the newest, and loading one warm.
+
+TF Serving's layout (a base directory of numeric version directories, each a SavedModel with its
+warmup requests in `assets.extra/`), read the same way by `predict`, `score` and the server.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+from components import features
+
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # TF Serving's place for it
+
+
+def model_versions(base_dir: str) -> list[int]:
+    """The numeric version directories under `base_dir` that hold a SavedModel, oldest first."""
+    names = [
+        n.rstrip("/")
+        for n in (tf.io.gfile.listdir(base_dir) if tf.io.gfile.isdir(base_dir) else [])
+    ]
+    return sorted(
+        int(n)
+        for n in names
+        if n.isdigit() and tf.io.gfile.exists(os.path.join(base_dir, n, "saved_model.pb"))
+    )
+
+
+def resolve_version_dir(model_dir: str) -> str:
+    """`model_dir` itself if it holds a saved_model.pb, else its newest numeric version."""
+    if tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
+        return model_dir
+    versions = model_versions(model_dir)
+    if not versions:
+        raise FileNotFoundError(
+            f"No SavedModel in {model_dir} or in a numeric version directory under it: "
+            "run `agnews run` first or point --model at a pushed model."
+        )
+    return os.path.join(model_dir, str(versions[-1]))
+
+
+def warmup_requests(version_dir: str) -> list[tuple[str, dict]]:
+    """(signature name, inputs) of each request in the version's TF Serving warmup file
+    (`assets.extra/tf_serving_warmup_requests`), none when it has no such file."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(version_dir, WARMUP_FILE)
+    if not tf.io.gfile.exists(path):
+        return []
+    requests = []
+    for record in tf.data.TFRecordDataset(path):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        requests.append(
+            (
+                request.model_spec.signature_name or features.SERVING_DEFAULT,
+                {key: tf.constant(tf.make_ndarray(value)) for key, value in request.inputs.items()},
+            )
+        )
+    return requests
+
+
+def load_warm(version_dir: str):
+    """Loads a version and replays its warmup requests, as TF Serving does before it serves it,
+    so that no live request pays for the first calls' graph set-up."""
+    model = tf.saved_model.load(version_dir)
+    for signature, inputs in warmup_requests(version_dir):
+        if signature in model.signatures:
+            model.signatures[signature](**inputs)
+    return model
