@@ -12,7 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 ARGS ?=
 
-.PHONY: setup run test test-airflow test-gcs test-image test-lifecycle bench bench-tools clean
+.PHONY: setup lint run test test-unit test-airflow test-gcs test-image test-lifecycle bench bench-tools clean
 
 .tools/bin/uv:
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
@@ -34,7 +34,15 @@ setup: $(VENV)/.synced
 run: setup  ## Run the whole pipeline on the embedded sample (ARGS="--data DIR ..." to change).
 	$(VENV)/bin/agnews run $(ARGS)
 
-test: setup  ## Unit tests plus one end-to-end pipeline run on tiny data.
+lint: setup  ## ruff (lint, then format check) and mypy on the runtime package: seconds.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test-unit: setup  ## tests/unit: no pipeline run, a few minutes: the loop for a change to one function.
+	$(VENV)/bin/pytest tests/unit $(ARGS)
+
+test: setup  ## Unit and integration tests: real pipeline runs on tiny data, the server on real sockets.
 	$(VENV)/bin/pytest $(ARGS)
 
 test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by `airflow dags test`.
@@ -47,7 +55,7 @@ test-lifecycle: setup  ## The pipeline over several spans (window, drift gate, w
 	$(VENV)/bin/pytest -m lifecycle $(ARGS)
 
 test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (root, Go, openssl).
-	bash .ci/gcs-emulator $(VENV)/bin/pytest tests/test_filesystems.py $(ARGS)
+	bash .ci/gcs-emulator $(VENV)/bin/pytest tests/integration/pipeline/test_filesystems.py $(ARGS)
 
 bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, accuracy over seeds (~45 min), ingest + Transform, serving (REST and gRPC under wrk/ghz), CLI, batch scoring, warm start, Transform's analyzer cache.
 	$(VENV)/bin/python bench/train_vs_seed.py

@@ -69,3 +69,13 @@ def load_warm(version_dir: str):
         if signature in model.signatures:
             model.signatures[signature](**inputs)
     return model
+
+
+def prune_versions(serving_dir: str, keep: int) -> list[str]:
+    """Deletes all but the newest `keep` numeric versions; returns the deleted directories."""
+    if keep < 1:
+        raise ValueError("--keep must be at least 1: the newest version is always kept.")
+    doomed = [f"{serving_dir}/{v}" for v in model_versions(serving_dir)[:-keep]]
+    for directory in doomed:
+        tf.io.gfile.rmtree(directory)
+    return doomed

@@ -31,8 +31,7 @@ from train_vs_seed import DEFAULT_DATA, in_fresh_process
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 from components import features, model, settings, trainer
-from tests.test_trainer import fn_args
-from tests.test_warm_start import run_transform
+from tests.helpers.training import fn_args, run_transform
 
 
 class EpochClock(tf.keras.callbacks.Callback):

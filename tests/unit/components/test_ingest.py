@@ -10,8 +10,7 @@ import os
 import pytest
 
 from components import artifacts, features, ingest
-
-from .conftest import read_examples, run_example_gen, sample_lines
+from tests.helpers.data import read_examples, run_example_gen, sample_lines
 
 GOOD = b'"3","Oil prices rise","Crude oil rose #36;2 on Monday."'
 

@@ -2,9 +2,8 @@
 
 import pytest
 
-from agnews import cli
-
-from .conftest import agnews_subprocess
+from agnews import cli, versions
+from tests.helpers.cli import agnews_subprocess
 
 
 def _fake_versions(base, names):
@@ -16,16 +15,16 @@ def _fake_versions(base, names):
 def test_keep_prunes_only_the_oldest_versions(tmp_path):
     _fake_versions(tmp_path, ["100", "300", "20", "200"])
     (tmp_path / "notes").mkdir()  # not a version: never touched
-    removed = cli.prune_versions(str(tmp_path), keep=2)
+    removed = versions.prune_versions(str(tmp_path), keep=2)
     assert sorted(removed) == sorted([f"{tmp_path}/20", f"{tmp_path}/100"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["200", "300", "notes"]
-    assert cli.prune_versions(str(tmp_path), keep=5) == []
+    assert versions.prune_versions(str(tmp_path), keep=5) == []
 
 
 def test_keep_below_one_is_refused(tmp_path):
     _fake_versions(tmp_path, ["1"])
     with pytest.raises(ValueError, match="at least 1"):
-        cli.prune_versions(str(tmp_path), keep=0)
+        versions.prune_versions(str(tmp_path), keep=0)
     assert (tmp_path / "1").is_dir()
 
 

@@ -13,8 +13,7 @@ import pytest
 
 from components import features
 from pipeline import metadata
-
-from .conftest import sample_lines
+from tests.helpers.data import sample_lines
 
 pytestmark = pytest.mark.lifecycle
 

@@ -11,8 +11,7 @@ from pathlib import Path
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import local_runner, metadata
-
-from .conftest import sample_lines
+from tests.helpers.data import sample_lines
 
 # Transform is not among them: its analyzer cache input is the killed run's Transform output.
 UPSTREAM = ("FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator")

@@ -1,60 +1,20 @@
 """Warm start across two vocabularies: real ingestion and Transform over two sets of sample rows,
 real run_fn training, the base model read back as TF Serving would load it."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx.components.transform import executor as transform_executor
-from tfx.proto import transform_pb2
-from tfx.types import standard_artifacts
-from tfx.utils import io_utils, path_utils, proto_utils
+from tfx.utils import io_utils, path_utils
 
-from components import features, ingest, model, preprocessing, signatures, trainer, warm_start
+from components import features, model, signatures, trainer, warm_start
 from components.artifacts import WARM_START_FILE_NAME, read_json
-from pipeline.config import SCHEMA_DIR
-
-from .conftest import run_example_gen, sample_lines
-from .test_trainer import fn_args
+from tests.helpers.data import sample_lines
+from tests.helpers.training import fn_args, run_transform
 
 pytestmark = pytest.mark.lifecycle
-
-
-def run_transform(root, lines: list[bytes], ngrams: bool = True):
-    """(transformed examples, transform graph dir): ingestion then TFX's Transform executor, as
-    the pipeline runs them, over CSV `lines` (the vocabulary is built over their train split;
-    the holdout split is transformed too, for bench/warm_start.py)."""
-    data = root / "data"
-    data.mkdir(parents=True)
-    (data / "train.csv").write_bytes(b"\n".join(lines) + b"\n")
-    examples, error = run_example_gen(
-        root / "examples", ingest.IngestSettings(), str(data), {features.TRAIN_SPLIT: "train.csv"}
-    )
-    assert error is None, error
-    schema = standard_artifacts.Schema()  # ImportSchemaGen's artifact: a dir of one schema file
-    schema.uri = str(root / "schema")
-    io_utils.copy_file(str(SCHEMA_DIR / "schema.pbtxt"), f"{schema.uri}/schema.pbtxt")
-    graph, transformed = standard_artifacts.TransformGraph(), standard_artifacts.Examples()
-    graph.uri, transformed.uri = str(root / "transform_graph"), str(root / "transformed_examples")
-    transform_executor.Executor().Do(
-        {"examples": [examples], "schema": [schema]},
-        {"transform_graph": [graph], "transformed_examples": [transformed]},
-        {
-            "preprocessing_fn": f"{preprocessing.__name__}.{preprocessing.preprocessing_fn.__name__}",
-            "custom_config": json.dumps({"ngrams": ngrams}),
-            "disable_statistics": 1,
-            "splits_config": proto_utils.proto_to_json(
-                transform_pb2.SplitsConfig(
-                    analyze=[features.TRAIN_SPLIT],
-                    transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT, features.HOLDOUT_SPLIT],
-                )
-            ),
-        },
-    )
-    return transformed, graph.uri
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 
-from .conftest import agnews_subprocess, transform_outputs
+from tests.helpers.cli import agnews_subprocess
+from tests.helpers.data import transform_outputs
 
 # argv: the artifacts' URIs (JSON) and whether to start TensorFlow on a CPU split into two
 # logical devices before the Trainer runs (TF's stand-in for two GPUs; under LocalDagRunner

@@ -14,14 +14,13 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from agnews import predict, versions
 from components import artifacts, features, ingest, servability, validation
 from pipeline import local_runner, metadata
-
-from .conftest import sample_lines
+from tests.helpers.data import sample_lines
 
 BUCKET = os.environ.get("AGNEWS_TEST_BUCKET")
 needs_gcs_emulator = pytest.mark.skipif(
     not BUCKET,
     reason=(
-        "needs a GCS emulator: bash .ci/gcs-emulator .venv/bin/pytest tests/test_filesystems.py"
+        "needs a GCS emulator: bash .ci/gcs-emulator .venv/bin/pytest tests/integration/pipeline/test_filesystems.py"
     ),
 )
 

@@ -5,9 +5,8 @@ import csv
 from agnews import cli
 from agnews.serving.server import ServeOptions, running_in_thread
 from components import features
-
-from .conftest import sample_lines
-from .test_serve import call, copy_served_model, newest
+from tests.helpers.data import sample_lines
+from tests.helpers.serving import call, copy_served_model, newest
 
 
 def _log_requests(first_run, tmp_path, rows) -> str:

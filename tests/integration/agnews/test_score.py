@@ -14,8 +14,8 @@ from agnews.serving.server import ServeOptions, running_in_thread
 from components import features, ingest
 from pipeline import metadata
 from pipeline.scores import score_fields
-
-from .conftest import agnews_subprocess, sample_lines, score_lines
+from tests.helpers.cli import agnews_subprocess
+from tests.helpers.data import sample_lines, score_lines
 
 
 def _scores(out_dir) -> dict[tuple[str, int], dict]:

@@ -17,8 +17,7 @@ from tensorflow_transform.beam import analyzer_cache
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components import features, ingest, preprocessing
-
-from .conftest import sample_lines
+from tests.helpers.data import sample_lines
 
 RAW_FEATURE_SPEC = {
     features.TITLE_KEY: tf.io.FixedLenFeature([1], tf.string),

@@ -22,9 +22,18 @@ from agnews import predict, versions
 from agnews.serving.request_log import read_logs
 from agnews.serving.server import ServeOptions, running_in_thread
 from components import features, settings
-
-from .test_serve import ROW, call, copy_served_model, newest, push_copy, state, wait_for
-from .test_serving_grpc import TITLES, predict_request
+from pipeline.config import PROJECT_DIR
+from tests.helpers.serving import (
+    ROW,
+    TITLES,
+    call,
+    copy_served_model,
+    newest,
+    predict_request,
+    push_copy,
+    state,
+    wait_for,
+)
 
 
 def test_metrics_parse_and_use_tf_serving_names(first_run, tmp_path):
@@ -266,7 +275,7 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(first_run, tmp_pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
+        cwd=PROJECT_DIR,
     )
     try:
         line = server.stdout.readline()

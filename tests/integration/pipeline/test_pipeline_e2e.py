@@ -12,8 +12,7 @@ from ml_metadata.proto import metadata_store_pb2
 from agnews import cli
 from components import features
 from pipeline import metadata
-
-from .conftest import agnews_subprocess
+from tests.helpers.cli import agnews_subprocess
 
 # Runs in a fresh interpreter with nothing of this project, TFX or Keras 2 on purpose.
 LOAD_WITH_TENSORFLOW_ONLY = r"""
@@ -71,8 +70,7 @@ def test_bulk_inferrer_scores_the_score_directory_next_to_the_report(first_run):
     import csv
 
     from pipeline import scores
-
-    from .conftest import SCORE_ROWS
+    from tests.helpers.data import SCORE_ROWS
 
     root, _ = first_run
     with open(root / "report" / scores.PIPELINE_SCORES_FILE_NAME, newline="") as handle:
@@ -104,8 +102,7 @@ def test_the_wide_model_carries_both_vocabularies_and_no_baseline_ran(wide_run):
 
 def test_the_report_quotes_the_holdout_split_that_training_never_read(first_run):
     from pipeline import report
-
-    from .conftest import read_examples
+    from tests.helpers.data import read_examples
 
     root, _ = first_run
     _, headline = report.write_report(str(root))
@@ -342,7 +339,7 @@ def test_the_evaluators_signature_and_serving_default_agree_on_every_holdout_exa
     """TFMA scores serving_tf_example; clients call serving_default: same text, same answer."""
     import tensorflow as tf
 
-    from .conftest import read_examples
+    from tests.helpers.data import read_examples
 
     root, _ = first_run
     store = metadata.open_store(str(root / "metadata.sqlite"))

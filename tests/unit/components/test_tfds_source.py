@@ -9,8 +9,7 @@ import tensorflow_datasets as tfds
 
 from components import ingest
 from pipeline.pipeline import resolve_data_source
-
-from .conftest import read_examples, run_example_gen, sample_lines
+from tests.helpers.data import read_examples, run_example_gen, sample_lines
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,10 @@ import pytest
 from google.protobuf import json_format
 
 from pipeline import metadata, run_lock
-from pipeline.config import SAMPLE_DATA_DIR, SCHEMA_DIR, PipelineConfig, load_config
+from pipeline.config import PROJECT_DIR, SAMPLE_DATA_DIR, SCHEMA_DIR, PipelineConfig, load_config
 from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR, compile_pipeline
 from pipeline.pipeline import create_pipeline
-
-from .conftest import sample_lines
+from tests.helpers.data import sample_lines
 
 
 def local_graph(config: PipelineConfig, span_lineage: bool = True) -> dict[str, set[str]]:
@@ -147,9 +146,7 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
     config_file.write_text(json.dumps(settings))
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "agnews_dag.py").symlink_to(
-        Path(__file__).resolve().parents[1] / "pipeline" / "airflow_dag.py"
-    )
+    (dags / "agnews_dag.py").symlink_to(PROJECT_DIR / "pipeline" / "airflow_dag.py")
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path / "airflow"),

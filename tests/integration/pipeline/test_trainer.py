@@ -7,30 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
-from tfx.components.util import tfxio_utils
 
 from components import features, model, settings, trainer
-
-from .conftest import newest_output, read_examples, transform_outputs
-
-
-def fn_args(examples, graph: str, out_dir, custom_config, base_model: str | None = None) -> FnArgs:
-    """What TFX's Trainer gives run_fn for a Transform output (`examples` with train and eval
-    splits, the transform graph dir `graph`), writing under `out_dir`."""
-    factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], [])
-    return FnArgs(
-        train_files=[f"{examples.uri}/Split-train/*"],
-        eval_files=[f"{examples.uri}/Split-eval/*"],
-        transform_output=graph,
-        serving_model_dir=str(out_dir / "serving_model"),
-        model_run_dir=str(out_dir / "logs"),
-        custom_config=custom_config,
-        base_model=base_model,
-        data_accessor=DataAccessor(
-            tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None
-        ),
-    )
+from tests.helpers.data import newest_output, read_examples, transform_outputs
+from tests.helpers.training import fn_args
 
 
 def _fn_args(root, tmp_path, custom_config):

@@ -14,7 +14,7 @@ from tfx.utils import json_utils
 
 from components import drift, features, ingest
 from pipeline.config import SCHEMA_DIR
-from tests.conftest import sample_lines
+from tests.helpers.data import sample_lines
 
 SPORTS = features.LABEL_NAMES.index("Sports")
 

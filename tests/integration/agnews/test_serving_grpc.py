@@ -9,18 +9,20 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
 )
 
 from agnews import predict
 from agnews.serving.server import ServeOptions, running_in_thread
 from components import features
-
-from .test_serve import call, copy_served_model, newest
-
-TITLES = ["Stocks slide as oil climbs", "Mets win the pennant", "New chip doubles battery life"]
-DESCRIPTIONS = ["Wall Street fell.", "", "A startup says its design uses half the power."]
+from tests.helpers.serving import (
+    DESCRIPTIONS,
+    TITLES,
+    call,
+    copy_served_model,
+    newest,
+    predict_request,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +33,6 @@ def server(first_run, tmp_path_factory):
         channel = grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}")
         yield running, model_dir, channel
         channel.close()
-
-
-def predict_request(
-    titles=TITLES, descriptions=DESCRIPTIONS, name="agnews"
-) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.inputs[features.TITLE_KEY].CopyFrom(tf.make_tensor_proto(titles))
-    request.inputs[features.DESCRIPTION_KEY].CopyFrom(tf.make_tensor_proto(descriptions))
-    return request
 
 
 def test_grpc_predict_equals_rest_predict_and_agnews_predict(server):

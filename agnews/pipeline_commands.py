@@ -1,0 +1,410 @@
+"""`agnews run`, `compile` and `report`: the commands that hand over to the `pipeline` package
+(imported when the command runs, so `--help` and the serving commands never load TFX)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+import sys
+
+from agnews import console
+from agnews.exit_codes import ExitCode
+from components import features, quiet, settings
+from components.artifacts import ACCEPTED, rejected_counts
+from pipeline.config import PipelineConfig, load_config
+
+
+class RunStopped(RuntimeError):
+    """The pipeline stopped on its input or a gate; the message names the run's full log."""
+
+
+def add_run_parser(subparsers) -> None:
+    run = subparsers.add_parser(
+        "run",
+        argument_default=argparse.SUPPRESS,
+        help="Run the whole pipeline locally (LocalDagRunner).",
+    )
+    _add_pipeline_options(run)
+    run.add_argument(
+        "--require-push",
+        action="store_true",
+        default=False,
+        help="Exit with status 2 when the model was not blessed and so not pushed "
+        "(the --push-baseline baseline never changes the exit code).",
+    )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        default=False,
+        help="Print every library log line too (they always go to the run's log "
+        "file, logs/ beside the ML Metadata file).",
+    )
+    run.add_argument(
+        "--keep",
+        type=console.at_least_one,
+        default=None,
+        metavar="N",
+        help="After pushing, delete all but the newest N versions in --serving-dir "
+        "(and in the baseline's, with --push-baseline; default: keep every version).",
+    )
+    run.add_argument(
+        "--push-baseline",
+        action="store_true",
+        help=f"Also push the {settings.BASELINE_MODEL} baseline, through the same gates "
+        f"as the model and against its own last push, to "
+        f"{settings.BASELINE_SERVING_MODEL_NAME}/ beside --serving-dir: one model "
+        f"server then serves both (agnews serve --model-config-file).",
+    )
+
+
+def run(args) -> int:
+    """Runs the pipeline with LocalDagRunner under the run lock, then prints what became of it."""
+    try:
+        config = _config_from_args(args)
+    except ValueError as error:
+        return console.fail("run", error)
+    if getattr(args, "print_config", False):
+        print(config.to_json())
+        return ExitCode.OK
+    from components import trainer
+    from pipeline import run_lock
+
+    if trainer.cluster_size() > 1:
+        print(
+            f"agnews run refused: TF_CONFIG names {trainer.cluster_size()} training processes, but "
+            "agnews run trains in this one (LocalDagRunner). Multi-worker training runs the "
+            "Trainer once per worker on a cluster (see docs/orchestrators.md); unset TF_CONFIG "
+            "to train here.",
+            file=sys.stderr,
+        )
+        return ExitCode.STOPPED
+    trainer.distribution_strategy()  # settled before any component runs a TensorFlow op
+    quiet.drop_tfx_notices()
+    try:
+        with run_lock.exclusive(config.metadata_path, config.pipeline_root):
+            summary, log_path = _run_pipeline(config, args.verbose)
+    except run_lock.RunInProgress as error:
+        print(f"agnews run refused: {error}", file=sys.stderr)
+        return ExitCode.REFUSED
+    except RunStopped as error:
+        return console.fail("run", error)
+    _print_summary(summary, config, log_path)
+    if not summary.trained:
+        return ExitCode.OK
+    if args.keep is not None:
+        _prune(summary, config, args.keep)
+    return ExitCode.OK if summary.pushed or not args.require_push else ExitCode.NOT_PUSHED
+
+
+def _run_pipeline(config: PipelineConfig, verbose: bool):
+    """(the run's summary, its log file); RunStopped when the input or a gate stopped it."""
+    from components import drift, ingest, validation
+    from pipeline import beam_packaging, local_runner, run_log
+
+    describe = functools.partial(
+        run_log.describe_component, config.metadata_path, config.pipeline_name
+    )
+    stops = (
+        ingest.IngestError,
+        validation.DataContractError,
+        drift.DriftError,
+        FileNotFoundError,
+        beam_packaging.WheelBuildError,
+    )
+    log_path = None
+    try:
+        with run_log.quiet_run(config.run_dir, describe, verbose) as log_path:
+            return local_runner.run(config), log_path
+    except stops as error:
+        raise RunStopped(f"{error}\nFull log: {log_path}") from error
+
+
+def _print_summary(summary, config: PipelineConfig, log_path: str) -> None:
+    """The rows, the drift check, then either 'nothing new' or the report's headline and what
+    became of the model (and the baseline) at the gates."""
+    rows = summary.rows.get(ACCEPTED, 0) + sum(rejected_counts(summary.rows).values())
+    print(
+        f"Span {summary.span} input rows: {rows}, accepted {summary.rows.get(ACCEPTED, 0)}, "
+        + console.rejected_rows(summary.rows, summary.rejected_rows_file)
+    )
+    if not summary.drift_checked:
+        print(
+            f"Drift: not checked, span {summary.span} is the first span (no earlier span to "
+            "compare with)."
+        )
+    if not summary.trained:
+        print(
+            f"Nothing new to train on: the served model was trained on this window of spans, "
+            f"so no new version was pushed (--no-cache retrains anyway). Full log: {log_path}"
+        )
+        return
+    print(f"Trained on spans {', '.join(map(str, summary.window))}.")
+    _print_report(config.run_dir, config)
+    print(f"Full log: {log_path}")
+    if summary.scores_note:
+        print(summary.scores_note)
+    print(_push_outcome("Model", summary, config))
+    if summary.baseline:
+        print(_push_outcome("Baseline", summary.baseline, config))
+
+
+def _prune(summary, config: PipelineConfig, keep: int) -> None:
+    """--keep: all but the newest `keep` versions of each model this run pushed are deleted."""
+    from agnews.versions import prune_versions
+
+    pushes = ((summary, config.serving_dir), (summary.baseline, config.baseline_serving_dir))
+    for push, serving_dir in pushes:
+        if push and push.pushed:
+            for removed in prune_versions(serving_dir, keep):
+                print(f"Removed old version: {removed}")
+
+
+def add_compile_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compile",
+        argument_default=argparse.SUPPRESS,
+        help="Compile the pipeline for an orchestrator (kubeflow: KFP v2 IR for Kubeflow/Vertex).",
+    )
+    parser.add_argument("orchestrator", choices=["kubeflow"])
+    parser.add_argument(
+        "--output", default="pipeline.json", help="IR file to write (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--image",
+        default=settings.DEFAULT_KUBEFLOW_IMAGE,
+        help="Pipeline image built from the Dockerfile (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--test-split",
+        action="store_true",
+        help="The data directory has test*.csv[.gz] files (it is not listed at compile time).",
+    )
+    parser.add_argument(
+        "--spans",
+        action="store_true",
+        help="The data directory holds span-<N>/ directories: each run ingests the "
+        "newest (or --span N).",
+    )
+    parser.add_argument(
+        "--trainer-accelerator",
+        metavar="TYPE[:COUNT]",
+        help="Run the Trainers on a node with COUNT (default 1) GPUs of TYPE, as "
+        "KFP / Vertex AI name them, e.g. NVIDIA_TESLA_T4:1.",
+    )
+    _add_pipeline_options(parser)
+
+
+def compile_pipeline(args) -> int:
+    """Writes the KFP v2 IR of the pipeline for Kubeflow Pipelines or Vertex AI Pipelines."""
+    from pipeline import kubeflow_runner
+
+    try:
+        config = dataclasses.replace(
+            _config_from_args(args),
+            test_split=bool(getattr(args, "test_split", False)),
+            spans=bool(getattr(args, "spans", False)),
+        )
+    except ValueError as error:
+        return console.fail("compile", error)
+    if getattr(args, "print_config", False):
+        print(kubeflow_runner.for_image(config, args.image).to_json())
+        return ExitCode.OK
+    try:
+        path = kubeflow_runner.compile_pipeline(
+            config, args.output, args.image, getattr(args, "trainer_accelerator", None)
+        )
+    except ValueError as error:
+        return console.fail("compile", error)
+    print(
+        f"KFP v2 pipeline written to {path}: upload it to Kubeflow Pipelines or Vertex AI Pipelines."
+    )
+    return ExitCode.OK
+
+
+def add_report_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report", help="Rewrite report.md and its plots for a run directory."
+    )
+    parser.add_argument(
+        "run_dir",
+        nargs="?",
+        default=os.path.dirname(PipelineConfig().metadata_path),
+        metavar="RUN",
+        help="Directory holding metadata.sqlite (default: %(default)s).",
+    )
+
+
+def report(args) -> int:
+    """Rewrites report.md and its plots from ML Metadata."""
+    try:
+        _print_report(
+            args.run_dir,
+            PipelineConfig(metadata_path=os.path.join(args.run_dir, "metadata.sqlite")),
+        )
+    except FileNotFoundError as error:
+        return console.fail("report", error)
+    return ExitCode.OK
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """Flags that override the config (defaults, then --config FILE, then flags)."""
+    d = PipelineConfig()
+    option = parser.add_argument
+    option(
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        help="JSON file of PipelineConfig fields (see --print-config) applied before the flags; "
+        "relative paths in it are taken from its directory.",
+    )
+    option(
+        "--print-config", action="store_true", help="Print the effective configuration and exit."
+    )
+    option(
+        "--data",
+        help="Directory of canonical AG News CSV: train.csv or train.csv.gz, optional "
+        "test.csv[.gz]; a directory of spans of those, span-<N>/train.csv[.gz] "
+        "(each run ingests the newest); or tfds:ag_news_subset[:DATA_DIR] "
+        "(default: the embedded 3,000-row sample).",
+    )
+    option(
+        "--span",
+        type=console.non_negative,
+        metavar="N",
+        help="Ingest span-<N> instead of the newest span (a backfill); the window ends at N.",
+    )
+    option(
+        "--window",
+        type=console.at_least_one,
+        metavar="K",
+        help=f"Train on the K newest ingested spans, as ML Metadata records them "
+        f"(default: {d.window}).",
+    )
+    option(
+        "--accept-drift",
+        action="store_true",
+        help="Train on a span even though its statistics drifted from the previous span's "
+        "(a deliberate decision, logged); without it a drifted span stops the run.",
+    )
+    option(
+        "--cold-start",
+        action="store_false",
+        dest="warm_start",
+        help="Train from random weights instead of from the last pushed model.",
+    )
+    option("--pipeline-root", help=f"TFX artifacts (default: {d.pipeline_root}).")
+    option("--metadata-path", help=f"MLMD sqlite file (default: {d.metadata_path}).")
+    option("--serving-dir", help=f"Pusher's TF Serving base directory (default: {d.serving_dir}).")
+    option(
+        "--model",
+        choices=settings.MODEL_NAMES,
+        help=f"bilstm2: the masked two-layer BiLSTM; lstm: LSTM(8); simple_rnn: SimpleRNN(16); "
+        f"linear: TF-IDF word 1-2-grams, the baseline; bilstm2_wide: the BiLSTM plus that "
+        f"linear part, one softmax (default: {d.model}).",
+    )
+    option(
+        "--text", choices=features.TEXT_CHOICES, help=f"Text the model reads (default: {d.text})."
+    )
+    option(
+        "--mixed-precision", action="store_true", help="float16 compute on GPUs (float32 softmax)."
+    )
+    option(
+        "--epochs",
+        type=int,
+        help=f"Most epochs; training stops earlier when eval loss stops "
+        f"improving for --patience epochs (default: {d.epochs}).",
+    )
+    option("--patience", type=int, help=f"(default: {d.patience})")
+    option("--batch-size", type=int, help=f"(default: {d.batch_size})")
+    option("--learning-rate", type=float, help=f"(default: {d.learning_rate})")
+    option(
+        "--embedding-dropout",
+        type=float,
+        help=f"Share of embedding channels dropped while training (default: {d.embedding_dropout}).",
+    )
+    option("--max-tokens", type=int, help=f"Tokens kept per example (default: {d.max_tokens}).")
+    option(
+        "--min-accuracy",
+        type=float,
+        help=f"Eval accuracy a model needs to be blessed and pushed (default: {d.min_accuracy}).",
+    )
+    option(
+        "--max-accuracy-drop",
+        type=float,
+        help=f"How far below the last pushed model's accuracy a candidate may fall "
+        f"(default: {d.max_accuracy_drop}).",
+    )
+    option(
+        "--max-bad-fraction",
+        type=float,
+        help=f"Fail the run when more input rows than this are rejected (default: {d.max_bad_fraction}).",
+    )
+    option(
+        "--beam-arg",
+        action="append",
+        dest="beam_args",
+        help="A Beam pipeline option for every Beam-powered component, e.g. "
+        "--beam-arg=--direct_num_workers=2 (repeatable).",
+    )
+    option(
+        "--no-baseline",
+        action="store_false",
+        dest="baseline",
+        help=f"Skip the {settings.BASELINE_MODEL} baseline otherwise trained beside the model "
+        "and reported next to it on the holdout split.",
+    )
+    option(
+        "--no-cache",
+        action="store_false",
+        dest="enable_cache",
+        help="Re-run every component even when its inputs did not change.",
+    )
+    option(
+        "--score",
+        metavar="DIR",
+        help="Also score every file in DIR (rows as `agnews score` reads them) with the "
+        "trained model, when it is blessed (TFX BulkInferrer); the scores go to "
+        "report/scores.csv next to the report.",
+    )
+
+
+def _config_from_args(args) -> PipelineConfig:
+    names = {f.name for f in dataclasses.fields(PipelineConfig)}
+    return load_config(
+        getattr(args, "config_file", None), **{k: v for k, v in vars(args).items() if k in names}
+    )
+
+
+def _push_outcome(subject: str, push, config: PipelineConfig) -> str:
+    """The line saying where `push` (a local_runner.PushSummary) pushed `subject`, or why not."""
+    if push.pushed:
+        from pipeline import report
+
+        return (
+            f"{subject} pushed to: {push.pushed_to} (blessed on its eval accuracy over the "
+            f"whole eval split, {report.overall_accuracy(config.run_dir, push.evaluation):.4f}: at "
+            f"least {config.min_accuracy:g}, and at most {config.max_accuracy_drop:g} below the "
+            f"last pushed {subject.lower()}'s when there is one)"
+        )
+    if push.not_servable_reason:
+        return (
+            f"{subject} NOT pushed: it failed the servability check (loaded with TensorFlow alone "
+            f"and sent the warmup requests): {push.not_servable_reason}. "
+            f"The served version is unchanged."
+        )
+    failures = "; ".join(push.gate_failures) or "TFMA recorded no failed bar"
+    return (
+        f"{subject} NOT pushed: it was not blessed ({failures}; the bars "
+        f"hold for the whole eval split, slices are reported only; TFMA's report: "
+        f"{push.evaluation_uri}). The served version is unchanged."
+    )
+
+
+def _print_report(run_dir: str, config: PipelineConfig) -> None:
+    from pipeline import report
+
+    report_path, headline = report.write_report(run_dir, config.pipeline_name, config.metadata_path)
+    print(headline)
+    print(f"Report: {report_path}")

@@ -1,0 +1,72 @@
+"""Talking to `agnews serve` as clients do, and laying out served model directories."""
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+
+from components import features
+
+ROW = {"title": "Stocks slide as oil climbs", "description": "Wall Street fell."}
+
+
+def copy_served_model(first_run, tmp_path, name="agnews"):
+    """A copy of the first run's pushed model directory (its numeric versions) under tmp_path."""
+    root, _ = first_run
+    model_dir = tmp_path / "serving" / name
+    shutil.copytree(root / "serving", model_dir)
+    return model_dir
+
+
+def newest(model_dir) -> str:
+    return str(max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()))
+
+
+def push_copy(model_dir, version: int) -> None:
+    """Adds a version as Pusher does: the whole directory appears at once (copy, then rename)."""
+    staging = model_dir.parent / f".staging-{version}"
+    shutil.copytree(model_dir / newest(model_dir), staging)
+    staging.rename(model_dir / str(version))
+
+
+def call(url, body=None, method=None):
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method or ("POST" if data is not None else "GET")
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def state(url, version) -> str | None:
+    """The version's state in TF Serving's status answer, None while the server does not know it."""
+    status, body = call(f"{url}/v1/models/agnews/versions/{version}")
+    return body["model_version_status"][0]["state"] if status == 200 else None
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+TITLES = ["Stocks slide as oil climbs", "Mets win the pennant", "New chip doubles battery life"]
+DESCRIPTIONS = ["Wall Street fell.", "", "A startup says its design uses half the power."]
+
+
+def predict_request(
+    titles=TITLES, descriptions=DESCRIPTIONS, name="agnews"
+) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.inputs[features.TITLE_KEY].CopyFrom(tf.make_tensor_proto(titles))
+    request.inputs[features.DESCRIPTION_KEY].CopyFrom(tf.make_tensor_proto(descriptions))
+    return request
