@@ -126,7 +126,7 @@ and renamed into place when complete.""",
 
 def _score(args) -> int:
     from agnews import score
-    from components import ingest
+    from components import rows
     from pipeline import beam_packaging
 
     quiet.drop_tfx_notices()
@@ -140,7 +140,7 @@ def _score(args) -> int:
             args.max_bad_fraction,
             overwrite=args.overwrite,
         )
-    except (score.ScoreError, ingest.IngestError, beam_packaging.WheelBuildError) as error:
+    except (score.ScoreError, rows.IngestError, beam_packaging.WheelBuildError) as error:
         return console.fail("score", error)
     print(
         f"Model: {summary.model_dir} (version {summary.model_version}, loaded "

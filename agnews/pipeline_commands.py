@@ -100,14 +100,14 @@ def run(args) -> int:
 
 def _run_pipeline(config: PipelineConfig, verbose: bool):
     """(the run's summary, its log file); RunStopped when the input or a gate stopped it."""
-    from components import drift, ingest, validation
+    from components import drift, rows, validation
     from pipeline import beam_packaging, local_runner, run_log
 
     describe = functools.partial(
         run_log.describe_component, config.metadata_path, config.pipeline_name
     )
     stops = (
-        ingest.IngestError,
+        rows.IngestError,
         validation.DataContractError,
         drift.DriftError,
         FileNotFoundError,

@@ -2,7 +2,7 @@
 BulkInferrer, both from PredictionLogs of tfx_bsl's RunInference on the `batch_scoring`
 signature.
 
-Rows are read by ingestion's own code (components.ingest.ParseFiles, scoring mode), so a row
+Rows are read by ingestion's own code (components.rows.ParseFiles, scoring mode), so a row
 rejected here would be rejected by ExampleGen too, for the same reason. Every scoring example
 carries its source file and line number; the model ignores them and `scores.score_line` repeats them
 beside the prediction. RunInference loads the model once per worker process (Beam's shared
@@ -104,12 +104,12 @@ def _check_readable(paths: list[str]) -> None:
     and empty input is told apart from input whose every row was rejected."""
     import tensorflow as tf
 
-    from components import ingest
+    from components import rows
 
     empty = 0
     for path in paths:
         try:
-            empty += next(ingest.read_numbered_rows(path), None) is None
+            empty += next(rows.read_numbered_rows(path), None) is None
         except (OSError, EOFError, zlib.error, tf.errors.OpError) as error:
             detail = getattr(error, "message", None) or str(error) or type(error).__name__
             raise ScoreError(f"Cannot read {path}: {detail.splitlines()[0]}") from None
@@ -192,7 +192,7 @@ def score(
 ) -> ScoreSummary:
     """Scores every row of `inputs` with the newest SavedModel under `model` (or the version
     `model` names) into `output`: CSV shards, rejected.csv, optionally PredictionLog shards,
-    and summary.json last. Raises ScoreError (or ingest.IngestError for too many rejected
+    and summary.json last. Raises ScoreError (or rows.IngestError for too many rejected
     rows, after which no scores are kept) with a message for the user."""
     import apache_beam as beam
     import tensorflow as tf
@@ -202,7 +202,7 @@ def score(
     from tfx_bsl.public.beam import run_inference
 
     from agnews import versions
-    from components import ingest, settings
+    from components import rows, settings
     from pipeline import beam_packaging
 
     try:
@@ -214,7 +214,7 @@ def score(
     paths = list_inputs(inputs)
     _check_readable(paths)
     _prepare_output(output, overwrite)
-    ingest_settings = ingest.IngestSettings(
+    ingest_settings = rows.IngestSettings(
         max_bad_fraction=settings.DEFAULT_MAX_BAD_FRACTION
         if max_bad_fraction is None
         else max_bad_fraction,
@@ -229,7 +229,7 @@ def score(
     )
 
     pipeline = beam.Pipeline(options=options)
-    parsed = pipeline | "Read" >> ingest.ParseFiles(paths, ingest_settings, _common_dir(paths))
+    parsed = pipeline | "Read" >> rows.ParseFiles(paths, ingest_settings, _common_dir(paths))
     logs = (
         parsed.examples
         | "Serialize" >> beam.Map(lambda example: example.SerializeToString())  # once, not twice
@@ -249,8 +249,8 @@ def score(
             file_name_suffix=".gz",
             coder=beam.coders.ProtoCoder(prediction_log_pb2.PredictionLog),
         )
-    _ = parsed.rejected | ingest.WriteRejected(rejected_path)
-    ingest.write_summary([parsed.examples], parsed.rejected, os.path.join(output, ROWS_FILE_NAME))
+    _ = parsed.rejected | rows.WriteRejected(rejected_path)
+    rows.write_summary([parsed.examples], parsed.rejected, os.path.join(output, ROWS_FILE_NAME))
     result = pipeline.run()
     result.wait_until_finish()
 
@@ -271,8 +271,8 @@ def score(
         model_loads=sum(m.committed.count for m in loads if m.committed),
     )
     try:
-        ingest.check_bad_fraction(rows, ingest_settings.max_bad_fraction, rejected_path)
-    except ingest.IngestError:
+        rows.check_bad_fraction(rows, ingest_settings.max_bad_fraction, rejected_path)
+    except rows.IngestError:
         _remove(summary.scores + summary.prediction_logs)
         raise
     with tf.io.gfile.GFile(os.path.join(output, SUMMARY_FILE_NAME), "w") as handle:

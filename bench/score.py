@@ -25,7 +25,7 @@ from publish import publish
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 from agnews import score, versions
-from components import features, ingest
+from components import features
 from pipeline import scores
 from pipeline.config import PipelineConfig
 
@@ -99,15 +99,11 @@ def main() -> None:
     lines = gzip.open(args.data, "rb").read().splitlines() * args.copies
     rows = len(lines)
     parse_s = per_row_seconds(
-        lambda item: ingest.make_example(
-            *ingest.parse_line(item[1]), source=("train.csv", item[0])
-        ),
+        lambda item: rows.make_example(*rows.parse_line(item[1]), source=("train.csv", item[0])),
         list(enumerate(lines[:20_000], start=1)),
     )
     examples = [
-        ingest.make_example(
-            *ingest.parse_line(line), source=("train.csv", number)
-        ).SerializeToString()
+        rows.make_example(*rows.parse_line(line), source=("train.csv", number)).SerializeToString()
         for number, line in enumerate(lines, start=1)
     ]
     ceiling_per_s = ceiling(version_dir, examples)

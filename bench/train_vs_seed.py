@@ -33,7 +33,7 @@ from publish import publish
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
-from components import features, ingest, model, preprocessing, settings, trainer
+from components import features, ingest, model, preprocessing, rows, settings, trainer
 from pipeline.config import PipelineConfig
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
@@ -50,10 +50,10 @@ def load_split_rows(path: Path) -> dict[str, list[tuple]]:
     splits = {name: [] for name in names}
     with gzip.open(path, "rb") as handle:
         for line in handle.read().splitlines():
-            parsed = ingest.parse_line(line)
+            parsed = rows.parse_line(line)
             if isinstance(parsed, str):
                 continue  # the shared sample is clean; ExampleGen would reject these too
-            index = ingest.hash_split_index(ingest.make_example(*parsed), len(names), bucket_ends)
+            index = ingest.hash_split_index(rows.make_example(*parsed), len(names), bucket_ends)
             splits[names[index]].append(parsed)
     return splits
 

@@ -41,7 +41,7 @@ from tfx.proto import (
 )
 from tfx.types import Channel, standard_artifacts
 
-from components import drift, features, ingest, push, servability, validation
+from components import drift, features, ingest, push, rows, servability, validation
 from pipeline import node_ids, resolvers
 from pipeline.config import TFDS_PREFIX, PipelineConfig
 from pipeline.node_ids import BASELINE_NODES, MODEL_NODES, PushNodes
@@ -49,7 +49,7 @@ from pipeline.node_ids import BASELINE_NODES, MODEL_NODES, PushNodes
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 # The driver fingerprints and ExampleGen reads what these match; ingestion then keeps the
-# CSV files among them (ingest.data_files).
+# CSV files among them (rows.split_files).
 TRAIN_PATTERN = "train*"
 TEST_PATTERN = "test*"
 SPAN_DIR = "span-{SPAN}"  # TFX's span placeholder: DIR/span-<N>/train.csv[.gz]
@@ -82,12 +82,20 @@ def _source(
     """`span`: the span to ingest (None: the newest, as TFX's driver finds it)."""
     import tensorflow as tf
 
-    def files(pattern: str) -> list[str]:
+    def files(split: str) -> tuple[list[str], list[str]]:
+        """(the files ingestion reads for `split`, the matched files it passes over)."""
+        pattern = patterns[split]
         listed = span if span is not None or "{SPAN}" not in pattern else newest_span(input_base)
-        return tf.io.gfile.glob(os.path.join(input_base, pattern.replace("{SPAN}", str(listed))))
+        matched = tf.io.gfile.glob(os.path.join(input_base, pattern.replace("{SPAN}", str(listed))))
+        return rows.split_files(matched, split) if kind == rows.SOURCE_CSV else (matched, [])
 
     if test_split is None:
-        present = {name: pattern for name, pattern in patterns.items() if files(pattern)}
+        present = {name: pattern for name, pattern in patterns.items() if files(name)[0]}
+        if "train" not in present and (skipped := files("train")[1]):
+            # Say so now, naming what was passed over, rather than ingest nothing.
+            raise FileNotFoundError(
+                rows.no_split_files_message("train", os.path.dirname(skipped[0]), skipped)
+            )
     else:
         present = {
             name: pattern for name, pattern in patterns.items() if name == "train" or test_split
@@ -161,7 +169,7 @@ def resolve_data_source(
         return _source(
             data,
             {"train": prefix + TRAIN_PATTERN, "test": prefix + TEST_PATTERN},
-            ingest.SOURCE_CSV,
+            rows.SOURCE_CSV,
             test_split,
             span if spans else None,
         )
@@ -174,7 +182,7 @@ def resolve_data_source(
     return _source(
         builder.data_dir,
         {split: f"{builder.name}-{split}.*" for split in ("train", "test")},
-        ingest.SOURCE_TFDS,
+        rows.SOURCE_TFDS,
         test_split,
     )
 
@@ -364,9 +372,9 @@ def _example_gen(config: PipelineConfig, source: DataSource) -> FileBasedExample
                 ]
             )
         ),
-        custom_config=ingest.IngestSettings(
-            config.max_bad_fraction, config.max_field_chars, source.kind
-        ).to_custom_config(),
+        custom_config=ingest.custom_config(
+            rows.IngestSettings(config.max_bad_fraction, config.max_field_chars, source.kind)
+        ),
         custom_executor_spec=executor_spec.BeamExecutorSpec(ingest.Executor),
     )
 
@@ -564,9 +572,11 @@ def _scoring(config: PipelineConfig, trainer, evaluator) -> list:
         input_config=example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name=SCORE_SPLIT, pattern="*")]
         ),
-        custom_config=ingest.IngestSettings(
-            config.max_bad_fraction, config.max_field_chars, ingest.SOURCE_CSV, labelled=False
-        ).to_custom_config(),
+        custom_config=ingest.custom_config(
+            rows.IngestSettings(
+                config.max_bad_fraction, config.max_field_chars, rows.SOURCE_CSV, labelled=False
+            )
+        ),
         custom_executor_spec=executor_spec.BeamExecutorSpec(ingest.Executor),
     ).with_id(node_ids.SCORE_EXAMPLE_GEN)
     bulk_inferrer = BulkInferrer(

@@ -35,10 +35,10 @@ def score_fields(log, model_version: str) -> list:
     predicted label, the probability of each class and the model version."""
     import tensorflow as tf
 
-    from components import ingest
+    from components import rows
 
     request = log.predict_log.request.inputs["examples"].string_val[0]
-    source_file, line_number = ingest.example_source(tf.train.Example.FromString(request))
+    source_file, line_number = rows.example_source(tf.train.Example.FromString(request))
     outputs = log.predict_log.response.outputs
     probabilities = tf.make_ndarray(outputs[features.PROBABILITIES_KEY]).reshape(-1)
     class_id = int(tf.make_ndarray(outputs[features.CLASS_ID_KEY]).reshape(-1)[0])

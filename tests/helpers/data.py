@@ -22,7 +22,7 @@ def run_example_gen(examples_dir: Path, settings, input_base: str, patterns: dic
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
 
-    from components import ingest
+    from components import ingest, rows
 
     examples = standard_artifacts.Examples()
     examples.uri = str(examples_dir)
@@ -44,12 +44,12 @@ def run_example_gen(examples_dir: Path, settings, input_base: str, patterns: dic
         "input_base": input_base,
         "input_config": proto_utils.proto_to_json(input_config),
         "output_config": proto_utils.proto_to_json(output_config),
-        "custom_config": proto_utils.proto_to_json(settings.to_custom_config()),
+        "custom_config": proto_utils.proto_to_json(ingest.custom_config(settings)),
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
     }
     try:
         ingest.Executor().Do({}, {"examples": [examples]}, exec_properties)
-    except ingest.IngestError as error:
+    except rows.IngestError as error:
         return examples, error
     return examples, None
 

@@ -10,7 +10,7 @@ from tfx.proto import transform_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils, proto_utils
 
-from components import features, ingest, preprocessing
+from components import features, preprocessing, rows
 from pipeline.config import SCHEMA_DIR
 from tests.helpers.data import run_example_gen
 
@@ -41,7 +41,7 @@ def run_transform(root, lines: list[bytes], ngrams: bool = True):
     data.mkdir(parents=True)
     (data / "train.csv").write_bytes(b"\n".join(lines) + b"\n")
     examples, error = run_example_gen(
-        root / "examples", ingest.IngestSettings(), str(data), {features.TRAIN_SPLIT: "train.csv"}
+        root / "examples", rows.IngestSettings(), str(data), {features.TRAIN_SPLIT: "train.csv"}
     )
     assert error is None, error
     schema = standard_artifacts.Schema()  # ImportSchemaGen's artifact: a dir of one schema file

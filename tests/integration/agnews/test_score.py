@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from agnews import cli, predict, score, versions
 from agnews.serving.server import ServeOptions, running_in_thread
-from components import features, ingest
+from components import artifacts, features, rows
 from pipeline import metadata
 from pipeline.scores import score_fields
 from tests.helpers.cli import agnews_subprocess
@@ -32,7 +32,7 @@ def _probabilities(row) -> list[float]:
 
 
 def _rejected(out_dir) -> list[tuple[str, int, str]]:
-    with open(out_dir / ingest.REJECTED_FILE_NAME, newline="", encoding="utf-8") as handle:
+    with open(out_dir / artifacts.REJECTED_FILE_NAME, newline="", encoding="utf-8") as handle:
         return sorted(
             (r["source_file"], int(r["line_number"]), r["reason"]) for r in csv.DictReader(handle)
         )
@@ -56,17 +56,17 @@ def mixed_input(tmp_path_factory):
     with tf.io.TFRecordWriter(str(root / "examples.tfrecord.gz"), "GZIP") as writer:
         for i in range(8):
             writer.write(
-                ingest.make_example(None, f"Stocks fall {i}", "Markets slid.").SerializeToString()
+                rows.make_example(None, f"Stocks fall {i}", "Markets slid.").SerializeToString()
             )
         writer.write(b"not a tf.Example")  # record 9
-        writer.write(ingest.make_example(1, " ", "").SerializeToString())  # record 10: no text
+        writer.write(rows.make_example(1, " ", "").SerializeToString())  # record 10: no text
     expected_rejected = [
-        ("examples.tfrecord.gz", 9, ingest.NOT_A_TF_EXAMPLE),
-        ("examples.tfrecord.gz", 10, ingest.EMPTY_TEXT),
-        ("labelled.csv", 5, ingest.LABEL_NOT_1_TO_4),
-        ("labelled.csv", 10, ingest.UNTERMINATED_QUOTE),
-        ("more/unlabelled.csv.gz", 4, ingest.WRONG_COLUMN_COUNT),
-        ("more/unlabelled.csv.gz", 7, ingest.INVALID_UTF8),
+        ("examples.tfrecord.gz", 9, rows.NOT_A_TF_EXAMPLE),
+        ("examples.tfrecord.gz", 10, rows.EMPTY_TEXT),
+        ("labelled.csv", 5, rows.LABEL_NOT_1_TO_4),
+        ("labelled.csv", 10, rows.UNTERMINATED_QUOTE),
+        ("more/unlabelled.csv.gz", 4, rows.WRONG_COLUMN_COUNT),
+        ("more/unlabelled.csv.gz", 7, rows.INVALID_UTF8),
     ]
     return root, len(labelled) + len(unlabelled) - 1 + 10, expected_rejected
 
@@ -115,7 +115,7 @@ def test_every_row_is_scored_or_rejected_with_its_line(
         assert row["label"] == features.LABEL_NAMES[int(np.argmax(probabilities))]
         assert abs(sum(probabilities) - 1) < 1e-5 and row["model_version"] == str(version)
     summary = json.loads((out / score.SUMMARY_FILE_NAME).read_text())
-    assert summary["rows"][ingest.ACCEPTED] == len(scores)
+    assert summary["rows"][artifacts.ACCEPTED] == len(scores)
     # The model is loaded once per worker process, not once per bundle or batch.
     assert summary["model_loads"] == 1 if not beam_args else 1 <= summary["model_loads"] <= 2
     records = list(
@@ -139,7 +139,7 @@ def test_score_predict_serve_and_bulk_inferrer_give_the_same_probabilities(first
         cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out)]) == 0
     )
     scores = _scores(out)
-    texts = [ingest.parse_line(line, form=ingest.UNLABELLED_CSV)[1:] for line in score_lines()]
+    texts = [rows.parse_line(line, form=rows.UNLABELLED_CSV)[1:] for line in score_lines()]
     from_score = np.array(
         [_probabilities(scores[("rows.csv", i)]) for i in range(1, len(texts) + 1)]
     )
@@ -199,7 +199,7 @@ def test_too_many_bad_rows_stop_the_job_and_keep_no_scores(first_run, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("agnews score failed: 1 of 11 input rows")
     assert "--max-bad-fraction" in err[0]
-    assert _rejected(out) == [("rows.csv", 11, ingest.WRONG_COLUMN_COUNT)]
+    assert _rejected(out) == [("rows.csv", 11, rows.WRONG_COLUMN_COUNT)]
     assert (
         not list(out.glob(f"{score.SCORES_PREFIX}-*"))
         and not (out / score.SUMMARY_FILE_NAME).exists()

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from agnews import predict, versions
-from components import artifacts, features, ingest, servability, validation
+from components import artifacts, features, rows, servability, validation
 from pipeline import local_runner, metadata
 from tests.helpers.data import sample_lines
 
@@ -85,7 +85,7 @@ def _write_eval_examples(examples_uri: str, count: int = 8) -> None:
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
         for i in range(count):
             writer.write(
-                ingest.make_example(
+                rows.make_example(
                     i % features.NUM_CLASSES, f"title {'x' * i}", f"description {i}"
                 ).SerializeToString()
             )
@@ -193,10 +193,10 @@ def test_a_whole_agnews_run_on_gcs_pushes_a_model_that_answers(tmp_path):
     assert f"Model pushed to: {root}/serving/" in done.stdout
 
     summary = local_runner.summarize(str(metadata_path), "agnews")
-    assert summary.rows == {"accepted": 300, ingest.LABEL_NOT_1_TO_4: 1}
+    assert summary.rows == {"accepted": 300, rows.LABEL_NOT_1_TO_4: 1}
     assert summary.rejected_rows_file.startswith(f"{root}/pipeline/")
     with tf.io.gfile.GFile(summary.rejected_rows_file) as handle:
-        assert handle.read().splitlines()[1].startswith(f"train.csv,301,{ingest.LABEL_NOT_1_TO_4},")
+        assert handle.read().splitlines()[1].startswith(f"train.csv,301,{rows.LABEL_NOT_1_TO_4},")
     version = versions.resolve_version_dir(f"{root}/serving")
     assert summary.pushed_to.rstrip("/") == version
     assert len(versions.warmup_requests(version)) == (
@@ -219,9 +219,7 @@ def test_example_validator_anomalies_stop_the_run_on_gcs(tmp_path):
     root = _unique(BUCKET)
     with tf.io.TFRecordWriter(f"{root}/data/data.tfrecord") as writer:
         for number, label in enumerate([0, 1, 2, 3, 7] * 4):
-            writer.write(
-                ingest.make_example(label, f"headline {number}", "text").SerializeToString()
-            )
+            writer.write(rows.make_example(label, f"headline {number}", "text").SerializeToString())
     example_gen = ImportExampleGen(input_base=f"{root}/data")
     schema_gen = ImportSchemaGen(
         schema_file=os.path.join(PipelineConfig().schema_dir, "schema.pbtxt")

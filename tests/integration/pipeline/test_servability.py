@@ -6,13 +6,13 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from agnews.versions import WARMUP_FILE, load_warm, warmup_requests
-from components import features, ingest, servability
+from components import features, rows, servability
 from pipeline import local_runner, metadata
 
 
 def _examples(count):
     return [
-        ingest.make_example(i % features.NUM_CLASSES, f"title {i}", f"description {i}")
+        rows.make_example(i % features.NUM_CLASSES, f"title {i}", f"description {i}")
         for i in range(count)
     ]
 

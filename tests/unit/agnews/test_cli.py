@@ -3,7 +3,9 @@
 import pytest
 
 from agnews import cli, versions
+from agnews.exit_codes import ExitCode
 from tests.helpers.cli import agnews_subprocess
+from tests.helpers.data import sample_lines
 
 
 def _fake_versions(base, names):
@@ -131,3 +133,31 @@ def test_push_baseline_needs_a_directory_of_its_own_beside_the_models(serving_di
         ).baseline_serving_dir
         == "gs://bucket/serving/agnews_linear"
     )
+
+
+def test_run_on_a_directory_of_misnamed_files_names_them_before_anything_runs(tmp_path):
+    """The console, not only the log, says which file was passed over and what is read."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train_subset.csv.gz").write_bytes(sample_gzip())
+    code, _, out, err = agnews_subprocess(
+        "run",
+        "--data",
+        str(tmp_path / "data"),
+        "--pipeline-root",
+        str(tmp_path / "root"),
+        "--metadata-path",
+        str(tmp_path / "run" / "metadata.sqlite"),
+    )
+    assert code == ExitCode.STOPPED, err
+    assert err.startswith(
+        "agnews run failed: No train.csv or train.csv.gz (or shards such as "
+        "train-00000-of-00002.csv.gz) in "
+    )
+    assert "found train_subset.csv.gz, which is not read. Rename the file" in err
+    assert not (tmp_path / "root" / "FileBasedExampleGen").exists()  # stopped before ExampleGen
+
+
+def sample_gzip() -> bytes:
+    import gzip
+
+    return gzip.compress(b"\n".join(sample_lines(5)) + b"\n")

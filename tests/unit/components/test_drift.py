@@ -12,7 +12,7 @@ from tfx.components.statistics_gen.executor import Executor as StatisticsGenExec
 from tfx.types import standard_artifacts
 from tfx.utils import json_utils
 
-from components import drift, features, ingest
+from components import drift, features
 from pipeline.config import SCHEMA_DIR
 from tests.helpers.data import sample_lines
 
@@ -43,7 +43,7 @@ def _write_span(directory, rows) -> None:
     directory.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(directory / "data.tfrecord")) as writer:
         for label, title, description in rows:
-            writer.write(ingest.make_example(label, title, description).SerializeToString())
+            writer.write(rows.make_example(label, title, description).SerializeToString())
 
 
 def _statistics(tmp_path, name: str, rows, schema: bool = True):

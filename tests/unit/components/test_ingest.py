@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from components import artifacts, features, ingest
+from components import artifacts, features, ingest, rows
 from tests.helpers.data import read_examples, run_example_gen, sample_lines
 
 GOOD = b'"3","Oil prices rise","Crude oil rose #36;2 on Monday."'
@@ -18,39 +18,39 @@ GOOD = b'"3","Oil prices rise","Crude oil rose #36;2 on Monday."'
 @pytest.mark.parametrize(
     "line, reason",
     [
-        (b'"3","only two"', ingest.WRONG_COLUMN_COUNT),
-        (b'"3","a","b","c"', ingest.WRONG_COLUMN_COUNT),
-        (b"", ingest.WRONG_COLUMN_COUNT),
-        (b'"3","unterminated, text', ingest.UNTERMINATED_QUOTE),
-        (b'"3","a"x,"b"', ingest.BAD_QUOTING),
-        (b'"5","title","text"', ingest.LABEL_NOT_1_TO_4),
-        (b'"0","title","text"', ingest.LABEL_NOT_1_TO_4),
-        (b'"World","title","text"', ingest.LABEL_NOT_1_TO_4),
-        (b'"2","  ",""', ingest.EMPTY_TEXT),
-        (b'"2","caf\xe9","latin-1 bytes"', ingest.INVALID_UTF8),
-        (b'"2","' + b"x" * 11 + b'","ok"', ingest.FIELD_TOO_LONG),
+        (b'"3","only two"', rows.WRONG_COLUMN_COUNT),
+        (b'"3","a","b","c"', rows.WRONG_COLUMN_COUNT),
+        (b"", rows.WRONG_COLUMN_COUNT),
+        (b'"3","unterminated, text', rows.UNTERMINATED_QUOTE),
+        (b'"3","a"x,"b"', rows.BAD_QUOTING),
+        (b'"5","title","text"', rows.LABEL_NOT_1_TO_4),
+        (b'"0","title","text"', rows.LABEL_NOT_1_TO_4),
+        (b'"World","title","text"', rows.LABEL_NOT_1_TO_4),
+        (b'"2","  ",""', rows.EMPTY_TEXT),
+        (b'"2","caf\xe9","latin-1 bytes"', rows.INVALID_UTF8),
+        (b'"2","' + b"x" * 11 + b'","ok"', rows.FIELD_TOO_LONG),
     ],
 )
 def test_bad_lines_get_their_reason(line, reason):
-    assert ingest.parse_line(line, max_field_chars=10) == reason
+    assert rows.parse_line(line, max_field_chars=10) == reason
 
 
 def test_a_field_of_any_length_over_the_limit_is_field_too_long():
     huge = b'"2","title","' + b"x" * 1_000_000 + b'"'
-    assert ingest.parse_line(huge) == ingest.FIELD_TOO_LONG
-    assert ingest.parse_line(huge, max_field_chars=2_000_000)[0] == 1
+    assert rows.parse_line(huge) == rows.FIELD_TOO_LONG
+    assert rows.parse_line(huge, max_field_chars=2_000_000)[0] == 1
 
 
 def test_good_line_keeps_text_as_written_and_shifts_label():
-    assert ingest.parse_line(GOOD) == (2, "Oil prices rise", "Crude oil rose #36;2 on Monday.")
-    assert ingest.parse_line(b'"1","He said ""no""","a\\nb"') == (0, 'He said "no"', "a\\nb")
-    assert ingest.parse_line(b'"4","title only",""') == (3, "title only", "")
+    assert rows.parse_line(GOOD) == (2, "Oil prices rise", "Crude oil rose #36;2 on Monday.")
+    assert rows.parse_line(b'"1","He said ""no""","a\\nb"') == (0, 'He said "no"', "a\\nb")
+    assert rows.parse_line(b'"4","title only",""') == (3, "title only", "")
 
 
 def _run_example_gen(tmp_path, data_dir, max_bad_fraction):
     return run_example_gen(
         tmp_path / "examples",
-        ingest.IngestSettings(max_bad_fraction),
+        rows.IngestSettings(max_bad_fraction),
         str(data_dir),
         {"train": "train*.csv*", "test": "test*.csv*"},
     )
@@ -93,11 +93,11 @@ def test_every_row_is_an_example_or_a_rejected_row_with_its_line(tmp_path):
     assert error is None  # 5 bad of 605 rows is below 1%
     rejected = _rejected_rows(examples)
     assert [(r["source_file"], int(r["line_number"]), r["reason"]) for r in rejected] == [
-        ("train.csv.gz", 3, ingest.LABEL_NOT_1_TO_4),
-        ("train.csv.gz", 10, ingest.UNTERMINATED_QUOTE),
-        ("train.csv.gz", 11, ingest.EMPTY_TEXT),
-        ("train.csv.gz", 20, ingest.INVALID_UTF8),
-        ("train.csv.gz", 25, ingest.WRONG_COLUMN_COUNT),
+        ("train.csv.gz", 3, rows.LABEL_NOT_1_TO_4),
+        ("train.csv.gz", 10, rows.UNTERMINATED_QUOTE),
+        ("train.csv.gz", 11, rows.EMPTY_TEXT),
+        ("train.csv.gz", 20, rows.INVALID_UTF8),
+        ("train.csv.gz", 25, rows.WRONG_COLUMN_COUNT),
     ]
     assert rejected[0]["raw_line"] == bad[3].decode()
     assert rejected[3]["raw_line"] == '"1","caf\\xe9","x"'
@@ -163,57 +163,57 @@ def test_examples_carry_the_contract_features(tmp_path):
 
 
 def test_unlabelled_lines_and_tf_examples_follow_the_same_rules():
-    unlabelled = ingest.UNLABELLED_CSV
-    assert ingest.parse_line(b'"Oil prices rise","Crude rose."', form=unlabelled) == (
+    unlabelled = rows.UNLABELLED_CSV
+    assert rows.parse_line(b'"Oil prices rise","Crude rose."', form=unlabelled) == (
         None,
         "Oil prices rise",
         "Crude rose.",
     )
-    assert ingest.parse_line(GOOD, form=unlabelled) == ingest.WRONG_COLUMN_COUNT
-    assert ingest.parse_line(b'"Oil prices rise","Crude rose."') == ingest.WRONG_COLUMN_COUNT
-    assert ingest.parse_line(b'" ",""', form=unlabelled) == ingest.EMPTY_TEXT
-    assert ingest.parse_line(b'"caf\xe9","x"', form=unlabelled) == ingest.INVALID_UTF8
+    assert rows.parse_line(GOOD, form=unlabelled) == rows.WRONG_COLUMN_COUNT
+    assert rows.parse_line(b'"Oil prices rise","Crude rose."') == rows.WRONG_COLUMN_COUNT
+    assert rows.parse_line(b'" ",""', form=unlabelled) == rows.EMPTY_TEXT
+    assert rows.parse_line(b'"caf\xe9","x"', form=unlabelled) == rows.INVALID_UTF8
     assert (
-        ingest.parse_line(b'"' + b"x" * 11 + b'","y"', max_field_chars=10, form=unlabelled)
-        == ingest.FIELD_TOO_LONG
+        rows.parse_line(b'"' + b"x" * 11 + b'","y"', max_field_chars=10, form=unlabelled)
+        == rows.FIELD_TOO_LONG
     )
-    example = ingest.make_example(None, "Mets win", "", source=("a/b.csv", 7))
-    assert ingest.example_source(example) == ("a/b.csv", 7)
+    example = rows.make_example(None, "Mets win", "", source=("a/b.csv", 7))
+    assert rows.example_source(example) == ("a/b.csv", 7)
     assert features.LABEL_KEY not in example.features.feature
-    assert ingest.parse_example_record(example.SerializeToString()) == (None, "Mets win", "")
-    assert ingest.parse_example_record(ingest.make_example(2, "a", "b").SerializeToString()) == (
+    assert rows.parse_example_record(example.SerializeToString()) == (None, "Mets win", "")
+    assert rows.parse_example_record(rows.make_example(2, "a", "b").SerializeToString()) == (
         2,
         "a",
         "b",
     )
     assert (
-        ingest.parse_example_record(ingest.make_example(7, "a", "b").SerializeToString())
-        == ingest.LABEL_NOT_1_TO_4
+        rows.parse_example_record(rows.make_example(7, "a", "b").SerializeToString())
+        == rows.LABEL_NOT_1_TO_4
     )
     assert (
-        ingest.parse_example_record(ingest.make_example(None, "", " ").SerializeToString())
-        == ingest.EMPTY_TEXT
+        rows.parse_example_record(rows.make_example(None, "", " ").SerializeToString())
+        == rows.EMPTY_TEXT
     )
     for garbage in (b"hello world", b"not a proto", b"\xff\xff"):
-        assert ingest.parse_example_record(garbage) == ingest.NOT_A_TF_EXAMPLE
+        assert rows.parse_example_record(garbage) == rows.NOT_A_TF_EXAMPLE
 
 
 @pytest.mark.parametrize(
     "lines, form",
     [
-        ([GOOD], ingest.FileForm(ingest.LABELLED_CSV)),
-        ([b'"Oil prices rise","Crude rose."', GOOD], ingest.FileForm(ingest.UNLABELLED_CSV)),
-        ([b"title,description", b'"a","b"'], ingest.FileForm(ingest.UNLABELLED_CSV, header=True)),
-        ([b"class,Title,Description", GOOD], ingest.FileForm(ingest.LABELLED_CSV, header=True)),
+        ([GOOD], rows.FileForm(rows.LABELLED_CSV)),
+        ([b'"Oil prices rise","Crude rose."', GOOD], rows.FileForm(rows.UNLABELLED_CSV)),
+        ([b"title,description", b'"a","b"'], rows.FileForm(rows.UNLABELLED_CSV, header=True)),
+        ([b"class,Title,Description", GOOD], rows.FileForm(rows.LABELLED_CSV, header=True)),
         # A damaged first line does not decide: the first line that reads as 2 or 3 fields does.
-        ([b'"cut short', b'"a","b","c","d"', b'"a","b"'], ingest.FileForm(ingest.UNLABELLED_CSV)),
-        ([b"", b"just one field"], ingest.FileForm(ingest.LABELLED_CSV)),
+        ([b'"cut short', b'"a","b","c","d"', b'"a","b"'], rows.FileForm(rows.UNLABELLED_CSV)),
+        ([b"", b"just one field"], rows.FileForm(rows.LABELLED_CSV)),
     ],
 )
 def test_a_files_form_is_told_from_its_first_readable_line(tmp_path, lines, form):
     path = tmp_path / "rows.csv"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    assert ingest.file_form(str(path)) == form
+    assert rows.file_form(str(path)) == form
 
 
 def test_scoring_examplegen_reads_unlabelled_files_and_keeps_each_rows_line(tmp_path):
@@ -226,19 +226,17 @@ def test_scoring_examplegen_reads_unlabelled_files_and_keeps_each_rows_line(tmp_
     import tensorflow as tf
 
     with tf.io.TFRecordWriter(str(data / "examples.tfrecord.gz"), "GZIP") as writer:
-        writer.write(ingest.make_example(None, "From a record", "").SerializeToString())
-    assert ingest.file_form(str(data / "examples.tfrecord.gz")) == ingest.FileForm(
-        ingest.TF_EXAMPLES
-    )
+        writer.write(rows.make_example(None, "From a record", "").SerializeToString())
+    assert rows.file_form(str(data / "examples.tfrecord.gz")) == rows.FileForm(rows.TF_EXAMPLES)
     examples, error = run_example_gen(
         tmp_path / "examples",
-        ingest.IngestSettings(max_bad_fraction=0.5, labelled=False),
+        rows.IngestSettings(max_bad_fraction=0.5, labelled=False),
         str(data),
         {"score": "*"},
     )
     assert error is None and examples.split_names == '["score"]'
     got = sorted(
-        (ingest.example_source(e), e.features.feature[features.TITLE_KEY].bytes_list.value[0])
+        (rows.example_source(e), e.features.feature[features.TITLE_KEY].bytes_list.value[0])
         for e in read_examples(examples, "score")
     )
     assert got == [
@@ -249,7 +247,7 @@ def test_scoring_examplegen_reads_unlabelled_files_and_keeps_each_rows_line(tmp_
     ]
     assert [
         (r["source_file"], r["line_number"], r["reason"]) for r in _rejected_rows(examples)
-    ] == [("unlabelled.csv", "3", ingest.WRONG_COLUMN_COUNT)]
+    ] == [("unlabelled.csv", "3", rows.WRONG_COLUMN_COUNT)]
 
 
 def _write(path, lines: list[bytes]) -> None:
@@ -287,18 +285,18 @@ def test_a_byte_order_mark_and_blank_lines_are_not_bad_rows(tmp_path, name):
     assert error is None
     assert [
         (r["source_file"], int(r["line_number"]), r["reason"]) for r in _rejected_rows(examples)
-    ] == [(name, 13, ingest.LABEL_NOT_1_TO_4)]
+    ] == [(name, 13, rows.LABEL_NOT_1_TO_4)]
     assert artifacts.read_summary(examples.uri) == {
         artifacts.ACCEPTED: 20,
-        ingest.LABEL_NOT_1_TO_4: 1,
-        ingest.BLANK_LINE: 4,
+        rows.LABEL_NOT_1_TO_4: 1,
+        artifacts.BLANK_LINE: 4,
     }
     titles = sorted(
         e.features.feature[features.TITLE_KEY].bytes_list.value[0].decode()
         for split in ("train", "eval", "holdout")
         for e in read_examples(examples, split)
     )
-    assert titles == sorted(ingest.parse_line(row)[1] for row in rows)
+    assert titles == sorted(rows.parse_line(row)[1] for row in rows)
 
 
 @pytest.mark.parametrize("name", ["unlabelled.csv", "unlabelled.csv.gz"])
@@ -319,36 +317,36 @@ def test_scoring_reads_a_byte_order_mark_and_blank_lines_the_same_way(tmp_path, 
             b'"A","B"',
         ],
     )
-    settings = ingest.IngestSettings(max_bad_fraction=0.4, labelled=False)
+    settings = rows.IngestSettings(max_bad_fraction=0.4, labelled=False)
     with beam.Pipeline() as pipeline:
-        parsed = pipeline | ingest.ParseFiles([str(tmp_path / name)], settings, str(tmp_path))
+        parsed = pipeline | rows.ParseFiles([str(tmp_path / name)], settings, str(tmp_path))
         assert_that(
             parsed.examples
             | beam.Map(
                 lambda e: (
-                    ingest.example_source(e),
+                    rows.example_source(e),
                     e.features.feature[features.TITLE_KEY].bytes_list.value[0],
                 )
             ),
             equal_to([((name, 2), b"Mets win"), ((name, 6), b"A")]),
         )
-        _ = parsed.rejected | ingest.WriteRejected(str(tmp_path / artifacts.REJECTED_FILE_NAME))
-        ingest.write_summary([parsed.examples], parsed.rejected, str(tmp_path / "rows.json"))
-    rows = artifacts.read_json(str(tmp_path / "rows.json"))
-    assert rows == {artifacts.ACCEPTED: 2, ingest.WRONG_COLUMN_COUNT: 1, ingest.BLANK_LINE: 2}
+        _ = parsed.rejected | rows.WriteRejected(str(tmp_path / artifacts.REJECTED_FILE_NAME))
+        rows.write_summary([parsed.examples], parsed.rejected, str(tmp_path / "rows.json"))
+    counts = artifacts.read_json(str(tmp_path / "rows.json"))
+    assert counts == {artifacts.ACCEPTED: 2, rows.WRONG_COLUMN_COUNT: 1, artifacts.BLANK_LINE: 2}
     with open(tmp_path / artifacts.REJECTED_FILE_NAME, encoding="utf-8") as handle:
         assert handle.read().splitlines() == [
-            ingest.REJECTED_HEADER,
+            rows.REJECTED_HEADER,
             f'{name},4,wrong_column_count,"""only"""',
         ]
-    ingest.check_bad_fraction(
-        rows, settings.max_bad_fraction, "rejected.csv"
+    rows.check_bad_fraction(
+        counts, settings.max_bad_fraction, "rejected.csv"
     )  # 1 of 3 rows, not 1 of 5
 
 
 def test_blank_lines_alone_are_no_rows():
-    with pytest.raises(ingest.IngestError, match="hold no rows"):
-        ingest.check_bad_fraction({ingest.BLANK_LINE: 3}, 0.5, "rejected.csv")
+    with pytest.raises(rows.IngestError, match="hold no rows"):
+        rows.check_bad_fraction({artifacts.BLANK_LINE: 3}, 0.5, "rejected.csv")
 
 
 def test_only_csv_files_named_like_the_split_are_read(tmp_path):
@@ -375,5 +373,14 @@ def test_only_csv_files_named_like_the_split_are_read(tmp_path):
 def test_both_plain_and_gzipped_files_of_a_split_stop_the_run(tmp_path):
     (tmp_path / "train.csv").write_text("1,t,d\n")
     (tmp_path / "train.csv.gz").write_bytes(gzip.compress(b"1,t,d\n"))
-    with pytest.raises(ingest.IngestError, match="read twice. Keep one form"):
+    with pytest.raises(rows.IngestError, match="read twice. Keep one form"):
         ingest.data_files(str(tmp_path), "train*", "train")
+
+
+def test_a_split_with_only_misnamed_files_names_them_and_the_names_read(tmp_path):
+    (tmp_path / "train_subset.csv.gz").write_bytes(gzip.compress(b"1,t,d\n"))
+    with pytest.raises(rows.IngestError) as stopped:
+        ingest.data_files(str(tmp_path), "train*", "train")
+    message = str(stopped.value)
+    assert "found train_subset.csv.gz, which is not read" in message
+    assert "No train.csv or train.csv.gz" in message

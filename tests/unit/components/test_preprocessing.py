@@ -16,7 +16,7 @@ from tensorflow_transform import impl_helper
 from tensorflow_transform.beam import analyzer_cache
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components import features, ingest, preprocessing
+from components import features, preprocessing, rows
 from tests.helpers.data import sample_lines
 
 RAW_FEATURE_SPEC = {
@@ -227,7 +227,7 @@ def test_a_second_analysis_of_the_same_spans_takes_every_cacheable_analyzer_from
     TFT never caches, so every span is read again (TFT does not count cache hits then)."""
     rows = [
         _row(title, description, label)
-        for label, title, description in (ingest.parse_line(line) for line in sample_lines(240))
+        for label, title, description in (rows.parse_line(line) for line in sample_lines(240))
     ]
     spans = {"span-1": rows[:120], "span-2": rows[120:]}
     fn = functools.partial(preprocessing.preprocessing_fn, custom_config={"ngrams": ngrams})

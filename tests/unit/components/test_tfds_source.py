@@ -7,7 +7,7 @@ at local copies of the canonical CSV files, since this machine has no internet.
 import pytest
 import tensorflow_datasets as tfds
 
-from components import ingest
+from components import rows
 from pipeline.pipeline import resolve_data_source
 from tests.helpers.data import read_examples, run_example_gen, sample_lines
 
@@ -36,7 +36,7 @@ def tfds_data_dir(tmp_path_factory, canonical_rows):
 
 def test_a_prepared_tfds_directory_is_read_without_download(tfds_data_dir):
     source = resolve_data_source(f"tfds:ag_news_subset:{tfds_data_dir}")
-    assert source.kind == ingest.SOURCE_TFDS and source.splits == ("train", "test")
+    assert source.kind == rows.SOURCE_TFDS and source.splits == ("train", "test")
     assert source.input_base.startswith(str(tfds_data_dir))
 
 
@@ -49,7 +49,7 @@ def test_csv_and_tfds_give_the_same_examples_and_splits(tmp_path, tfds_data_dir,
     csv_dir.mkdir()
     for split, lines in canonical_rows.items():
         (csv_dir / f"{split}.csv").write_bytes(b"\n".join(lines) + b"\n")
-    settings = ingest.IngestSettings(max_bad_fraction=0.0)
+    settings = rows.IngestSettings(max_bad_fraction=0.0)
     from_csv, csv_error = run_example_gen(
         tmp_path / "from_csv",
         settings,
@@ -59,7 +59,7 @@ def test_csv_and_tfds_give_the_same_examples_and_splits(tmp_path, tfds_data_dir,
     tfds_source = resolve_data_source(f"tfds:ag_news_subset:{tfds_data_dir}")
     from_tfds, tfds_error = run_example_gen(
         tmp_path / "from_tfds",
-        ingest.IngestSettings(max_bad_fraction=0.0, source=ingest.SOURCE_TFDS),
+        rows.IngestSettings(max_bad_fraction=0.0, source=rows.SOURCE_TFDS),
         tfds_source.input_base,
         {s.name: s.pattern for s in tfds_source.input_config.splits},
     )

@@ -8,7 +8,7 @@ from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGe
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.orchestration.pipeline import Pipeline
 
-from components import ingest, validation
+from components import rows, validation
 from pipeline.config import PipelineConfig
 from pipeline.metadata import sqlite_connection_config
 from pipeline.pipeline import PREPROCESSING_FN, create_pipeline
@@ -18,9 +18,7 @@ def _write_examples(directory, labels):
     directory.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(directory / "data.tfrecord")) as writer:
         for number, label in enumerate(labels):
-            writer.write(
-                ingest.make_example(label, f"headline {number}", "text").SerializeToString()
-            )
+            writer.write(rows.make_example(label, f"headline {number}", "text").SerializeToString())
 
 
 def test_label_outside_the_domain_stops_the_run_before_transform(tmp_path):

@@ -86,7 +86,7 @@ def test_a_local_dataflow_run_ships_a_wheel_of_this_package(tmp_path):
         metadata = next(
             archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA")
         )
-    assert {"components/ingest.py", "components/preprocessing.py", "pipeline/pipeline.py"} <= names
+    assert {"components/rows.py", "components/preprocessing.py", "pipeline/pipeline.py"} <= names
     assert "Requires-Dist: tfx==1.16.0" in metadata.splitlines()
 
 
