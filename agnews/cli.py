@@ -61,7 +61,7 @@ def _predict(args) -> int:
 
 
 def _add_score_parser(subparsers) -> None:
-    from agnews.score import PREDICTION_LOGS_PREFIX, SCORES_PREFIX, SUMMARY_FILE_NAME
+    from pipeline.scores import JOB_SUMMARY_FILE_NAME, PREDICTION_LOGS_PREFIX, SCORES_PREFIX
 
     parser = subparsers.add_parser(
         "score",
@@ -81,7 +81,7 @@ Writes to OUT: {SCORES_PREFIX}-SSSSS-of-NNNNN.csv (source_file relative to the i
 directory, line_number from 1 (a record's number in a TFRecord file), label, p_<class> for each
 class, model_version; rows in no particular order), rejected.csv (rows that cannot be
 read, with file, line, reason and raw line, by ingestion's rules), with --prediction-logs
-{PREDICTION_LOGS_PREFIX}-*.gz (TFRecords of TF Serving PredictionLogs), and {SUMMARY_FILE_NAME},
+{PREDICTION_LOGS_PREFIX}-*.gz (TFRecords of TF Serving PredictionLogs), and {JOB_SUMMARY_FILE_NAME},
 written last: a directory without it holds no finished job. Shards are written aside by Beam
 and renamed into place when complete.""",
     )
@@ -127,7 +127,7 @@ and renamed into place when complete.""",
 def _score(args) -> int:
     from agnews import score
     from components import rows
-    from pipeline import beam_packaging
+    from pipeline import beam_packaging, scores
 
     quiet.drop_tfx_notices()
     try:
@@ -146,17 +146,17 @@ def _score(args) -> int:
         f"Model: {summary.model_dir} (version {summary.model_version}, loaded "
         f"{summary.model_loads} time{'s' if summary.model_loads != 1 else ''})"
     )
-    rows = summary.rows.get(ACCEPTED, 0) + sum(rejected_counts(summary.rows).values())
+    total = summary.rows.get(ACCEPTED, 0) + sum(rejected_counts(summary.rows).values())
     print(
-        f"Input rows: {rows} in {len(summary.inputs)} file{'s' if len(summary.inputs) != 1 else ''}, "
+        f"Input rows: {total} in {len(summary.inputs)} file{'s' if len(summary.inputs) != 1 else ''}, "
         f"scored {summary.scored}, "
         + console.rejected_rows(summary.rows, summary.rejected_rows_file)
     )
     print(
-        f"Scores: {os.path.join(args.output, score.SCORES_PREFIX)}-*.csv "
+        f"Scores: {os.path.join(args.output, scores.SCORES_PREFIX)}-*.csv "
         f"({len(summary.scores)} shard{'s' if len(summary.scores) != 1 else ''})"
         + (
-            f"; prediction logs: {os.path.join(args.output, score.PREDICTION_LOGS_PREFIX)}-*.gz"
+            f"; prediction logs: {os.path.join(args.output, scores.PREDICTION_LOGS_PREFIX)}-*.gz"
             if summary.prediction_logs
             else ""
         )

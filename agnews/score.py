@@ -1,6 +1,5 @@
-"""Batch scoring: `agnews score` (a Beam pipeline over files) and the CSV of the pipeline's
-BulkInferrer, both from PredictionLogs of tfx_bsl's RunInference on the `batch_scoring`
-signature.
+"""Batch scoring: `agnews score`, a Beam pipeline over files, writing the scores CSV
+(pipeline.scores) from PredictionLogs of tfx_bsl's RunInference on the `batch_scoring` signature.
 
 Rows are read by ingestion's own code (components.rows.ParseFiles, scoring mode), so a row
 rejected here would be rejected by ExampleGen too, for the same reason. Every scoring example
@@ -13,21 +12,33 @@ Beam's adaptive batch sizes: its ModelSpec cannot set them).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import os
 import tempfile
 import zlib
 
-from components import artifacts, features
-from components.artifacts import ACCEPTED, REJECTED_FILE_NAME
-from pipeline import scores
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow.python.saved_model import loader_impl
+from tensorflow_serving.apis import prediction_log_pb2
+from tfx_bsl.public.beam import run_inference
+from tfx_bsl.public.proto import model_spec_pb2
 
-SCORES_PREFIX = "scores"  # <OUT>/scores-SSSSS-of-NNNNN.csv
-PREDICTION_LOGS_PREFIX = (
-    "prediction_logs"  # <OUT>/prediction_logs-SSSSS-of-NNNNN.gz, with --prediction-logs
+from agnews import versions
+from components import artifacts, features, rows, settings
+from components.artifacts import ACCEPTED, REJECTED_FILE_NAME
+from pipeline import beam_packaging, scores
+from pipeline.scores import (
+    JOB_SUMMARY_FILE_NAME,
+    PREDICTION_LOGS_PREFIX,
+    ROWS_FILE_NAME,
+    SCORES_PREFIX,
 )
-ROWS_FILE_NAME = artifacts.SUMMARY_FILE_NAME  # rows per outcome, as ExampleGen writes it
-SUMMARY_FILE_NAME = "summary.json"  # written last: its presence means the job completed
+
 # Rows per model call, fixed: a BiLSTM batch is padded to its longest row, and Beam's adaptive
 # batching would size batches by its own overhead alone. 256, as bench/score.py's ceiling.
 BATCH_SIZE = 256
@@ -40,8 +51,6 @@ class ScoreError(RuntimeError):
 def inference_spec(version_dir: str):
     """tfx_bsl's in-process RunInference spec for a SavedModel's batch_scoring signature, on
     batches of BATCH_SIZE."""
-    from tfx_bsl.public.proto import model_spec_pb2
-
     return model_spec_pb2.InferenceSpecType(
         saved_model_spec=model_spec_pb2.SavedModelSpec(
             model_path=version_dir, signature_name=[features.BATCH_SCORING]
@@ -71,8 +80,6 @@ class ScoreSummary:
 def list_inputs(inputs: list[str]) -> list[str]:
     """The files INPUT arguments name: a file, a glob pattern, or a directory (its files, but
     not those named .* or _*, such as _SUCCESS markers)."""
-    from apache_beam.io.filesystems import FileSystems
-
     paths = []
     for given in inputs:
         pattern = (
@@ -94,7 +101,6 @@ def list_inputs(inputs: list[str]) -> list[str]:
 
 
 def _is_file(path: str) -> bool:
-    import tensorflow as tf
 
     return not tf.io.gfile.isdir(path)
 
@@ -102,10 +108,6 @@ def _is_file(path: str) -> bool:
 def _check_readable(paths: list[str]) -> None:
     """Reads each file's first row, so that an unreadable file stops the job before it starts
     and empty input is told apart from input whose every row was rejected."""
-    import tensorflow as tf
-
-    from components import rows
-
     empty = 0
     for path in paths:
         try:
@@ -126,16 +128,12 @@ def _common_dir(paths: list[str]) -> str:
 def _prepare_output(output: str, overwrite: bool) -> None:
     """An empty `output`; with `overwrite`, one emptied of what an earlier job wrote (and only
     that: a directory with other files is refused all the same)."""
-    import fnmatch
-
-    import tensorflow as tf
-
     ours = [
         f"{SCORES_PREFIX}-*",
         f"{PREDICTION_LOGS_PREFIX}-*",
         REJECTED_FILE_NAME,
         ROWS_FILE_NAME,
-        SUMMARY_FILE_NAME,
+        JOB_SUMMARY_FILE_NAME,
         "beam-temp-*",
     ]
     names = (
@@ -159,7 +157,6 @@ def _prepare_output(output: str, overwrite: bool) -> None:
 
 
 def _check_signature(version_dir: str) -> None:
-    from tensorflow.python.saved_model import loader_impl
 
     signatures = {
         name
@@ -174,7 +171,6 @@ def _check_signature(version_dir: str) -> None:
 
 
 def _remove(paths: list[str]) -> None:
-    import tensorflow as tf
 
     for path in paths:
         tf.io.gfile.remove(path)
@@ -194,23 +190,11 @@ def score(
     `model` names) into `output`: CSV shards, rejected.csv, optionally PredictionLog shards,
     and summary.json last. Raises ScoreError (or rows.IngestError for too many rejected
     rows, after which no scores are kept) with a message for the user."""
-    import apache_beam as beam
-    import tensorflow as tf
-    from apache_beam.metrics.metric import MetricsFilter
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from tensorflow_serving.apis import prediction_log_pb2
-    from tfx_bsl.public.beam import run_inference
-
-    from agnews import versions
-    from components import rows, settings
-    from pipeline import beam_packaging
-
     try:
         version_dir = versions.resolve_version_dir(model)
     except FileNotFoundError as error:
         raise ScoreError(str(error)) from None
     _check_signature(version_dir)
-    version = os.path.basename(version_dir.rstrip("/"))
     paths = list_inputs(inputs)
     _check_readable(paths)
     _prepare_output(output, overwrite)
@@ -221,14 +205,35 @@ def score(
         max_field_chars=max_field_chars or settings.DEFAULT_MAX_FIELD_CHARS,
         labelled=False,
     )
-    rejected_path = os.path.join(output, REJECTED_FILE_NAME)
-    options = PipelineOptions(
-        beam_packaging.with_wheel(
-            list(beam_args or []), os.path.join(tempfile.gettempdir(), "agnews-dist")
+    summary = _run_job(paths, version_dir, output, ingest_settings, beam_args, prediction_logs)
+    try:
+        rows.check_bad_fraction(
+            summary.rows, ingest_settings.max_bad_fraction, summary.rejected_rows_file
         )
-    )
+    except rows.IngestError:
+        _remove(summary.scores + summary.prediction_logs)
+        raise
+    with tf.io.gfile.GFile(os.path.join(output, JOB_SUMMARY_FILE_NAME), "w") as handle:
+        handle.write(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
+    return summary
 
-    pipeline = beam.Pipeline(options=options)
+
+def _run_job(
+    paths: list[str],
+    version_dir: str,
+    output: str,
+    ingest_settings,
+    beam_args: list[str] | None,
+    prediction_logs: bool,
+) -> ScoreSummary:
+    """The Beam job: rows read by ingestion's rules, RunInference, the CSV (and PredictionLog)
+    shards, rejected.csv and the row counts; returns what it wrote."""
+    version = os.path.basename(version_dir.rstrip("/"))
+    rejected_path = os.path.join(output, REJECTED_FILE_NAME)
+    wheel_dir = os.path.join(tempfile.gettempdir(), "agnews-dist")
+    pipeline = beam.Pipeline(
+        options=PipelineOptions(beam_packaging.with_wheel(list(beam_args or []), wheel_dir))
+    )
     parsed = pipeline | "Read" >> rows.ParseFiles(paths, ingest_settings, _common_dir(paths))
     logs = (
         parsed.examples
@@ -254,27 +259,16 @@ def score(
     result = pipeline.run()
     result.wait_until_finish()
 
-    loads = result.metrics().query(MetricsFilter().with_name("load_model_latency_milli_secs"))[
-        "distributions"
-    ]
-    rows = artifacts.read_json(os.path.join(output, ROWS_FILE_NAME))
-    summary = ScoreSummary(
+    loads = result.metrics().query(MetricsFilter().with_name("load_model_latency_milli_secs"))
+    return ScoreSummary(
         model_dir=version_dir,
         model_version=version,
         inputs=paths,
-        rows=rows,
+        rows=artifacts.read_json(os.path.join(output, ROWS_FILE_NAME)),
         scores=sorted(tf.io.gfile.glob(os.path.join(output, f"{SCORES_PREFIX}-*.csv"))),
         prediction_logs=sorted(
             tf.io.gfile.glob(os.path.join(output, f"{PREDICTION_LOGS_PREFIX}-*.gz"))
         ),
         rejected_rows_file=rejected_path,
-        model_loads=sum(m.committed.count for m in loads if m.committed),
+        model_loads=sum(m.committed.count for m in loads["distributions"] if m.committed),
     )
-    try:
-        rows.check_bad_fraction(rows, ingest_settings.max_bad_fraction, rejected_path)
-    except rows.IngestError:
-        _remove(summary.scores + summary.prediction_logs)
-        raise
-    with tf.io.gfile.GFile(os.path.join(output, SUMMARY_FILE_NAME), "w") as handle:
-        handle.write(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
-    return summary

@@ -57,4 +57,4 @@ TRANSFORM_FEATURES = "transform_features"
 BATCH_SCORING = "batch_scoring"
 PROBABILITIES_KEY = "probabilities"
 CLASS_ID_KEY = "class_id"
-LABEL_NAME_KEY = "label"
+LABEL_NAME_KEY = LABEL_KEY  # the class name, under the name clients know the label by

@@ -109,9 +109,11 @@ def output_in_run(
     return outputs[-1] if outputs else None
 
 
-def span(artifact: metadata_store_pb2.Artifact) -> int:
-    """An Examples artifact's span, as ExampleGen's driver records it (a custom property)."""
-    return artifact.custom_properties["span"].int_value
+def span(artifact) -> int:
+    """An Examples artifact's span (an ML Metadata Artifact or TFX's wrapper of one), as
+    ExampleGen's driver records it: a custom property (the `span` property that TFX's resolver
+    ops read stays 0 for FileBasedExampleGen's output)."""
+    return getattr(artifact, "mlmd_artifact", artifact).custom_properties["span"].int_value
 
 
 def skipped(execution) -> bool:

@@ -45,7 +45,7 @@ EVALUATIONS_DIR_NAME = "evaluations"  # <report dir>/evaluations/<key>.json
 DRIFT_DIR_NAME = "drift"  # <report dir>/drift/<key>.json
 CURVES_FILE_NAME = "training_curves.png"
 CONFUSION_FILE_NAME = "confusion_matrix.png"
-HISTORY_FILE_NAME = "accuracy_over_spans.png"
+ACCURACY_OVER_SPANS_PLOT = "accuracy_over_spans.png"
 ACCURACY = "sparse_categorical_accuracy"
 
 
@@ -377,46 +377,67 @@ def write_report(
         for name in ("evaluation", "holdout_evaluation", "test_evaluation")
     )
     history = read_history(outputs["model_run"].uri) if outputs["model_run"] else {}
+    headline = _headline(outputs, evaluation, holdout, test, history)
+    runs = run_history(store, pipeline_name, out_dir)
+    _plot_history(runs, out_dir / ACCURACY_OVER_SPANS_PLOT)
+    if history:
+        _plot_curves(history, out_dir / CURVES_FILE_NAME)
+    _plot_confusion(evaluation.confusion, out_dir / CONFUSION_FILE_NAME)
+    sections = [
+        "# agnews run report",
+        headline,
+        *_evaluation_sections(evaluation),
+        *([f"## Training curves\n\n![training curves]({CURVES_FILE_NAME})"] if history else []),
+        "## Run by run (oldest first)",
+        _runs_table(runs),
+        f"![holdout accuracy over spans]({ACCURACY_OVER_SPANS_PLOT})",
+        f"Sources: evaluation {outputs['evaluation'].uri}"
+        + (f", Trainer run {outputs['model_run'].uri}" if outputs["model_run"] else ""),
+    ]
+    report_path = out_dir / REPORT_FILE_NAME
+    report_path.write_text("\n\n".join(sections) + "\n")
+    return report_path, headline
+
+
+def _headline(outputs: dict, evaluation, holdout, test, history: dict) -> str:
+    """The table the run prints: holdout (and baseline, test) and eval accuracy, epochs, rows,
+    and whether the model was blessed and pushed."""
     rows = read_summary(outputs["examples"].uri) if outputs["examples"] else {}
-    blessed = bool(
-        outputs["blessing"] and outputs["blessing"].custom_properties[BLESSED_PROPERTY].int_value
-    )
-    pushed = outputs["pushed"]
+    blessing, pushed = outputs["blessing"], outputs["pushed"]
+    blessed = bool(blessing and blessing.custom_properties[BLESSED_PROPERTY].int_value)
     pushed_to = (
         pushed.custom_properties[PUSHED_DESTINATION_PROPERTY].string_value
         if pushed and pushed.custom_properties[PUSHED_PROPERTY].int_value
         else None
     )
-
-    headline = _markdown_table(
+    accuracies = [
+        _accuracy_row(
+            "holdout accuracy",
+            holdout and holdout.metrics.get(""),
+            "never seen in training or model selection: the figure to quote",
+        )
+    ]
+    if holdout and holdout.baseline:
+        accuracies.append(
+            _accuracy_row(
+                f"holdout accuracy of the {settings.BASELINE_MODEL} baseline",
+                holdout.baseline,
+                "the same examples",
+            )
+        )
+    accuracies.append(
+        _accuracy_row(
+            "eval accuracy",
+            evaluation.metrics.get(""),
+            "steered early stopping: optimistic; gates the push",
+        )
+    )
+    if test:
+        accuracies.append(_accuracy_row("test accuracy", test.metrics.get(""), "the test files"))
+    return _markdown_table(
         ["", "value"],
         [
-            _accuracy_row(
-                "holdout accuracy",
-                holdout and holdout.metrics.get(""),
-                "never seen in training or model selection: the figure to quote",
-            ),
-            *(
-                [
-                    _accuracy_row(
-                        f"holdout accuracy of the {settings.BASELINE_MODEL} baseline",
-                        holdout.baseline,
-                        "the same examples",
-                    )
-                ]
-                if holdout and holdout.baseline
-                else []
-            ),
-            _accuracy_row(
-                "eval accuracy",
-                evaluation.metrics.get(""),
-                "steered early stopping: optimistic; gates the push",
-            ),
-            *(
-                [_accuracy_row("test accuracy", test.metrics.get(""), "the test files")]
-                if test
-                else []
-            ),
+            *accuracies,
             ["epochs trained", len(history.get("loss", [])) or "–"],
             [
                 "input rows (accepted / rejected)",
@@ -426,14 +447,19 @@ def write_report(
             ["pushed to", pushed_to or "not pushed"],
         ],
     )
+
+
+def _evaluation_sections(evaluation) -> list[str]:
+    """Per class, per slice and the confusion matrix of the eval split, headed."""
     per_class = _markdown_table(
         ["class", "precision", "recall", "F1"],
         [
             [
                 name,
-                _fmt(evaluation.per_class.get("precision", {}).get(i)),
-                _fmt(evaluation.per_class.get("recall", {}).get(i)),
-                _fmt(evaluation.per_class.get("f1_score", {}).get(i)),
+                *(
+                    _fmt(evaluation.per_class.get(metric, {}).get(i))
+                    for metric in ("precision", "recall", "f1_score")
+                ),
             ]
             for i, name in enumerate(features.LABEL_NAMES)
         ],
@@ -453,9 +479,21 @@ def write_report(
             for i, name in enumerate(features.LABEL_NAMES)
         ],
     )
+    return [
+        "## Per class (eval split)",
+        per_class,
+        "## Slices (eval split): by true class and by text length (short ≤ "
+        f"{features.SHORT_MAX_TOKENS} tokens < medium ≤ {features.MEDIUM_MAX_TOKENS} < long)",
+        slices,
+        "## Confusion matrix (eval split)",
+        confusion,
+        f"![confusion matrix]({CONFUSION_FILE_NAME})",
+    ]
 
-    runs = run_history(store, pipeline_name, out_dir)
-    over_spans = _markdown_table(
+
+def _runs_table(runs: list[dict]) -> str:
+    """One row per run: its span, rows, drift, holdout accuracy and what became of its model."""
+    return _markdown_table(
         ["span", "rows", "drift (feature distance / threshold)", "holdout accuracy", "model"],
         [
             [
@@ -468,37 +506,3 @@ def write_report(
             for row in runs
         ],
     )
-    _plot_history(runs, out_dir / HISTORY_FILE_NAME)
-    if history:
-        _plot_curves(history, out_dir / CURVES_FILE_NAME)
-    _plot_confusion(evaluation.confusion, out_dir / CONFUSION_FILE_NAME)
-    text = (
-        "\n\n".join(
-            [
-                "# agnews run report",
-                headline,
-                "## Per class (eval split)",
-                per_class,
-                "## Slices (eval split): by true class and by text length "
-                f"(short ≤ {features.SHORT_MAX_TOKENS} tokens < medium ≤ {features.MEDIUM_MAX_TOKENS} < long)",
-                slices,
-                "## Confusion matrix (eval split)",
-                confusion,
-                f"![confusion matrix]({CONFUSION_FILE_NAME})",
-                *(
-                    [f"## Training curves\n\n![training curves]({CURVES_FILE_NAME})"]
-                    if history
-                    else []
-                ),
-                "## Run by run (oldest first)",
-                over_spans,
-                f"![holdout accuracy over spans]({HISTORY_FILE_NAME})",
-                f"Sources: evaluation {outputs['evaluation'].uri}"
-                + (f", Trainer run {outputs['model_run'].uri}" if outputs["model_run"] else ""),
-            ]
-        )
-        + "\n"
-    )
-    report_path = out_dir / REPORT_FILE_NAME
-    report_path.write_text(text)
-    return report_path, headline

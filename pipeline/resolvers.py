@@ -13,15 +13,7 @@ from absl import logging
 from tfx import types
 from tfx.dsl.components.common import resolver
 
-from pipeline.metadata import inputs, latest_pushed_model_id, producer, training_window
-
-SPAN_PROPERTY = "span"
-
-
-def span(examples: types.Artifact) -> int:
-    """The span ExampleGen's driver recorded: a custom property (the `span` property that
-    TFX's resolver ops read stays 0 for FileBasedExampleGen's output)."""
-    return examples.get_int_custom_property(SPAN_PROPERTY)
+from pipeline.metadata import inputs, latest_pushed_model_id, producer, span, training_window
 
 
 def window(
@@ -98,11 +90,7 @@ class PreviousSpanStatisticsStrategy(resolver.ResolverStrategy):
 
         def statistics_span(statistics: types.Artifact) -> int:
             examples = inputs(store, producer(store, statistics.id), "examples")
-            return (
-                store.get_artifacts_by_id(examples)[0].custom_properties[SPAN_PROPERTY].int_value
-                if examples
-                else -1
-            )
+            return span(store.get_artifacts_by_id(examples)[0]) if examples else -1
 
         older = [
             (n, s.id, s)

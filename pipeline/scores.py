@@ -9,7 +9,7 @@ import functools
 import io
 import os
 
-from components import features
+from components import artifacts, features
 from components.artifacts import (
     BLESSED_PROPERTY,
     PUSHED_PROPERTY,
@@ -21,6 +21,11 @@ from components.artifacts import (
 from pipeline import node_ids
 
 PIPELINE_SCORES_FILE_NAME = "scores.csv"  # the pipeline's scores, in the report directory
+# What `agnews score` writes in its output directory.
+SCORES_PREFIX = "scores"  # scores-SSSSS-of-NNNNN.csv
+PREDICTION_LOGS_PREFIX = "prediction_logs"  # prediction_logs-SSSSS-of-NNNNN.gz (--prediction-logs)
+ROWS_FILE_NAME = artifacts.SUMMARY_FILE_NAME  # rows per outcome, as ExampleGen writes it
+JOB_SUMMARY_FILE_NAME = "summary.json"  # written last: its presence means the job completed
 SCORES_HEADER = [
     "source_file",
     "line_number",

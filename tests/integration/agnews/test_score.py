@@ -9,18 +9,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agnews import cli, predict, score, versions
+from agnews import cli, predict, versions
 from agnews.serving.server import ServeOptions, running_in_thread
 from components import artifacts, features, rows
 from pipeline import metadata
-from pipeline.scores import score_fields
+from pipeline.scores import (
+    JOB_SUMMARY_FILE_NAME,
+    PREDICTION_LOGS_PREFIX,
+    SCORES_PREFIX,
+    score_fields,
+)
 from tests.helpers.cli import agnews_subprocess
 from tests.helpers.data import sample_lines, score_lines
 
 
 def _scores(out_dir) -> dict[tuple[str, int], dict]:
     rows = {}
-    for path in sorted(out_dir.glob(f"{score.SCORES_PREFIX}-*.csv")):
+    for path in sorted(out_dir.glob(f"{SCORES_PREFIX}-*.csv")):
         with open(path, newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 rows[(row["source_file"], int(row["line_number"]))] = row
@@ -114,13 +119,13 @@ def test_every_row_is_scored_or_rejected_with_its_line(
         probabilities = _probabilities(row)
         assert row["label"] == features.LABEL_NAMES[int(np.argmax(probabilities))]
         assert abs(sum(probabilities) - 1) < 1e-5 and row["model_version"] == str(version)
-    summary = json.loads((out / score.SUMMARY_FILE_NAME).read_text())
+    summary = json.loads((out / JOB_SUMMARY_FILE_NAME).read_text())
     assert summary["rows"][artifacts.ACCEPTED] == len(scores)
     # The model is loaded once per worker process, not once per bundle or batch.
     assert summary["model_loads"] == 1 if not beam_args else 1 <= summary["model_loads"] <= 2
     records = list(
         tf.data.TFRecordDataset(
-            [str(p) for p in out.glob(f"{score.PREDICTION_LOGS_PREFIX}-*.gz")],
+            [str(p) for p in out.glob(f"{PREDICTION_LOGS_PREFIX}-*.gz")],
             compression_type="GZIP",
         )
     )
@@ -200,10 +205,7 @@ def test_too_many_bad_rows_stop_the_job_and_keep_no_scores(first_run, tmp_path, 
     assert len(err) == 1 and err[0].startswith("agnews score failed: 1 of 11 input rows")
     assert "--max-bad-fraction" in err[0]
     assert _rejected(out) == [("rows.csv", 11, rows.WRONG_COLUMN_COUNT)]
-    assert (
-        not list(out.glob(f"{score.SCORES_PREFIX}-*"))
-        and not (out / score.SUMMARY_FILE_NAME).exists()
-    )
+    assert not list(out.glob(f"{SCORES_PREFIX}-*")) and not (out / JOB_SUMMARY_FILE_NAME).exists()
     # Rerun over the stopped job's output with a looser limit.
     assert (
         cli.main(
@@ -222,7 +224,7 @@ def test_too_many_bad_rows_stop_the_job_and_keep_no_scores(first_run, tmp_path, 
         == 0
     )
     assert sorted(_scores(out)) == [("rows.csv", line) for line in range(1, 11)]
-    assert (out / score.SUMMARY_FILE_NAME).exists()
+    assert (out / JOB_SUMMARY_FILE_NAME).exists()
 
 
 def _one_line_error(capsys, args) -> str:
