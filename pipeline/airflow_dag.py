@@ -9,13 +9,16 @@ Airflow parses this file every 30 s or so, and again in each task: building the 
 config file and nothing else. The data are read, and directories created, when a task runs.
 """
 
+# isort: off
+import components  # noqa: F401  (Keras 2 before TensorFlow: Airflow loads this file by path)
+
+# isort: on
 import datetime
 import os
 
 from tfx.dsl.components.base import base_driver
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 from pipeline import beam_packaging, run_lock
 from pipeline.config import PipelineConfig, load_config
 from pipeline.metadata import sqlite_connection_config

@@ -1,4 +1,6 @@
-"""run_fn and its input pipeline on the real Transform output of the end-to-end run."""
+"""run_fn and its input pipeline on the real Transform outputs of the end-to-end run: the
+model's (token ids) and the baseline's (token ids and the n-gram features), which every model
+variant can train on."""
 
 import glob
 import types
@@ -9,12 +11,17 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components import features, model, settings, trainer
+from pipeline import node_ids
 from tests.helpers.data import newest_output, read_examples, transform_outputs
 from tests.helpers.training import fn_args
 
 
-def _fn_args(root, tmp_path, custom_config):
-    return fn_args(*transform_outputs(root), tmp_path, custom_config)
+def _fn_args(root, tmp_path, custom_config, transform: str = node_ids.TRANSFORM):
+    """run_fn's arguments on the newest output of Transform node `transform` in the run."""
+    examples, _ = transform_outputs(root)
+    examples.uri = newest_output(root, transform, "transformed_examples")
+    graph = newest_output(root, transform, "transform_graph")
+    return fn_args(examples, graph, tmp_path, custom_config)
 
 
 def test_no_row_reaching_the_model_is_fully_masked(first_run, tmp_path):
@@ -61,9 +68,9 @@ def test_bucketing_pads_less_than_plain_padded_batches():
     assert rows == 512
 
 
-def test_ngram_rows_are_padded_with_weight_zero(wide_run, tmp_path):
-    root, _ = wide_run
-    args = _fn_args(root, tmp_path, {})
+def test_ngram_rows_are_padded_with_weight_zero(first_run, tmp_path):
+    root, _ = first_run
+    args = _fn_args(root, tmp_path, {}, node_ids.BASELINE_TRANSFORM)
     tf_transform_output = tft.TFTransformOutput(args.transform_output)
     examples = trainer.read_examples(
         args.eval_files,
@@ -83,14 +90,26 @@ def test_ngram_rows_are_padded_with_weight_zero(wide_run, tmp_path):
 
 
 @pytest.mark.parametrize("name", settings.MODEL_NAMES)
-def test_every_variant_trains_and_exports_a_serving_model(first_run, wide_run, tmp_path, name):
-    root, _ = wide_run if name in settings.NGRAM_MODELS else first_run
-    args = _fn_args(root, tmp_path, {"model": name, "epochs": 1, "batch_size": 32})
+def test_every_variant_trains_and_exports_a_serving_model(first_run, tmp_path, name):
+    """The n-gram models train on the baseline's Transform output, which has the n-gram
+    features; their export carries both vocabularies (the pipeline's --model bilstm2_wide run
+    would give its own Transform the same features: PipelineConfig.transform_config)."""
+    root, _ = first_run
+    ngrams = name in settings.NGRAM_MODELS
+    transform = node_ids.BASELINE_TRANSFORM if ngrams else node_ids.TRANSFORM
+    args = _fn_args(root, tmp_path, {"model": name, "epochs": 1, "batch_size": 32}, transform)
     trainer.run_fn(args)
     serve = tf.saved_model.load(args.serving_model_dir).signatures[features.SERVING_DEFAULT]
     out = serve(title=tf.constant(["Oil prices rise"]), description=tf.constant([""]))
     assert out[features.PROBABILITIES_KEY].shape == (1, features.NUM_CLASSES)
     assert glob.glob(str(tmp_path / "logs" / "train" / "events.out.tfevents.*"))
+    assets = tmp_path / "serving_model" / "assets"
+    assert (assets / features.VOCAB_NAME).stat().st_size > 0
+    assert (assets / features.NGRAM_VOCAB_NAME).exists() == ngrams
+    if ngrams:
+        vocabulary = (assets / features.NGRAM_VOCAB_NAME).read_text().splitlines()
+        assert any(" " in ngram for ngram in vocabulary)  # bigrams
+        assert any(" " not in ngram for ngram in vocabulary)  # and single words
 
 
 def test_mixed_precision_keeps_a_float32_softmax():
