@@ -61,6 +61,7 @@ def _predict(args) -> int:
 
 
 def _add_score_parser(subparsers) -> None:
+    """`agnews score`'s flags. Long on purpose: one add_argument per flag, read top to bottom."""
     from pipeline.scores import JOB_SUMMARY_FILE_NAME, PREDICTION_LOGS_PREFIX, SCORES_PREFIX
 
     parser = subparsers.add_parser(
@@ -148,7 +149,8 @@ def _score(args) -> int:
     )
     total = summary.rows.get(ACCEPTED, 0) + sum(rejected_counts(summary.rows).values())
     print(
-        f"Input rows: {total} in {len(summary.inputs)} file{'s' if len(summary.inputs) != 1 else ''}, "
+        f"Input rows: {total} in {len(summary.inputs)} "
+        f"file{'s' if len(summary.inputs) != 1 else ''}, "
         f"scored {summary.scored}, "
         + console.rejected_rows(summary.rows, summary.rejected_rows_file)
     )
@@ -165,6 +167,7 @@ def _score(args) -> int:
 
 
 def _add_serve_parser(subparsers) -> None:
+    """`agnews serve`'s flags. Long on purpose: one add_argument per flag, read top to bottom."""
     parser = subparsers.add_parser(
         "serve",
         help="Serve pushed models over TF Serving's REST and gRPC APIs.",
@@ -349,13 +352,14 @@ def _skew(args) -> int:
             return ExitCode.STOPPED
         print(f"{model_name} version {version}: {rows} logged rows vs training statistics {uri}")
         print(
-            f"  {'feature':<12} {'L-infinity':>10} {'JS divergence':>13} {'avg length train':>16} {'served':>7}"
+            f"  {'feature':<12} {'L-infinity':>10} {'JS divergence':>13} "
+            f"{'avg length train':>16} {'served':>7}"
         )
         for row in skew.compare(train, served):
             print(
                 f"  {row.feature:<12} {row.distances['L_INFTY']:>10.4f} "
-                f"{row.distances['JENSEN_SHANNON_DIVERGENCE']:>13.4f} {row.train_avg_length:>16.1f} "
-                f"{row.served_avg_length:>7.1f}"
+                f"{row.distances['JENSEN_SHANNON_DIVERGENCE']:>13.4f} "
+                f"{row.train_avg_length:>16.1f} {row.served_avg_length:>7.1f}"
             )
     return ExitCode.OK
 

@@ -218,7 +218,8 @@ def compile_pipeline(args) -> int:
     except ValueError as error:
         return console.fail("compile", error)
     print(
-        f"KFP v2 pipeline written to {path}: upload it to Kubeflow Pipelines or Vertex AI Pipelines."
+        f"KFP v2 pipeline written to {path}: "
+        "upload it to Kubeflow Pipelines or Vertex AI Pipelines."
     )
     return ExitCode.OK
 
@@ -249,7 +250,8 @@ def report(args) -> int:
 
 
 def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
-    """Flags that override the config (defaults, then --config FILE, then flags)."""
+    """Flags that override the config (defaults, then --config FILE, then flags). Long on
+    purpose: one add_argument per flag, read top to bottom."""
     d = PipelineConfig()
     option = parser.add_argument
     option(
@@ -322,7 +324,8 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     option(
         "--embedding-dropout",
         type=float,
-        help=f"Share of embedding channels dropped while training (default: {d.embedding_dropout}).",
+        help="Share of embedding channels dropped while training "
+        f"(default: {d.embedding_dropout}).",
     )
     option("--max-tokens", type=int, help=f"Tokens kept per example (default: {d.max_tokens}).")
     option(
@@ -339,7 +342,8 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     option(
         "--max-bad-fraction",
         type=float,
-        help=f"Fail the run when more input rows than this are rejected (default: {d.max_bad_fraction}).",
+        help="Fail the run when more input rows than this are rejected "
+        f"(default: {d.max_bad_fraction}).",
     )
     option(
         "--beam-arg",

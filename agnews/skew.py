@@ -65,7 +65,9 @@ def logged_statistics(
     logs_dir: str,
 ) -> dict[tuple[str, int], tuple[int, statistics_pb2.DatasetFeatureStatisticsList]]:
     """(model name, version) -> (requests' rows, TFDV statistics of their text fields)."""
-    columns = collections.defaultdict(lambda: {key: [] for key in features.TEXT_KEYS})
+    columns: collections.defaultdict[tuple[str, int], dict[str, list[str]]] = (
+        collections.defaultdict(lambda: {key: [] for key in features.TEXT_KEYS})
+    )
     for log in read_logs(logs_dir):
         spec = log.predict_log.request.model_spec
         for key in features.TEXT_KEYS:

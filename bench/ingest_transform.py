@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--copies", type=int, default=10)
     args = parser.parse_args()
-    lines = gzip.open(args.data, "rb").read().splitlines()
+    with gzip.open(args.data, "rb") as f:
+        lines = f.read().splitlines()
     results = []
     with tempfile.TemporaryDirectory() as temp:
         for copies in (1, args.copies):
@@ -85,8 +86,8 @@ def main() -> None:
         "| --- | --- | --- | --- | --- |",
     ]
     table += [
-        f"| {r['rows']:,} | {r['mode']} | {r['FileBasedExampleGen_s']:.1f} | {r['Transform_s']:.1f} "
-        f"| {r['rows_per_s']:,.0f} |"
+        f"| {r['rows']:,} | {r['mode']} | {r['FileBasedExampleGen_s']:.1f} "
+        f"| {r['Transform_s']:.1f} | {r['rows_per_s']:,.0f} |"
         for r in results
     ]
     publish("ingest_transform", "\n".join(table), results)

@@ -5,7 +5,8 @@ worker processes), then where the difference goes: the per-row Python work of pa
 into a tf.Example and of turning a PredictionLog into a CSV line, timed alone in this process;
 the rest is Beam (shuffling, batching, PredictionLog building, writing).
 
-    .venv/bin/python bench/score.py [--model artifacts/serving/agnews] [--data ...train_subset.csv.gz]
+    .venv/bin/python bench/score.py [--model artifacts/serving/agnews]
+        [--data ...train_subset.csv.gz]
 
 Without a pushed model at --model, it first runs `agnews run` on --data (no baseline) to push one.
 """
@@ -26,6 +27,7 @@ from publish import publish
 import components  # noqa: F401  (Keras 2 before TensorFlow)
 from agnews import score, versions
 from components import features
+from components import rows as row_parsing
 from pipeline import scores
 from pipeline.config import PipelineConfig
 
@@ -96,14 +98,19 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     model_work = Path(tempfile.mkdtemp(prefix="bench_score_model_"))
     version_dir = model_version_dir(args.model, args.data, model_work)
-    lines = gzip.open(args.data, "rb").read().splitlines() * args.copies
+    with gzip.open(args.data, "rb") as f:
+        lines = f.read().splitlines() * args.copies
     rows = len(lines)
     parse_s = per_row_seconds(
-        lambda item: rows.make_example(*rows.parse_line(item[1]), source=("train.csv", item[0])),
+        lambda item: row_parsing.make_example(
+            *row_parsing.parse_line(item[1]), source=("train.csv", item[0])
+        ),
         list(enumerate(lines[:20_000], start=1)),
     )
     examples = [
-        rows.make_example(*rows.parse_line(line), source=("train.csv", number)).SerializeToString()
+        row_parsing.make_example(
+            *row_parsing.parse_line(line), source=("train.csv", number)
+        ).SerializeToString()
         for number, line in enumerate(lines, start=1)
     ]
     ceiling_per_s = ceiling(version_dir, examples)
@@ -161,8 +168,8 @@ def main() -> None:
     table = [
         f"| run | examples/s | share of the ceiling | seconds for {rows:,} rows | model loads |",
         "| --- | --- | --- | --- | --- |",
-        f"| ceiling: batch_scoring signature called directly, batch {BATCH} | {ceiling_per_s:,.0f} | 100% "
-        f"| {model_s:.1f} | 1 |",
+        f"| ceiling: batch_scoring signature called directly, batch {BATCH} "
+        f"| {ceiling_per_s:,.0f} | 100% | {model_s:.1f} | 1 |",
     ]
     table += [
         f"| `agnews score`, {r['mode']} | {r['examples_per_s']:,.0f} | {r['share_of_ceiling']:.0%} "

@@ -7,9 +7,9 @@
     text, length-bucketed batches, early stopping on eval loss): its first epoch, and
 (c) the same run at the end of training (best weights restored).
 Both read title + description of the same train rows and are scored on the same eval rows
-(ExampleGen's 8:1:1 train/eval/holdout split of the shared 12k sample). Each arm runs in a fresh process, so
-neither reuses the other's traced graphs. Times cover training only (validation passes
-excluded); "start-up" is the first batch: graph tracing plus one step.
+(ExampleGen's 8:1:1 train/eval/holdout split of the shared 12k sample). Each arm runs in a
+fresh process, so neither reuses the other's traced graphs. Times cover training only
+(validation passes excluded); "start-up" is the first batch: graph tracing plus one step.
 
     .venv/bin/python bench/train_vs_seed.py [--data ../shared/data/ag_news/train_subset.csv.gz]
 """

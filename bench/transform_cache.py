@@ -5,14 +5,15 @@ analyzer cache: all three spans analysed). Both materialize every row of the win
 The shared 12k sample is cut into 3 spans of consecutive rows (DIR/span-<N>/train.csv). The
 real pipeline up to Transform (create_pipeline(..., through_transform_only=True), bilstm2, no
 baseline, window 3) runs under LocalDagRunner on its own sqlite ML Metadata: span 1, span 2,
-then span 3 again and again, warm and cold in turn (--repeats each). Each timed run is a `--no-cache` run
-(enable_cache=False: span 3 is ingested again, every component reruns), so all of them do the
-same work outside Transform. What makes a run warm or cold is the analyzer cache it can find:
-the `Transform_cache` resolver returns the newest LIVE TransformCache, and the bench marks the
-store's TransformCache artifacts LIVE or DELETED first: warm sees only span 2's run's cache
-(spans 1-2), cold sees none, as in a store that never ran Transform. Seconds are the Transform
-execution's create -> last update time in ML Metadata; each timed run is checked there (its
-window is spans 1-3; its `analyzer_cache` input is span 2's cache, or absent).
+then span 3 again and again, warm and cold in turn (--repeats each). Each timed run is a
+`--no-cache` run (enable_cache=False: span 3 is ingested again, every component reruns), so all
+of them do the same work outside Transform. What makes a run warm or cold is the analyzer
+cache it can find: the `Transform_cache` resolver returns the newest LIVE TransformCache, and
+the bench marks the store's TransformCache artifacts LIVE or DELETED first: warm sees only span
+2's run's cache (spans 1-2), cold sees none, as in a store that never ran Transform. Seconds
+are the Transform execution's create -> last update time in ML Metadata; each timed run is
+checked there (its window is spans 1-3; its `analyzer_cache` input is span 2's cache, or
+absent).
 
     .venv/bin/python bench/transform_cache.py [--data ...] [--repeats 3]
 """
@@ -178,8 +179,13 @@ def main() -> None:
         return f"{statistics.mean(values):.1f} ({', '.join(f'{v:.1f}' for v in values)})"
 
     warm, cold = (statistics.mean(summary[arm]["transform_s"]) for arm in ("warm", "cold"))
+    reads = {
+        "warm": "spans 1-2 from the cache, span 3 analysed",
+        "cold": "none: spans 1-3 analysed",
+    }
+    span_rows = ", ".join(f"span {n}: {rows_per_span[n]:,}" for n in sorted(rows_per_span))
     rows = [
-        f"| {arm} | {'spans 1-2 from the cache, span 3 analysed' if arm == 'warm' else 'none: spans 1-3 analysed'} "
+        f"| {arm} | {reads[arm]} "
         f"| {[r['cache_entries_read'] for r in timed if r['arm'] == arm][0]} "
         f"| {cell(summary[arm]['transform_s'])} | {cell(summary[arm]['run_s'])} |"
         for arm in ("warm", "cold")
@@ -191,23 +197,24 @@ def main() -> None:
             "| --- | --- | --- | --- | --- |",
             *rows,
             "",
-            f"Window of {SPANS} spans ({', '.join(f'span {n}: {rows_per_span[n]:,}' for n in sorted(rows_per_span))} "
+            f"Window of {SPANS} spans ({span_rows} "
             f"rows accepted; {args.data.name} cut into consecutive thirds), bilstm2's Transform "
             f"(token vocabulary over the train splits; train and eval materialized), DirectRunner "
-            f"defaults, {args.repeats} timed runs per arm, warm and cold in turn, on one store after "
-            f"the set-up runs of spans 1 and 2 (their Transforms: span 1 alone "
+            f"defaults, {args.repeats} timed runs per arm, warm and cold in turn, on one store "
+            f"after the set-up runs of spans 1 and 2 (their Transforms: span 1 alone "
             f"{setup[0]['transform_s']:.1f} s, spans 1-2 with span 1 from the cache "
             f"{setup[1]['transform_s']:.1f} s). Warm/cold Transform time: {warm / cold:.2f} "
             f"({cold - warm:.1f} s saved). The cache spares the token vocabulary's pass over spans "
             "1-2's train splits only: Transform still reads every span of the window for its pre- "
             "and post-transform statistics (on: the pipeline does not set disable_statistics) and "
-            "to materialize train and eval. Each timed run is `--no-cache` (enable_cache=False: span 3 "
-            "ingested again, every component reruns); warm and cold differ only in the TransformCache "
-            "artifacts left LIVE in ML Metadata: warm, span 2's run's cache (its analyzer_cache input "
-            "in ML Metadata); cold, none (no analyzer_cache input, as in a store that never ran "
-            "Transform). So `--no-cache` alone keeps the analyzer cache warm: it reruns Transform, "
-            f"which still reads the last cache. Load average (1 min) {load_start[0]:.2f} at the start, "
-            f"{load_end[0]:.2f} at the end; 2 cores shared with other jobs.",
+            "to materialize train and eval. Each timed run is `--no-cache` (enable_cache=False: "
+            "span 3 ingested again, every component reruns); warm and cold differ only in the "
+            "TransformCache artifacts left LIVE in ML Metadata: warm, span 2's run's cache (its "
+            "analyzer_cache input in ML Metadata); cold, none (no analyzer_cache input, as in a "
+            "store that never ran Transform). So `--no-cache` alone keeps the analyzer cache "
+            "warm: it reruns Transform, which still reads the last cache. Load average (1 min) "
+            f"{load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; 2 cores shared with "
+            "other jobs.",
         ]
     )
     publish(

@@ -171,7 +171,8 @@ def main() -> None:
             "| --- | --- | --- | --- | --- |",
             *rows,
             "",
-            f"{args.model}, {args.seeds} seeds (mean ± standard error), budget {args.epochs} epochs, "
+            f"{args.model}, {args.seeds} seeds (mean ± standard error), "
+            f"budget {args.epochs} epochs, "
             f"patience {settings.DEFAULT_PATIENCE}; base model: run_fn on span 1 (first half of "
             f"{args.data.name}), window 2 = the whole file; set-up (2 Transforms + base) "
             f"{setup_s:.0f} s. Target (issue 18): warm within one SE of cold accuracy: "

@@ -23,7 +23,7 @@ from components import features
 CONFIG_FILE_NAME = "drift.ini"
 # Spans are compared on their train split: 80% of a span, the eval and holdout tenths are noisier.
 SPLIT_PAIR = (features.TRAIN_SPLIT, features.TRAIN_SPLIT)
-SPLIT_PAIR_NAME = "%s_%s" % SPLIT_PAIR  # how DistributionValidator names the pair
+SPLIT_PAIR_NAME = "{}_{}".format(*SPLIT_PAIR)  # how DistributionValidator names the pair
 MEAN_LENGTH_CHANGE = "mean_length_change"
 # drift.ini's measures: (TFDV's name of the measurement it records, the anomaly it raises).
 # The first three are TFDV's FeatureComparator fields, run by DistributionValidator. TFDV has no
@@ -228,7 +228,8 @@ def DriftGate(
     accept_drift: Parameter[int] = 0,
 ) -> None:
     """Raises DriftError when DistributionValidator found drift or a length moved past its
-    threshold, unless `accept_drift`: then it logs that the drift was accepted. `thresholds`: drift.ini's text (gate_settings)."""
+    threshold, unless `accept_drift`: then it logs that the drift was accepted. `thresholds`:
+    drift.ini's text (gate_settings)."""
     checks = parse_checks(thresholds)
     _check_categorical(statistics.uri, checks)
     blessed = anomalies.get_json_value_custom_property(_BLESSED_KEY) or {}

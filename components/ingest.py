@@ -1,5 +1,5 @@
-"""ExampleGen's executor for canonical AG News CSV (or TFDS ag_news_subset): every input row becomes an
-example or a rejected row.
+"""ExampleGen's executor for canonical AG News CSV (or TFDS ag_news_subset): every input row
+becomes an example or a rejected row.
 
 The canonical files are headerless (class 1-4, title, description), which TFX's
 CsvExampleGen cannot read, and real copies carry damaged lines. This executor keeps each
@@ -7,9 +7,9 @@ line's file and 1-based number, turns good lines into tf.Examples (`title`, `des
 as bytes, `label` as int64 0-3, text kept exactly as in the file: normalization belongs to
 the model graph so that serving sees the same), and writes every other line to
 `rejected.csv` inside the Examples artifact with the reason. The run fails when the
-rejected fraction exceeds `max_bad_fraction`. A blank line (empty or whitespace only; editors and
-exports leave them) is neither: the summary counts it under BLANK_LINE. A UTF-8 byte-order mark
-at the start of a file (what Excel and Notepad write) is not part of the first row.
+rejected fraction exceeds `max_bad_fraction`. A blank line (empty or whitespace only; editors
+and exports leave them) is neither: the summary counts it under BLANK_LINE. A UTF-8 byte-order
+mark at the start of a file (what Excel and Notepad write) is not part of the first row.
 
 Scoring input (`labelled=False`: `agnews score` and the pipeline's `--score` ExampleGen) goes
 through the same parsing and rules. Its CSV files may also be unlabelled (title, description):
@@ -104,15 +104,16 @@ def story_key(example) -> bytes:
 
 
 def hash_split_index(example, num_partitions: int, bucket_ends: list[int]) -> int:
-    """TFX ExampleGen's rule (sha256 buckets) keyed on `story_key`, so a story's copies share a split."""
+    """TFX ExampleGen's rule (sha256 buckets) keyed on `story_key`, so a story's copies share a
+    split."""
     del num_partitions
     digest = int(hashlib.sha256(story_key(example)).hexdigest(), 16)
     return bisect.bisect(bucket_ends, digest % bucket_ends[-1])
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
-    """Reads input split `train` hash-split into the output config's splits (train/eval/holdout), and
-    any other input split (test) as it is."""
+    """Reads input split `train` hash-split into the output config's splits
+    (train/eval/holdout), and any other input split (test) as it is."""
 
     def Do(self, input_dict, output_dict, exec_properties):
         self._log_startup(input_dict, output_dict, exec_properties)
@@ -143,37 +144,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         rejected_pcolls, accepted_pcolls = [], []
         with self._make_beam_pipeline() as pipeline:
             for split in input_config.splits:
-                if settings.source == SOURCE_TFDS:
-                    parsed = (
-                        pipeline
-                        | f"Split[{split.name}]" >> beam.Create([(input_base, split.name)])
-                        | f"ReadTfds[{split.name}]" >> beam.FlatMapTuple(read_tfds_records)
-                        | f"Spread[{split.name}]" >> beam.Reshuffle()
-                        | f"Parse[{split.name}]"
-                        >> beam.ParDo(ParseRow(SOURCE_TFDS, settings.max_field_chars)).with_outputs(
-                            "rejected", main="examples"
-                        )
-                    )
-                else:
-                    paths = (
-                        data_files(input_base, split.pattern, split.name)
-                        if settings.labelled
-                        else matching_files(os.path.join(input_base, split.pattern))
-                    )
-                    parsed = pipeline | f"Read[{split.name}]" >> ParseFiles(
-                        paths, settings, input_base
-                    )
+                parsed = _parse_split(pipeline, split, settings, input_base)
                 rejected_pcolls.append(parsed.rejected)
                 accepted_pcolls.append(parsed.examples)
                 if split.name == "train":
-                    outputs = dict(
-                        zip(
-                            train_splits,
-                            parsed.examples
-                            | "HashSplit"
-                            >> beam.Partition(hash_split_index, len(bucket_ends), bucket_ends),
-                        )
-                    )
+                    outputs = _hash_split(parsed.examples, train_splits, bucket_ends)
                 else:
                     outputs = {split.name: parsed.examples}
                 for name, pcoll in outputs.items():
@@ -188,17 +163,53 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, write_split.to_file_format_str(file_format))
-        counts = read_summary(examples.uri)
-        for key, value in counts.items():
-            examples.set_int_custom_property(f"rows_{key}", value)
-        check_bad_fraction(
-            counts,
-            settings.max_bad_fraction,
-            os.path.join(examples.uri, REJECTED_FILE_NAME),
-            "check --data and the file names (train.csv or train.csv.gz, test.csv...)"
-            if settings.labelled
-            else "check the --score directory",
+        _record_counts(examples, settings)
+
+
+def _parse_split(pipeline, split, settings: IngestSettings, input_base: str):
+    """Input split `split`'s rows parsed: a tuple of PCollections `examples` and `rejected`."""
+    if settings.source == SOURCE_TFDS:
+        return (
+            pipeline
+            | f"Split[{split.name}]" >> beam.Create([(input_base, split.name)])
+            | f"ReadTfds[{split.name}]" >> beam.FlatMapTuple(read_tfds_records)
+            | f"Spread[{split.name}]" >> beam.Reshuffle()
+            | f"Parse[{split.name}]"
+            >> beam.ParDo(ParseRow(SOURCE_TFDS, settings.max_field_chars)).with_outputs(
+                "rejected", main="examples"
+            )
         )
+    paths = (
+        data_files(input_base, split.pattern, split.name)
+        if settings.labelled
+        else matching_files(os.path.join(input_base, split.pattern))
+    )
+    return pipeline | f"Read[{split.name}]" >> ParseFiles(paths, settings, input_base)
+
+
+def _hash_split(examples, train_splits: list[str], bucket_ends: list[int]) -> dict:
+    """The train examples by output split name: one partition per output split (`bucket_ends`
+    has one end per split, in the same order as `train_splits`)."""
+    partitions = examples | "HashSplit" >> beam.Partition(
+        hash_split_index, len(bucket_ends), bucket_ends
+    )
+    return dict(zip(train_splits, partitions, strict=True))
+
+
+def _record_counts(examples, settings: IngestSettings) -> None:
+    """Copies the row counts of the run's summary onto the Examples artifact, and fails the run
+    when too many rows were rejected."""
+    counts = read_summary(examples.uri)
+    for key, value in counts.items():
+        examples.set_int_custom_property(f"rows_{key}", value)
+    check_bad_fraction(
+        counts,
+        settings.max_bad_fraction,
+        os.path.join(examples.uri, REJECTED_FILE_NAME),
+        "check --data and the file names (train.csv or train.csv.gz, test.csv...)"
+        if settings.labelled
+        else "check the --score directory",
+    )
 
 
 def data_files(input_base: str, pattern: str, split: str) -> list[str]:

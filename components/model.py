@@ -34,7 +34,7 @@ _SEQUENCE_LAYERS = {
     "bilstm2_wide": _bilstm2,
 }
 assert set(_SEQUENCE_LAYERS) | set(NGRAM_MODELS) == set(MODEL_NAMES), "every variant is built"
-# Global gradient-norm bound: without it, eval loss jumped 3x in some epochs.
+# Global gradient-norm bound: without it, eval loss jumped several-fold in some epochs.
 GRADIENT_CLIP_NORM = 1.0
 
 
@@ -115,8 +115,8 @@ def _run_keras_steps_as_written(model: tf.keras.Model) -> None:
     """Keeps AutoGraph out of Keras's own train/test/predict steps.
 
     AutoGraph skips the `keras` package but not `tf_keras`, so every fit() would transpile
-    Keras's code (model, layers, LSTM backend selection) before the first step: 13 of the 20 s
-    it takes to trace the BiLSTM's train step here. That code is written for graph mode and
+    Keras's code (model, layers, LSTM backend selection) before the first step: most of the
+    time it takes to trace the BiLSTM's train step. That code is written for graph mode and
     runs unconverted, as it always did under Keras 2.
     """
     for step in ("train_step", "test_step", "predict_step"):

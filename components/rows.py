@@ -426,7 +426,8 @@ def split_files(paths: list[str], split: str) -> tuple[list[str], list[str]]:
 
 
 def no_split_files_message(split: str, directory: str, skipped: list[str]) -> str:
-    """Why a directory gave input split `split` no file: the names read, and what was passed over."""
+    """Why a directory gave input split `split` no file: the names read, and what was passed
+    over."""
     passed_over = ", ".join(os.path.basename(path) for path in skipped) or "no file"
     return (
         f"No {split}.csv or {split}.csv.gz (or shards such as {split}-00000-of-00002.csv.gz) in "

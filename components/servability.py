@@ -33,8 +33,8 @@ BLESSED_FILE_NAME = "INFRA_BLESSED"  # InfraValidator's names, which Pusher read
 NOT_BLESSED_FILE_NAME = "INFRA_NOT_BLESSED"
 REASON_PROPERTY = "reason"
 
-# Run as `python -c CHECK_SCRIPT MODEL_DIR WARMUP_FILE LABEL_NAMES_JSON`: TensorFlow alone, as a model
-# server would load the model. Prints one JSON line: the problems found (none: servable).
+# Run as `python -c CHECK_SCRIPT MODEL_DIR WARMUP_FILE LABEL_NAMES_JSON`: TensorFlow alone, as a
+# model server would load the model. Prints one JSON line: the problems found (none: servable).
 CHECK_SCRIPT = r"""
 import json, sys
 import numpy as np
@@ -54,20 +54,31 @@ try:
             problems.append(f"{where}: the model has no such signature")
             continue
         try:
-            out = model.signatures[name](**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+            out = model.signatures[name](
+                **{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            )
             p, c, l = (out[k].numpy() for k in ("probabilities", "class_id", "label"))
         except Exception as error:
             problems.append(f"{where}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
             continue
         checked += 1
         if p.shape != (rows, len(label_names)) or not np.all(np.isfinite(p)) or p.min() < 0:
-            problems.append(f"{where}: probabilities of shape {p.shape}, expected ({rows}, {len(label_names)}), finite, >= 0")
+            problems.append(
+                f"{where}: probabilities of shape {p.shape}, "
+                f"expected ({rows}, {len(label_names)}), finite, >= 0"
+            )
         elif not np.allclose(p.sum(axis=1), 1, atol=1e-3):
-            problems.append(f"{where}: probabilities sum to {p.sum(axis=1).min():.4f}..{p.sum(axis=1).max():.4f}, not 1")
+            problems.append(
+                f"{where}: probabilities sum to "
+                f"{p.sum(axis=1).min():.4f}..{p.sum(axis=1).max():.4f}, not 1"
+            )
         elif c.shape != (rows,) or not np.array_equal(c, p.argmax(axis=1)):
             problems.append(f"{where}: class_id is not the most probable class")
         elif [v.decode() for v in l] != [label_names[i] for i in c]:
-            problems.append(f"{where}: labels {sorted(set(v.decode() for v in l))} are not the class names {label_names}")
+            problems.append(
+                f"{where}: labels {sorted(set(v.decode() for v in l))} "
+                f"are not the class names {label_names}"
+            )
 except Exception as error:
     problems.append(f"loading: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
 print(json.dumps({"problems": problems, "checked": checked}))

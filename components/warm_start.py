@@ -155,13 +155,34 @@ def start_from(
     layout = [(_role(v.name), tuple(v.shape)) for v in classifier.variables]
     if [(_role(name), value.shape) for name, value in base] != layout:
         return _cold(f"the base model {export_dir} is {kind!r} but has other layers than this one")
+    rows = _copy_weights(classifier, base, export_dir, tf_transform_output)
+    summary = ", ".join(
+        f"{counts['kept']} {name} kept their rows, {counts['new']} are new"
+        for name, counts in rows.items()
+    )
+    return {
+        "warm_start_from": export_dir,
+        "reason": f"the base model is {kind!r}; {summary}",
+        "rows": rows,
+    }
+
+
+def _copy_weights(
+    classifier: tf.keras.Model,
+    base: list[tuple[str, np.ndarray]],
+    export_dir: str,
+    tf_transform_output: tft.TFTransformOutput,
+) -> dict:
+    """Assigns the base model's variables (`base`, in `classifier.variables` order, same
+    layout) to `classifier`'s, the vocabulary-indexed ones remapped by token. Returns, per
+    vocabulary, how many entries kept their trained row and how many are new."""
     vocabularies = {
         layer.embeddings.ref(): _VOCABULARIES[layer.input_dim]
         for layer in classifier.layers
         if isinstance(layer, tf.keras.layers.Embedding)
     }
     rows = {}
-    for variable, (_, value) in zip(classifier.variables, base):
+    for variable, (_, value) in zip(classifier.variables, base, strict=True):
         vocabulary = vocabularies.get(variable.ref())
         if vocabulary is None:
             variable.assign(value)
@@ -182,15 +203,7 @@ def start_from(
         )
         kept = len(set(old) & set(new))
         rows[vocabulary.name] = {"kept": kept, "new": len(new) - kept}
-    summary = ", ".join(
-        f"{counts['kept']} {name} kept their rows, {counts['new']} are new"
-        for name, counts in rows.items()
-    )
-    return {
-        "warm_start_from": export_dir,
-        "reason": f"the base model is {kind!r}; {summary}",
-        "rows": rows,
-    }
+    return rows
 
 
 def describe(record: dict) -> str:

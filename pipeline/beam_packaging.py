@@ -57,7 +57,8 @@ def needs_shipping(beam_args: list[str]) -> bool:
 
 
 def with_image(beam_args: list[str], image: str) -> list[str]:
-    """`beam_args` plus `--sdk_container_image=image` (an image with agnews installed) when needed."""
+    """`beam_args` plus `--sdk_container_image=image` (an image with agnews installed) when
+    needed."""
     return (
         [*beam_args, f"--sdk_container_image={image}"] if needs_shipping(beam_args) else beam_args
     )
@@ -75,7 +76,8 @@ def with_wheel(beam_args: list[str], wheel_dir: str) -> list[str]:
 
 
 def build_wheel(wheel_dir: str) -> str:
-    """Builds this checkout's wheel (hatchling, through `uv build`) into `wheel_dir`; returns its path.
+    """Builds this checkout's wheel (hatchling, through `uv build`) into `wheel_dir`; returns its
+    path.
 
     Built aside and renamed into place: a run that is staging the previous wheel keeps reading a
     whole file.

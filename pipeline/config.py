@@ -94,7 +94,8 @@ class PipelineConfig:
                 f"push_baseline (--push-baseline) pushes the baseline to "
                 f"{settings.BASELINE_SERVING_MODEL_NAME}/ beside --serving-dir, which "
                 f"{self.serving_dir} does not leave room for: use a --serving-dir inside a folder "
-                f"(e.g. gs://bucket/serving/agnews), not named {settings.BASELINE_SERVING_MODEL_NAME}."
+                f"(e.g. gs://bucket/serving/agnews), not named "
+                f"{settings.BASELINE_SERVING_MODEL_NAME}."
             )
 
     def transform_config(self, model: str) -> dict:

@@ -157,8 +157,9 @@ def inputs(store, execution_id: int | None, key: str) -> list[int]:
 
 def latest_pushed_model_id(store, model_ids: set[int]) -> int | None:
     """The Model (one of `model_ids`) in the newest push that happened: Pusher pushes the
-    servability gate's copy, so the path is PushedModel <- Pusher <- InfraBlessing <- gate <- Model.
-    Newer pushes of other models (the baseline's, when `model_ids` are the model's) are passed over."""
+    servability gate's copy, so the path is PushedModel <- Pusher <- InfraBlessing <- gate <-
+    Model. Newer pushes of other models (the baseline's, when `model_ids` are the model's) are
+    passed over."""
     pushes = store.get_artifacts_by_type("PushedModel")
     for push in sorted(pushes, key=lambda a: a.id, reverse=True):
         if not push.custom_properties[PUSHED_PROPERTY].int_value:

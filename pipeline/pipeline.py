@@ -1,7 +1,8 @@
 """The agnews TFX pipeline, defined once for every orchestrator.
 
 Built from the TFX modules that `tfx.v1` re-exports, not from `tfx.v1` itself: importing
-`tfx.v1` also imports its Google Cloud AI Platform extension (20 s here), which agnews never uses.
+`tfx.v1` also imports its Google Cloud AI Platform extension (slow to import), which agnews
+never uses.
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ def eval_config(config: PipelineConfig, thresholds: bool = True) -> tfma.EvalCon
     true class and text length. Overall accuracy must clear an absolute bar and may not fall
     below the last pushed model's (`thresholds=False`: the same metrics, reported only).
     The bars hold for the overall slice only: TFMA applies a metric's `threshold` to every
-    slice, and slices of a few dozen examples then refused models by noise."""
+    slice, and slices of a few dozen examples then refused models by noise. Long on purpose:
+    one EvalConfig literal (model spec, slices, metrics), read top to bottom."""
     accuracy_gate = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
@@ -204,7 +206,7 @@ def eval_config(config: PipelineConfig, thresholds: bool = True) -> tfma.EvalCon
         model_specs=[
             tfma.ModelSpec(
                 # Signatures only: loading the SavedModel as a Keras model per Beam stage made the
-                # Evaluator 7x slower, for the same metrics.
+                # Evaluator several times slower, for the same metrics.
                 model_type=tfma.TF_GENERIC,
                 signature_name=features.SERVING_TF_EXAMPLE,
                 label_key=features.LABEL_KEY,
@@ -265,6 +267,9 @@ def create_pipeline(
     The model and the baseline are two branches built by `_model_branch`; with
     `config.push_baseline`, the baseline goes through the same gates as the model, against its
     own last push, to `config.baseline_serving_dir`.
+
+    Long on purpose: one paragraph per component (or group of them), in pipeline order, read
+    top to bottom.
     """
     if config.push_baseline and not span_lineage:
         raise ValueError(
@@ -427,7 +432,7 @@ def _model_branch(
     One Transform per model: the baseline's adds the n-gram features, which the BiLSTM's serving
     graph then does not have to carry or compute. With the cache, a span already in an earlier
     window is not analysed again (not with --no-cache: then every analyzer runs over the whole
-    window)."""
+    window). Long on purpose: one paragraph per component, in pipeline order."""
     cache = (
         Resolver(
             strategy_class=LatestArtifactStrategy,

@@ -195,7 +195,7 @@ def cached_evaluation(artifact, cache_dir: Path) -> Evaluation:
 
 def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, label in (("", "train"), ("val_", "eval")):
             values = history.get(prefix + metric, [])
             axis.plot(range(1, len(values) + 1), values, marker="o", label=label)

@@ -38,8 +38,8 @@ def exclusive(metadata_path: str, pipeline_root: str):
                 handle.seek(0)
                 holder = handle.read().strip() or "?"
                 raise RunInProgress(
-                    f"another agnews run (pid {holder}) is using {path.removesuffix('.lock')}: wait "
-                    "for it to finish, or give this run its own --metadata-path and "
+                    f"another agnews run (pid {holder}) is using {path.removesuffix('.lock')}: "
+                    "wait for it to finish, or give this run its own --metadata-path and "
                     "--pipeline-root."
                 ) from None
             handle.seek(0)

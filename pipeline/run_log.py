@@ -79,6 +79,12 @@ def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str
             + ")"
         )
     state = "cached" if execution.last_known_state == execution.CACHED else "ran"
+    figure = _figure(store, metadata_path, pipeline_name, run_id, node)
+    return f"{state:<6} {figure}".rstrip()
+
+
+def _figure(store, metadata_path: str, pipeline_name: str, run_id: int, node: str) -> str:
+    """The figure that matters in what `node` output in run `run_id`; "" when there is none."""
 
     def output(type_name: str):
         return metadata.output_in_run(store, pipeline_name, run_id, node, type_name)
@@ -118,7 +124,7 @@ def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str
             if pushed.custom_properties[PUSHED_PROPERTY].int_value
             else "not pushed"
         )
-    return f"{state:<6} {figure}".rstrip()
+    return figure
 
 
 @contextlib.contextmanager
@@ -137,7 +143,9 @@ def quiet_run(run_dir: str, describe: Callable[[str], str], verbose: bool = Fals
     # the flag's value (autotrackable.py silences absl around each save).
     saved_verbosity = absl_logging.get_verbosity()
     with open(path, "ab", buffering=0) as log:
-        file_handler = logging.StreamHandler(open(log.fileno(), "w", closefd=False))
+        # A text wrapper the handler writes through for the whole run (until the `finally`
+        # below), so no `with` of its own; closefd=False: the descriptor is `log`'s to close.
+        file_handler = logging.StreamHandler(open(log.fileno(), "w", closefd=False))  # noqa: SIM115
         file_handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )

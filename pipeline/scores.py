@@ -74,7 +74,6 @@ def write_pipeline_scores(
     `agnews score` writes); returns (its path, or None when there is nothing to convert; a
     sentence for the run summary)."""
     import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
 
     from pipeline import metadata
     from pipeline.report import REPORT_DIR_NAME
@@ -91,30 +90,13 @@ def write_pipeline_scores(
     if not files:
         if os.path.exists(path):
             os.remove(path)  # an earlier model's scores: not this run's
-        why = (
-            "no model was trained in this run (nothing new)"
-            if blessing is None
-            else "the model was not blessed, and only a blessed model scores"
-            if not blessing.custom_properties[BLESSED_PROPERTY].int_value
-            else "BulkInferrer wrote no predictions"
-        )
-        return None, f"Scores: none ({why})."
+        return None, f"Scores: none ({_why_no_scores(blessing)})."
     version = (
         pushed.custom_properties[PUSHED_VERSION_PROPERTY].string_value
         if pushed and pushed.custom_properties[PUSHED_PROPERTY].int_value
         else ""
     )
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    count = 0
-    with open(path + ".partial", "w", encoding="utf-8", newline="") as handle:
-        handle.write(header() + "\n")
-        for record in tf.data.TFRecordDataset(sorted(files), compression_type="GZIP"):
-            handle.write(
-                score_line(prediction_log_pb2.PredictionLog.FromString(record.numpy()), version)
-                + "\n"
-            )
-            count += 1
-    os.replace(path + ".partial", path)
+    count = _write_scores_csv(files, path, version)
     examples = output(node_ids.SCORE_EXAMPLE_GEN, "Examples")
     rows = read_summary(examples.uri)
     rejected = sum(rejected_counts(rows).values())
@@ -127,3 +109,33 @@ def write_pipeline_scores(
         )
         + ")."
     )
+
+
+def _why_no_scores(blessing) -> str:
+    """Why a run has no BulkInferrer predictions, from its Evaluator's blessing (None: the run
+    trained no model)."""
+    if blessing is None:
+        return "no model was trained in this run (nothing new)"
+    if not blessing.custom_properties[BLESSED_PROPERTY].int_value:
+        return "the model was not blessed, and only a blessed model scores"
+    return "BulkInferrer wrote no predictions"
+
+
+def _write_scores_csv(files: list[str], path: str, version: str) -> int:
+    """Writes the PredictionLogs of `files` (GZIP TFRecords) to the scores CSV at `path`: aside,
+    then renamed into place; returns the number of rows."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    count = 0
+    with open(path + ".partial", "w", encoding="utf-8", newline="") as handle:
+        handle.write(header() + "\n")
+        for record in tf.data.TFRecordDataset(sorted(files), compression_type="GZIP"):
+            handle.write(
+                score_line(prediction_log_pb2.PredictionLog.FromString(record.numpy()), version)
+                + "\n"
+            )
+            count += 1
+    os.replace(path + ".partial", path)
+    return count

@@ -19,7 +19,8 @@ print(json.dumps({"exit": code, "loaded": sorted(m for m in heavy if m in sys.mo
 
 
 def agnews_subprocess(*args: str):
-    """(exit code, heavy modules imported, stdout without the probe line, stderr) of `agnews ARGS`."""
+    """(exit code, heavy modules imported, stdout without the probe line, stderr) of `agnews
+    ARGS`."""
 
     done = subprocess.run(
         [sys.executable, "-c", _CLI_PROBE, *args], capture_output=True, text=True, timeout=600

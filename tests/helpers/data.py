@@ -17,7 +17,8 @@ def sample_lines(count: int) -> list[bytes]:
 
 
 def run_example_gen(examples_dir: Path, settings, input_base: str, patterns: dict[str, str]):
-    """Runs the real ingestion executor (Beam) as ExampleGen would; returns (artifact, IngestError or None)."""
+    """Runs the real ingestion executor (Beam) as ExampleGen would; returns (artifact,
+    IngestError or None)."""
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils

@@ -53,7 +53,9 @@ def run_transform(root, lines: list[bytes], ngrams: bool = True):
         {"examples": [examples], "schema": [schema]},
         {"transform_graph": [graph], "transformed_examples": [transformed]},
         {
-            "preprocessing_fn": f"{preprocessing.__name__}.{preprocessing.preprocessing_fn.__name__}",
+            "preprocessing_fn": (
+                f"{preprocessing.__name__}.{preprocessing.preprocessing_fn.__name__}"
+            ),
             "custom_config": json.dumps({"ngrams": ngrams}),
             "disable_statistics": 1,
             "splits_config": proto_utils.proto_to_json(

@@ -20,7 +20,8 @@ BUCKET = os.environ.get("AGNEWS_TEST_BUCKET")
 needs_gcs_emulator = pytest.mark.skipif(
     not BUCKET,
     reason=(
-        "needs a GCS emulator: bash .ci/gcs-emulator .venv/bin/pytest tests/integration/pipeline/test_filesystems.py"
+        "needs a GCS emulator: bash .ci/gcs-emulator .venv/bin/pytest "
+        "tests/integration/pipeline/test_filesystems.py"
     ),
 )
 

@@ -37,7 +37,9 @@ def artifact(kind, uri, **properties):
     return [made]
 
 GenericExecutor().Do(
-    {"examples": artifact(standard_artifacts.Examples, uris["examples"], split_names='["train", "eval"]'),
+    {"examples": artifact(
+        standard_artifacts.Examples, uris["examples"], split_names='["train", "eval"]'
+     ),
      "transform_graph": artifact(standard_artifacts.TransformGraph, uris["transform_graph"])},
     {"model": artifact(standard_artifacts.Model, uris["model"]),
      "model_run": artifact(standard_artifacts.ModelRun, uris["model_run"])},

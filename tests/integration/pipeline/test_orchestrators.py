@@ -205,7 +205,8 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
                 "-c",
                 "import json, pipeline.airflow_dag as m; print(json.dumps({"
                 "'graph': {t.task_id: sorted(t.upstream_task_ids) for t in m.DAG.tasks}, "
-                "'max_active_runs': m.DAG.max_active_runs, 'max_active_tasks': m.DAG.max_active_tasks, "
+                "'max_active_runs': m.DAG.max_active_runs, "
+                "'max_active_tasks': m.DAG.max_active_tasks, "
                 "'schedule': m.DAG.schedule_interval}))",
             ],
             env=env,
@@ -273,7 +274,8 @@ def test_building_and_compiling_the_pipeline_leaves_ai_platform_out(tmp_path):
         "from pipeline.pipeline import create_pipeline\n"
         "create_pipeline(PipelineConfig())\n"
         f"compile_pipeline(PipelineConfig(test_split=False), {str(tmp_path / 'p.json')!r})\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('google.cloud.aiplatform', 'tfx.v1')))))\n"
+        "print(json.dumps(sorted(m for m in sys.modules "
+        "if m.startswith(('google.cloud.aiplatform', 'tfx.v1')))))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=600

@@ -22,7 +22,8 @@ model = tf.saved_model.load(sys.argv[1])
 out = model.signatures["serving_default"](
     title=tf.constant(["Stocks slide as oil prices climb", ""]),
     description=tf.constant(["Wall Street fell on Monday.", ""]))
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tfx", "tensorflow_transform", "components", "tf_keras"))
+foreign = ("tfx", "tensorflow_transform", "components", "tf_keras")
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in foreign)
 print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
                   "class_id": out["class_id"].numpy().tolist(),
                   "label": [v.decode() for v in out["label"].numpy()],
@@ -148,7 +149,7 @@ def test_pushed_model_serves_raw_text_with_tensorflow_alone(run, request):
         ]
     )
     for probabilities, class_id, label in zip(
-        result["probabilities"], result["class_id"], result["label"]
+        result["probabilities"], result["class_id"], result["label"], strict=True
     ):
         assert len(probabilities) == features.NUM_CLASSES
         assert abs(sum(probabilities) - 1) < 1e-4 and min(probabilities) >= 0

@@ -90,7 +90,7 @@ def test_the_embedding_is_remapped_by_token_and_every_other_layer_copied(
     reserved = list(range(features.NUM_RESERVED_IDS))
     np.testing.assert_array_equal(embedding[reserved], base_embedding[reserved])
     assert len(others) == len(base_others) == 5  # LSTM kernels and bias, output kernel and bias
-    for weights, base_weights, fresh_weights in zip(others, base_others, fresh[1:]):
+    for weights, base_weights, fresh_weights in zip(others, base_others, fresh[1:], strict=True):
         np.testing.assert_array_equal(weights, base_weights)
         assert not np.array_equal(weights, fresh_weights)
 
@@ -152,7 +152,7 @@ def test_a_base_model_that_does_not_fit_starts_cold_and_changes_nothing(
     for reason, (base, built, enabled) in cases.items():
         start = warm_start.start_from(built, "lstm", base, output, enabled)
         assert start["warm_start_from"] is None and reason in start["reason"], start
-    for weights, unchanged in zip(classifier.get_weights(), before):
+    for weights, unchanged in zip(classifier.get_weights(), before, strict=True):
         np.testing.assert_array_equal(weights, unchanged)
 
 

@@ -74,9 +74,11 @@ def test_known_tensorflow_noise_is_dropped_and_real_errors_are_kept():
         "import os\n"
         "from components import quiet\n"
         "with quiet.filtered_stderr():\n"
-        "    os.write(2, b'E cuda_fft.cc:479] Unable to register cuFFT factory: Attempting...\\n')\n"
+        "    os.write(2, b'E cuda_fft.cc:479] Unable to register cuFFT factory: "
+        "Attempting...\\n')\n"
         "    os.write(2, b'E some_op.cc:1] Invalid argument: a real error\\n')\n"
-        "    os.write(2, b'E util.cc:131] oneDNN supports DT_INT64 only on platforms with AVX-512.\\n')\n"
+        "    os.write(2, b'E util.cc:131] oneDNN supports DT_INT64 only on platforms with "
+        "AVX-512.\\n')\n"
         "print('done')\n"
     )
     done = subprocess.run(

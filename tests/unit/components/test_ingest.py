@@ -157,9 +157,8 @@ def test_examples_carry_the_contract_features(tmp_path):
     assert feature[features.DESCRIPTION_KEY].bytes_list.value == [
         b"Crude oil rose #36;2 on Monday."
     ]
-    assert json.loads(open(f"{examples.uri}/{artifacts.SUMMARY_FILE_NAME}").read()) == {
-        artifacts.ACCEPTED: 1
-    }
+    with open(f"{examples.uri}/{artifacts.SUMMARY_FILE_NAME}") as handle:
+        assert json.load(handle) == {artifacts.ACCEPTED: 1}
 
 
 def test_unlabelled_lines_and_tf_examples_follow_the_same_rules():

@@ -94,7 +94,8 @@ def test_unknown_model_name_is_a_clear_error():
 
 
 def test_training_does_not_transpile_keras_code(monkeypatch):
-    """AutoGraph converting tf_keras's train step costs ~13 s before the first batch."""
+    """AutoGraph converting tf_keras's train step costs most of the tracing time before the
+    first batch."""
     from tensorflow.python.autograph.impl import api as autograph_api
 
     converted = []

@@ -29,7 +29,8 @@ def _tokens(title: str, description: str = "") -> list[str]:
             "AT&T, Marsh & McLennan, S&P, Western & Southern",
         ),
         ("World News  gt; London, With nbsp;food", "World News > London, With food"),
-        # A backslash is a line break, also before "n" (every \n in the data starts a word); \$ is $.
+        # A backslash is a line break, also before "n" (every \n in the data starts a word);
+        # \$ is $.
         (
             "a touchdown\\passes, a big\\nose; Copy\\\\Google",
             "a touchdown passes, a big nose; Copy Google",

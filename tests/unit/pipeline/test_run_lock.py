@@ -10,9 +10,11 @@ def test_a_step_holds_the_lock_while_it_runs_and_creates_the_metadata_directory(
 
     def step(value):
         # While the step runs, a second run on the same store is refused.
-        with pytest.raises(run_lock.RunInProgress, match="another agnews run"):
-            with run_lock.exclusive(metadata_path, root):
-                pass
+        with (
+            pytest.raises(run_lock.RunInProgress, match="another agnews run"),
+            run_lock.exclusive(metadata_path, root),
+        ):
+            pass
         return value * 2
 
     assert run_lock.held_while(step, metadata_path, root)(21) == 42
@@ -24,7 +26,9 @@ def test_a_step_holds_the_lock_while_it_runs_and_creates_the_metadata_directory(
 def test_a_step_is_refused_while_another_run_holds_the_lock(tmp_path):
     metadata_path, root = str(tmp_path / "metadata.sqlite"), str(tmp_path / "root")
     ran = []
-    with run_lock.exclusive(metadata_path, root):
-        with pytest.raises(run_lock.RunInProgress, match=f"is using {metadata_path}"):
-            run_lock.held_while(ran.append, metadata_path, root)("ran")
+    with (
+        run_lock.exclusive(metadata_path, root),
+        pytest.raises(run_lock.RunInProgress, match=f"is using {metadata_path}"),
+    ):
+        run_lock.held_while(ran.append, metadata_path, root)("ran")
     assert ran == []
