@@ -16,6 +16,10 @@ row of their own, so that the table compares the two.
 
 from __future__ import annotations
 
+# isort: off
+import components  # noqa: F401  (Keras 2 before TensorFlow: see components/__init__.py)
+
+# isort: on
 import argparse
 import json
 import statistics
@@ -32,7 +36,6 @@ from train_vs_seed import (
     transform,
 )
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 from components import features, model, settings, trainer
 
 SAVED = RESULTS / "accuracy.json"

@@ -8,6 +8,10 @@ executions' start and end times in MLMD.
 
 from __future__ import annotations
 
+# isort: off
+import components  # noqa: F401  (Keras 2 before TensorFlow: see components/__init__.py)
+
+# isort: on
 import argparse
 import gzip
 import tempfile
@@ -17,7 +21,6 @@ from ml_metadata.metadata_store import metadata_store
 from publish import publish
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 from pipeline import node_ids
 from pipeline.config import PipelineConfig
 from pipeline.metadata import sqlite_connection_config

@@ -13,6 +13,10 @@ Without a pushed model at --model, it first runs `agnews run` on --data (no base
 
 from __future__ import annotations
 
+# isort: off
+import components  # noqa: F401  (Keras 2 before TensorFlow: see components/__init__.py)
+
+# isort: on
 import argparse
 import gzip
 import os
@@ -24,7 +28,6 @@ from pathlib import Path
 import tensorflow as tf
 from publish import publish
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 from agnews import score, versions
 from components import features
 from components import rows as row_parsing

@@ -16,6 +16,10 @@ fresh process, so neither reuses the other's traced graphs. Times cover training
 
 from __future__ import annotations
 
+# isort: off
+import components  # noqa: F401  (Keras 2 before TensorFlow: see components/__init__.py)
+
+# isort: on
 import argparse
 import functools
 import gzip
@@ -32,7 +36,6 @@ import tensorflow_transform.beam as tft_beam
 from publish import publish
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 from components import features, ingest, model, preprocessing, rows, settings, trainer
 from pipeline.config import PipelineConfig
 

@@ -20,6 +20,10 @@ absent).
 
 from __future__ import annotations
 
+# isort: off
+import components  # noqa: F401  (Keras 2 before TensorFlow: see components/__init__.py)
+
+# isort: on
 import argparse
 import dataclasses
 import functools
@@ -36,7 +40,6 @@ from publish import publish
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from train_vs_seed import DEFAULT_DATA
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 from components.artifacts import ACCEPTED, read_summary
 from pipeline import metadata, node_ids, run_log
 from pipeline.config import PipelineConfig

@@ -14,6 +14,10 @@ remapping included) to the end of the epoch with the best eval loss, validation 
 
 from __future__ import annotations
 
+# isort: off
+import components  # noqa: F401  (Keras 2 before TensorFlow: see components/__init__.py)
+
+# isort: on
 import argparse
 import gzip
 import statistics
@@ -29,7 +33,6 @@ import tensorflow_transform as tft
 from publish import publish
 from train_vs_seed import DEFAULT_DATA, in_fresh_process
 
-import components  # noqa: F401  (Keras 2 before TensorFlow)
 from components import features, model, settings, trainer
 from tests.helpers.training import fn_args, run_transform
 
