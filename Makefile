@@ -11,6 +11,9 @@ PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.1
 UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 ARGS ?=
+# pytest-xdist workers for the test targets: one per core of the 2-core machines CI runs on.
+WORKERS ?= 2
+XDIST := -n $(WORKERS) --dist loadgroup
 
 .PHONY: setup lint run test test-unit test-airflow test-gcs test-image test-lifecycle bench bench-tools clean
 
@@ -40,10 +43,10 @@ lint: setup  ## ruff (lint, then format check) and mypy on the runtime package: 
 	$(VENV)/bin/mypy
 
 test-unit: setup  ## tests/unit: no pipeline run, a few minutes: the loop for a change to one function.
-	$(VENV)/bin/pytest tests/unit $(ARGS)
+	$(VENV)/bin/pytest $(XDIST) tests/unit $(ARGS)
 
 test: setup  ## Unit and integration tests: real pipeline runs on tiny data, the server on real sockets.
-	$(VENV)/bin/pytest $(ARGS)
+	$(VENV)/bin/pytest $(XDIST) $(ARGS)
 
 test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by `airflow dags test`.
 	.venv-airflow/bin/pytest -m airflow $(ARGS)

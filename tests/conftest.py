@@ -20,39 +20,24 @@ def first_run(tmp_path_factory):
     (root / "score" / "unlabelled.csv").write_bytes(
         b"\n".join([b"title,description", *score_lines()]) + b"\n"
     )
-    return _pipeline_run(root, "--score", str(root / "score"), "--push-baseline")
-
-
-@pytest.fixture(scope="session")
-def wide_run(tmp_path_factory):
-    """The same run with the BiLSTM + linear n-gram model (Transform adds the n-gram features),
-    without the baseline."""
-    return _pipeline_run(
-        tmp_path_factory.mktemp("e2e_wide"), "--model", "bilstm2_wide", "--no-baseline"
+    (root / "data").mkdir()
+    (root / "data" / "train.csv").write_bytes(
+        b"\n".join(sample_lines(300) + [PUNCTUATION_ONLY_ROW]) + b"\n"
     )
-
-
-def _pipeline_run(root, *extra_args: str):
-    data = root / "data"
-    data.mkdir()
-    (data / "train.csv").write_bytes(b"\n".join(sample_lines(300) + [PUNCTUATION_ONLY_ROW]) + b"\n")
     args = [
-        "run",
-        "--data",
-        str(data),
-        "--pipeline-root",
-        str(root / "pipeline"),
-        "--metadata-path",
-        str(root / "metadata.sqlite"),
-        "--serving-dir",
-        str(root / "serving"),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-        "--min-accuracy",
-        "0",
-        *extra_args,
+        *("run", "--data", str(root / "data"), "--pipeline-root", str(root / "pipeline")),
+        *("--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving")),
+        *("--epochs", "1", "--batch-size", "32", "--min-accuracy", "0"),
+        *("--score", str(root / "score"), "--push-baseline"),
     ]
     assert cli.main(args) == ExitCode.OK
     return root, args
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two pytest-xdist workers (--dist loadgroup): every test that reads the
+    session's pipeline run goes to the worker that made it, so the run is made once and no test
+    reads it while another test reruns the pipeline in it. The rest spread over both."""
+    for item in items:
+        if "first_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("pipeline_runs"))

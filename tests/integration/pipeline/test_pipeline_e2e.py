@@ -10,7 +10,7 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from agnews import cli
-from components import features
+from components import features, settings
 from pipeline import metadata
 from tests.helpers.cli import agnews_subprocess
 
@@ -88,19 +88,6 @@ def test_bulk_inferrer_scores_the_score_directory_next_to_the_report(first_run):
         assert row["label"] == features.LABEL_NAMES[probabilities.index(max(probabilities))]
 
 
-def test_the_wide_model_carries_both_vocabularies_and_no_baseline_ran(wide_run):
-    from pipeline import report
-
-    root, _ = wide_run
-    assert "baseline" not in report.write_report(str(root))[1]
-    assert not (root / "pipeline" / "baseline_trainer").exists()
-    (version,) = _versions(root)
-    for name in (features.VOCAB_NAME, features.NGRAM_VOCAB_NAME):
-        assert (version / "assets" / name).stat().st_size > 0
-    ngrams = (version / "assets" / features.NGRAM_VOCAB_NAME).read_text().splitlines()
-    assert any(" " in ngram for ngram in ngrams) and any(" " not in ngram for ngram in ngrams)
-
-
 def test_the_report_quotes_the_holdout_split_that_training_never_read(first_run):
     from pipeline import report
     from tests.helpers.data import read_examples
@@ -124,10 +111,12 @@ def test_the_report_quotes_the_holdout_split_that_training_never_read(first_run)
     )  # what the Trainer reads
 
 
-@pytest.mark.parametrize("run", ["first_run", "wide_run"])
-def test_pushed_model_serves_raw_text_with_tensorflow_alone(run, request):
-    root, _ = request.getfixturevalue(run)
-    version = _versions(root)[-1]
+@pytest.mark.parametrize("serving_dir", ["serving", settings.BASELINE_SERVING_MODEL_NAME])
+def test_pushed_model_serves_raw_text_with_tensorflow_alone(first_run, serving_dir):
+    """The BiLSTM and the pushed linear baseline (its n-gram vocabulary and TF-IDF weights in
+    the graph): loaded and queried by a process that imports TensorFlow and nothing else."""
+    root, _ = first_run
+    version = _versions(root, serving_dir)[-1]
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     done = subprocess.run(
         [sys.executable, "-c", LOAD_WITH_TENSORFLOW_ONLY, str(version)],
