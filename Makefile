@@ -55,7 +55,7 @@ test-image: setup  ## The Dockerfile's install steps run into a fresh venv, then
 	$(VENV)/bin/pytest -m image $(ARGS)
 
 test-lifecycle: setup  ## The pipeline over several spans (window, drift gate, warm start, nothing new), ~12 min.
-	$(VENV)/bin/pytest -m lifecycle $(ARGS)
+	$(VENV)/bin/pytest -n $(WORKERS) --dist loadfile -m lifecycle $(ARGS)
 
 test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (root, Go, openssl).
 	bash .ci/gcs-emulator $(VENV)/bin/pytest tests/integration/pipeline/test_filesystems.py $(ARGS)
