@@ -10,6 +10,7 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from agnews import cli
+from agnews.exit_codes import ExitCode
 from components import features, settings
 from pipeline import metadata
 from tests.helpers.cli import agnews_subprocess
@@ -149,7 +150,8 @@ def test_pushed_model_serves_raw_text_with_tensorflow_alone(first_run, serving_d
 def test_predict_command_prints_a_label_per_headline(first_run, capsys):
     root, _ = first_run
     assert (
-        cli.main(["predict", "--model", str(root / "serving"), "Oil prices rise", "Mets win"]) == 0
+        cli.main(["predict", "--model", str(root / "serving"), "Oil prices rise", "Mets win"])
+        == ExitCode.OK
     )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("Model: ")
@@ -162,7 +164,7 @@ def test_predict_needs_tensorflow_alone_and_prints_no_noise(first_run):
     code, loaded, out, err = agnews_subprocess(
         "predict", "--model", str(root / "serving"), "Oil prices rise"
     )
-    assert code == 0
+    assert code == ExitCode.OK
     assert loaded == {"tensorflow"}
     assert out.splitlines()[-1].split()[0] in features.LABEL_NAMES
     assert "Unable to register" not in err and "oneDNN" not in err
@@ -171,7 +173,9 @@ def test_predict_needs_tensorflow_alone_and_prints_no_noise(first_run):
 def test_agnews_report_reads_no_tfma_tfx_or_beam(first_run):
     root, _ = first_run
     code, loaded, out, _ = agnews_subprocess("report", str(root))
-    assert code == 0 and "| holdout accuracy | 0." in out and "| eval accuracy | 0." in out
+    assert (
+        code == ExitCode.OK and "| holdout accuracy | 0." in out and "| eval accuracy | 0." in out
+    )
     assert loaded == {"tensorflow", "matplotlib"}
 
 
@@ -182,7 +186,7 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     report_dir = root / "report"
     for name in (report.REPORT_FILE_NAME, report.CURVES_FILE_NAME, report.CONFUSION_FILE_NAME):
         (report_dir / name).unlink()
-    assert cli.main(["report", str(root)]) == 0
+    assert cli.main(["report", str(root)]) == ExitCode.OK
     text = (report_dir / report.REPORT_FILE_NAME).read_text()
     assert (report_dir / report.CURVES_FILE_NAME).stat().st_size > 1000
     assert (report_dir / report.CONFUSION_FILE_NAME).stat().st_size > 1000
@@ -219,7 +223,7 @@ def test_a_second_run_on_unchanged_data_trains_and_pushes_nothing(first_run, cap
     window, so Transform, Trainer and Evaluator are skipped and no version is added."""
     root, args = first_run
     served_before = [p.name for p in _versions(root)]
-    assert cli.main(args) == 0
+    assert cli.main(args) == ExitCode.OK
     assert "Nothing new to train on" in capsys.readouterr().out
     last = _last_executions(str(root / "metadata.sqlite"))
     assert {node: last[node].last_known_state for node in UPSTREAM} == {
@@ -245,7 +249,7 @@ def test_the_baseline_is_pushed_beside_the_model_and_never_taken_for_it(first_ru
         assert version.name.isdigit() and (version / "saved_model.pb").is_file()
         assert json.loads((version / warm_start.KIND_FILE).read_text()) == {"model": kind}
 
-    assert cli.main(args) == 0  # nothing new: the resolvers run, nothing trains
+    assert cli.main(args) == ExitCode.OK  # nothing new: the resolvers run, nothing trains
     assert "Nothing new to train on" in capsys.readouterr().out
     store = metadata.open_store(str(root / "metadata.sqlite"))
     run_id = metadata.latest_run_id(store, "agnews")
@@ -292,7 +296,7 @@ def test_saved_model_cli_shows_every_signature_and_runs_serving_default(first_ru
         text=True,
         timeout=300,
     )
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == ExitCode.OK, run.stderr[-2000:]
     assert "Result for output key probabilities" in run.stdout
     assert "Result for output key label" in run.stdout
 
@@ -309,7 +313,7 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
         "--require-push",
         "--no-cache",
     ]  # retrain, though the data did not change
-    assert cli.main(worse) == 2
+    assert cli.main(worse) == ExitCode.NOT_PUSHED
     out = capsys.readouterr().out
     lines = out.splitlines()
     (model_line,) = [i for i, line in enumerate(lines) if line.startswith("Model NOT pushed")]

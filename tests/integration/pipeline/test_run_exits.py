@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ml_metadata.proto import metadata_store_pb2
 
+from agnews.exit_codes import ExitCode
 from pipeline import local_runner, metadata
 from tests.helpers.data import sample_lines
 
@@ -81,7 +82,7 @@ def test_killed_during_training_then_rerun_pushes_once_and_a_second_run_is_refus
     )
 
     code, output = _finished(command, timeout=300)  # the same command, while the first runs
-    assert code == 3, output[-3000:]
+    assert code == ExitCode.REFUSED, output[-3000:]
     assert f"another agnews run (pid {first.pid}) is using" in output
     _assert_clean(output)
     assert first.poll() is None, "the first run must still be running"
@@ -96,7 +97,7 @@ def test_killed_during_training_then_rerun_pushes_once_and_a_second_run_is_refus
     assert not (tmp_path / "serving").exists() or not any((tmp_path / "serving").iterdir())
 
     code, output = _finished(command)
-    assert code == 0, output[-3000:]
+    assert code == ExitCode.OK, output[-3000:]
     _assert_clean(output)
     assert "Model pushed to:" in output
     assert len([p for p in (tmp_path / "serving").iterdir() if p.name.isdigit()]) == 1
@@ -109,7 +110,7 @@ def test_killed_during_training_then_rerun_pushes_once_and_a_second_run_is_refus
 
     # Unblessed with --require-push: exit 2, the served version stays.
     code, output = _finished(command + ["--min-accuracy", "1.01", "--require-push", "--no-cache"])
-    assert code == 2, output[-3000:]
+    assert code == ExitCode.NOT_PUSHED, output[-3000:]
     _assert_clean(output)
     assert "Model NOT pushed" in output
     assert len([p for p in (tmp_path / "serving").iterdir() if p.name.isdigit()]) == 1
@@ -121,7 +122,7 @@ def test_ctrl_c_stops_the_run_with_a_message_and_no_traceback(tmp_path):
     _wait_for(lambda: (tmp_path / "metadata.sqlite").exists(), 300, "the pipeline to start")
     time.sleep(2)
     run.send_signal(signal.SIGINT)
-    assert run.wait(timeout=300) == 130
+    assert run.wait(timeout=300) == ExitCode.INTERRUPTED
     output = (tmp_path / "run.log").read_text()
     assert "agnews run: interrupted." in output
     _assert_clean(output)
@@ -130,7 +131,7 @@ def test_ctrl_c_stops_the_run_with_a_message_and_no_traceback(tmp_path):
 def test_bad_data_stops_the_run_with_exit_1_and_no_traceback(tmp_path):
     _data(tmp_path, sample_lines(50) + [b'"9","bad label","x"'] * 10)
     code, output = _finished(_agnews_run(tmp_path))
-    assert code == 1, output[-3000:]
+    assert code == ExitCode.STOPPED, output[-3000:]
     assert "agnews run failed:" in output and "rejected.csv" in output
     _assert_clean(output)
     assert os.path.exists(tmp_path / "metadata.sqlite")

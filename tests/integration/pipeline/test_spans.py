@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agnews.exit_codes import ExitCode
 from components import features
 from pipeline import metadata
 from tests.helpers.data import sample_lines
@@ -83,7 +84,7 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
 
     # Span 2 is the newest: a backfill of span 1 first, then the newest span.
     first = _run(tmp_path, "--span", "1")
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert first.returncode == ExitCode.OK, first.stdout[-3000:] + first.stderr[-3000:]
     assert "first span" in first.stdout and "Trained on spans 1." in first.stdout
     assert len(_versions(serving)) == 1
     # A run log a person reads: a line per component, Keras's epochs, the summary; the
@@ -95,7 +96,7 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     assert "Component Transform is finished." in Path(log_file).read_text()
 
     second = _run(tmp_path)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.returncode == ExitCode.OK, second.stdout[-3000:] + second.stderr[-3000:]
     assert "Trained on spans 1, 2." in second.stdout
     assert len(_versions(serving)) == 2
     store = metadata.open_store(str(tmp_path / "metadata.sqlite"))
@@ -117,7 +118,7 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     sports = [line for line in lines[2 * ROWS_PER_SPAN :] if _label(line) == 2]
     _write_span(data, 3, sports[: ROWS_PER_SPAN - 10] + lines[-10:])
     drifted = _run(tmp_path)
-    assert drifted.returncode == 1, drifted.stdout[-3000:] + drifted.stderr[-3000:]
+    assert drifted.returncode == ExitCode.STOPPED, drifted.stdout[-3000:] + drifted.stderr[-3000:]
     assert f"{features.LABEL_KEY}: infinity_norm" in drifted.stderr
     assert "Traceback" not in drifted.stderr and "--accept-drift" in drifted.stderr
     assert len(_versions(serving)) == 2
@@ -131,19 +132,19 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     )
 
     accepted = _run(tmp_path, "--accept-drift")
-    assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
+    assert accepted.returncode == ExitCode.OK, accepted.stdout[-3000:] + accepted.stderr[-3000:]
     assert "Trained on spans 1, 2, 3." in accepted.stdout
     versions = _versions(serving)
 
     again = _run(tmp_path, "--accept-drift")
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.returncode == ExitCode.OK, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Nothing new to train on" in again.stdout
     assert _versions(serving) == versions
 
     # The same window, the baseline now asked for: it was never pushed, so the run trains.
     baseline_serving = tmp_path / "agnews_linear"
     with_baseline = _run(tmp_path, "--accept-drift", "--push-baseline", baseline=True)
-    assert with_baseline.returncode == 0, (
+    assert with_baseline.returncode == ExitCode.OK, (
         with_baseline.stdout[-3000:] + with_baseline.stderr[-3000:]
     )
     assert "Baseline pushed to: " in with_baseline.stdout and len(_versions(baseline_serving)) == 1

@@ -31,7 +31,10 @@ def test_keep_below_one_is_refused(tmp_path):
 
 
 def test_predict_without_a_model_is_a_clear_error(tmp_path, capsys):
-    assert cli.main(["predict", "--model", str(tmp_path / "nothing"), "Oil prices rise"]) == 1
+    assert (
+        cli.main(["predict", "--model", str(tmp_path / "nothing"), "Oil prices rise"])
+        == ExitCode.STOPPED
+    )
     assert "run `agnews run` first" in capsys.readouterr().err
 
 
@@ -101,7 +104,7 @@ def test_push_baseline_without_a_baseline_is_a_one_line_error(tmp_path, flags):
         "--serving-dir",
         str(tmp_path / "serving"),
     )
-    assert code == 1 and out == ""
+    assert code == ExitCode.STOPPED and out == ""
     assert err.startswith(
         "agnews run failed: push_baseline (--push-baseline) needs the linear baseline"
     )
@@ -115,7 +118,7 @@ def test_compile_refuses_a_bad_config_file_in_one_line(tmp_path):
     code, _, out, err = agnews_subprocess(
         "compile", "kubeflow", "--config", str(config), "--output", str(tmp_path / "pipeline.json")
     )
-    assert code == 1 and out == ""
+    assert code == ExitCode.STOPPED and out == ""
     assert err.startswith(
         "agnews compile failed: push_baseline (--push-baseline) needs the linear baseline"
     )
