@@ -6,6 +6,7 @@ import pytest
 import components  # noqa: F401
 from agnews import cli
 from agnews.exit_codes import ExitCode
+from tests.helpers.cli import run_args
 from tests.helpers.data import PUNCTUATION_ONLY_ROW, sample_lines, score_lines
 
 
@@ -24,12 +25,7 @@ def first_run(tmp_path_factory):
     (root / "data" / "train.csv").write_bytes(
         b"\n".join(sample_lines(300) + [PUNCTUATION_ONLY_ROW]) + b"\n"
     )
-    args = [
-        *("run", "--data", str(root / "data"), "--pipeline-root", str(root / "pipeline")),
-        *("--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving")),
-        *("--epochs", "1", "--batch-size", "32", "--min-accuracy", "0"),
-        *("--score", str(root / "score"), "--push-baseline"),
-    ]
+    args = run_args(root, "--epochs", "1", "--score", str(root / "score"), "--push-baseline")
     assert cli.main(args) == ExitCode.OK
     return root, args
 

@@ -1,8 +1,24 @@
-"""`agnews` in a fresh interpreter, reporting which heavy stacks the command imported."""
+"""`agnews` as tests run it: the arguments of a run on tiny data, and the command in a fresh
+interpreter (reporting which heavy stacks it imported)."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+# `agnews` in a fresh interpreter of this environment.
+AGNEWS = [sys.executable, "-m", "agnews.cli"]
+
+
+def run_args(root: Path, *extra: str) -> list[str]:
+    """`agnews run` on root/data, writing everything under `root`, in batches of 32 and with no
+    accuracy bar (tiny data: one epoch may not clear one)."""
+    return [
+        *("run", "--data", str(root / "data"), "--pipeline-root", str(root / "pipeline")),
+        *("--metadata-path", str(root / "metadata.sqlite"), "--serving-dir", str(root / "serving")),
+        *("--batch-size", "32", "--min-accuracy", "0", *extra),
+    ]
+
 
 _CLI_PROBE = r"""
 import json, sys

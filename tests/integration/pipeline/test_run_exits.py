@@ -4,7 +4,6 @@ that survive a kill -9 or a second run started on the same store."""
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from agnews.exit_codes import ExitCode
 from pipeline import local_runner, metadata
+from tests.helpers.cli import AGNEWS, run_args
 from tests.helpers.data import sample_lines
 
 # Transform is not among them: its analyzer cache input is the killed run's Transform output.
@@ -19,25 +19,7 @@ UPSTREAM = ("FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleV
 
 
 def _agnews_run(root: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "agnews.cli",
-        "run",
-        "--data",
-        str(root / "data"),
-        "--pipeline-root",
-        str(root / "pipeline"),
-        "--metadata-path",
-        str(root / "metadata.sqlite"),
-        "--serving-dir",
-        str(root / "serving"),
-        "--batch-size",
-        "32",
-        "--min-accuracy",
-        "0",
-        *extra,
-    ]
+    return [*AGNEWS, *run_args(root, *extra)]
 
 
 def _start(command: list[str], log: Path) -> subprocess.Popen:

@@ -6,7 +6,6 @@ import csv
 import gzip
 import io
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from agnews.exit_codes import ExitCode
 from components import features
 from pipeline import metadata
+from tests.helpers.cli import AGNEWS, run_args
 from tests.helpers.data import sample_lines
 
 pytestmark = pytest.mark.lifecycle
@@ -40,30 +40,11 @@ def _label(line: bytes) -> int:
 
 
 def _run(root: Path, *extra: str, baseline: bool = False) -> subprocess.CompletedProcess:
+    no_baseline = [] if baseline else ["--no-baseline"]
     return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "agnews.cli",
-            "run",
-            "--data",
-            str(root / "data"),
-            "--pipeline-root",
-            str(root / "pipeline"),
-            "--metadata-path",
-            str(root / "metadata.sqlite"),
-            "--serving-dir",
-            str(root / "serving"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            *([] if baseline else ["--no-baseline"]),
-            "--min-accuracy",
-            "0",
-            "--max-accuracy-drop",
-            "1",
-            *extra,
+            *AGNEWS,
+            *run_args(root, "--epochs", "1", *no_baseline, "--max-accuracy-drop", "1", *extra),
         ],
         capture_output=True,
         text=True,
