@@ -1,4 +1,4 @@
-"""A pushed model's versions: which are there, the newest, and loading one warm.
+"""A pushed model's versions: which are there, the newest, and loading one (warm or not).
 
 TF Serving's layout (a base directory of numeric version directories, each a SavedModel with its
 warmup requests in `assets.extra/`), read the same way by `predict`, `score` and the server.
@@ -7,6 +7,7 @@ warmup requests in `assets.extra/`), read the same way by `predict`, `score` and
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import tensorflow as tf
 
@@ -61,13 +62,27 @@ def warmup_requests(version_dir: str) -> list[tuple[str, dict]]:
     return requests
 
 
-def load_warm(version_dir: str):
-    """Loads a version and replays its warmup requests, as TF Serving does before it serves it,
-    so that no live request pays for the first calls' graph set-up."""
+def load(version_dir: str) -> Any:
+    """The version's SavedModel object (it keeps its signatures' variables alive); ValueError when
+    it has no serving_default signature, which every client of a pushed model calls."""
     model = tf.saved_model.load(version_dir)
+    if features.SERVING_DEFAULT not in model.signatures:
+        raise ValueError(f"{version_dir} has no {features.SERVING_DEFAULT} signature")
+    return model
+
+
+def warm(model: Any, version_dir: str) -> None:
+    """Replays the version's warmup requests on its loaded `model`, as TF Serving does before it
+    serves a version, so that no live request pays for the first calls' graph set-up."""
     for signature, inputs in warmup_requests(version_dir):
         if signature in model.signatures:
             model.signatures[signature](**inputs)
+
+
+def load_warm(version_dir: str) -> Any:
+    """load, then warm: the version ready to answer as the server would answer with it."""
+    model = load(version_dir)
+    warm(model, version_dir)
     return model
 
 

@@ -30,7 +30,7 @@ DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_MAX_BAD_FRACTION = 0.01
 DEFAULT_MAX_FIELD_CHARS = 10_000
 
-# `agnews serve` (pipeline.serving): TF Serving's REST and gRPC APIs, on its default ports, on
+# `agnews serve` (agnews/serving): TF Serving's REST and gRPC APIs, on its default ports, on
 # this machine only by default.
 SERVING_MODEL_NAME = "agnews"
 # `agnews run --push-baseline` pushes the baseline beside the model, under this name.
@@ -42,19 +42,18 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_BATCH = 1024  # rows in one request
 # Batching of concurrent requests (TF Serving's max_batch_size and batch_timeout_micros).
 DEFAULT_BATCH_MAX_ROWS = 64
-DEFAULT_BATCH_TIMEOUT_MS = 1.0  # only while another batch runs (pipeline/serving/batcher.py)
+DEFAULT_BATCH_TIMEOUT_MS = 1.0  # only while another batch runs (agnews/serving/batcher.py)
 DEFAULT_BATCH_THREADS = None  # batches run at once (num_batch_threads): None is one per core
 # TensorFlow's thread pools in the server process (TF Serving's --tensorflow_intra_op_parallelism
 # and --tensorflow_inter_op_parallelism; 0 lets TensorFlow choose). One thread inside each op: a
-# serving batch is a few rows, for which splitting an op over both cores cost 3.7 ms of CPU per
-# call instead of 2.5 (wrk, REST at 8 connections: 745 -> 1,139 req/s); the inter-op
-# pool still runs the two LSTM directions side by side.
+# serving batch is a few rows, too small for splitting an op over the cores to pay for itself in
+# CPU (see bench/README.md); the inter-op pool still runs the two LSTM directions
+# side by side.
 DEFAULT_INTRA_OP_THREADS = 1
 DEFAULT_INTER_OP_THREADS = 0
 DEFAULT_LOG_SAMPLE_RATE = 0.01  # share of requests written to --log-requests
-DEFAULT_FILE_SYSTEM_POLL_WAIT_S = (
-    1.0  # how often new versions are looked for (TF Serving's default)
-)
+# How often new versions are looked for (TF Serving's default).
+DEFAULT_FILE_SYSTEM_POLL_WAIT_S = 1.0
 
 # `agnews compile kubeflow` (pipeline.kubeflow_runner): the image built from the Dockerfile.
 DEFAULT_KUBEFLOW_IMAGE = "agnews-pipeline:latest"

@@ -1,4 +1,8 @@
-"""One error type for both APIs: a gRPC status code, mapped to HTTP as TF Serving maps it."""
+"""One error type for both APIs: a gRPC status code, mapped to HTTP as TF Serving maps it.
+
+The service raises these; each transport only encodes them: REST as `{"error": message}` with the
+code's HTTP status, gRPC as the code and message.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +37,17 @@ def not_found(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.NOT_FOUND, message)
 
 
-def status_name(error: BaseException | None) -> str:
+def answered(error: Exception) -> ServingError:
+    """What a request that raised `error` is answered with: the error itself when the service
+    raised it on purpose, else INTERNAL with its type and message (a server answers; it does not
+    crash, and never sends a traceback)."""
+    if isinstance(error, ServingError):
+        return error
+    return ServingError(
+        grpc.StatusCode.INTERNAL, f"Internal error: {type(error).__name__}: {error}"
+    )
+
+
+def status_name(error: ServingError | None) -> str:
     """TF Serving's `status` label: the code's name, OK when there was no error."""
-    if error is None:
-        return "OK"
-    return error.code.name if isinstance(error, ServingError) else grpc.StatusCode.INTERNAL.name
+    return "OK" if error is None else error.code.name

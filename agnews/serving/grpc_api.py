@@ -1,29 +1,37 @@
 """TF Serving's gRPC API (`tensorflow.serving.PredictionService` Predict and GetModelMetadata,
 `ModelService.GetModelStatus`) on grpc.aio, from tensorflow-serving-api's own generated code,
-so its `PredictionServiceStub` works unchanged. Errors carry TF Serving's status codes."""
+so its `PredictionServiceStub` works unchanged. It decodes TF Serving's request messages into the
+service's requests and encodes the answers; errors carry TF Serving's status codes."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
 
 from agnews.serving import errors
-from agnews.serving.batcher import INPUT_KEYS, OUTPUT_KEYS
-from agnews.serving.service import GET_MODEL_METADATA, GET_MODEL_STATUS, PREDICT, PredictService
-from agnews.serving.store import Version
-from components import features
+from agnews.serving.service import (
+    GET_MODEL_METADATA,
+    GET_MODEL_STATUS,
+    INPUT_KEYS,
+    PREDICT,
+    SIGNATURE_DEF_FIELD,
+    PredictRequest,
+    PredictService,
+    fill_model_spec,
+)
 
-SIGNATURE_DEF_FIELD = "signature_def"
+# An RPC's answer: (the response message, the version that answered or "").
+_Answer = Callable[[], Awaitable[tuple[Any, str]]]
 
 
 def _version_choice(spec) -> tuple[int | None, str | None]:
@@ -34,120 +42,73 @@ def _version_choice(spec) -> tuple[int | None, str | None]:
     )
 
 
-def _model_spec(spec, version: Version, signature_name: str = features.SERVING_DEFAULT) -> None:
-    spec.name, spec.signature_name = version.model_name, signature_name
-    spec.version.value = version.number
-
-
-def status_response(versions: list[Version]) -> get_model_status_pb2.GetModelStatusResponse:
-    response = get_model_status_pb2.GetModelStatusResponse()
-    for version in versions:
-        status = response.model_version_status.add(version=version.number)
-        status.state = get_model_status_pb2.ModelVersionStatus.State.Value(version.state)
-        status.status.SetInParent()  # error_code OK unless the load failed
-        if version.error:
-            status.status.error_code = 2  # tensorflow.error.Code UNKNOWN: the load failed
-            status.status.error_message = version.error
-    return response
-
-
-def metadata_response(version: Version) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    response = get_model_metadata_pb2.GetModelMetadataResponse()
-    _model_spec(response.model_spec, version, "")
-    response.metadata[SIGNATURE_DEF_FIELD].Pack(version.loaded.signature_defs)
-    return response
-
-
-def signature_defs(response: get_model_metadata_pb2.GetModelMetadataResponse):
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_map)
-    return signature_map
-
-
 def _columns(inputs) -> dict[str, list[bytes]]:
-    """The request's string vectors, or TF Serving's INVALID_ARGUMENT for what the signature lacks."""
-    sent, wanted = set(inputs), set(INPUT_KEYS)
-    if sent != wanted:
-        raise errors.invalid(
-            f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{','.join(sorted(sent))}}}) "
-            f"!= len({{{','.join(sorted(wanted))}}}). Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
-            f"Missing but required: {{{','.join(sorted(wanted - sent))}}}."
-        )
+    """The request's input tensors as columns. A tensor of an input the signature takes must be a
+    vector of strings (TF's own messages otherwise); which inputs were sent is the service's
+    check, so that any other tensor is kept for it to name."""
     columns = {}
-    for key in INPUT_KEYS:
-        tensor = inputs[key]
-        if tensor.dtype != types_pb2.DT_STRING:
-            raise errors.invalid(
-                f"Expects arg[{INPUT_KEYS.index(key)}] ({key}) to be string but "
-                f"{types_pb2.DataType.Name(tensor.dtype)[3:].lower()} is provided"
-            )  # TF's DataTypeString
-        dims = [dim.size for dim in tensor.tensor_shape.dim]
-        if len(dims) != 1 or dims[0] != len(tensor.string_val):
-            raise errors.invalid(
-                f"input '{key}' must be a vector of strings, shape [batch]; got shape {dims}"
-            )
+    for key, tensor in inputs.items():
+        if key in INPUT_KEYS:
+            _check_string_vector(key, tensor)
         columns[key] = list(tensor.string_val)
-    if len({len(values) for values in columns.values()}) != 1:
-        raise errors.invalid(
-            "Invalid argument: 'title' and 'description' must have the same length."
-        )
-    if not columns[features.TITLE_KEY]:
-        raise errors.invalid("Invalid argument: empty batch.")
     return columns
 
 
-class _Observed:
-    """Counts one call under the request metrics and turns any error into its gRPC status."""
-
-    def __init__(self, service: PredictService, api: str):
-        self.service, self.api = service, api
-
-    async def run(self, context, model_name: str, answer):
-        started, version, error = time.perf_counter(), "", None
-        try:
-            response, version = await answer()
-            return response
-        except errors.ServingError as served_error:
-            error = served_error
-        except Exception as internal:  # noqa: BLE001  (a server answers; it does not crash)
-            error = internal
-        finally:
-            self.service.observe(model_name, version, self.api, "GRPC", error, started)
-        if isinstance(error, errors.ServingError):
-            await context.abort(error.code, str(error))
-        await context.abort(
-            grpc.StatusCode.INTERNAL, f"Internal error: {type(error).__name__}: {error}"
+def _check_string_vector(key: str, tensor) -> None:
+    if tensor.dtype != types_pb2.DT_STRING:
+        dtype = types_pb2.DataType.Name(tensor.dtype)[3:].lower()  # TF's DataTypeString
+        raise errors.invalid(
+            f"Expects arg[{INPUT_KEYS.index(key)}] ({key}) to be string but {dtype} is provided"
         )
+    dims = [dim.size for dim in tensor.tensor_shape.dim]
+    if len(dims) != 1 or dims[0] != len(tensor.string_val):
+        raise errors.invalid(
+            f"input '{key}' must be a vector of strings, shape [batch]; got shape {dims}"
+        )
+
+
+def parse_predict_request(request: predict_pb2.PredictRequest) -> PredictRequest:
+    """The service's request for a TF Serving PredictRequest message."""
+    spec = request.model_spec
+    version, label = _version_choice(spec)
+    return PredictRequest(
+        spec.name,
+        version,
+        label,
+        _columns(request.inputs),
+        signature_name=spec.signature_name,
+        output_filter=tuple(request.output_filter),
+    )
+
+
+async def _observed(service: PredictService, api: str, model_name: str, answer: _Answer, context):
+    """The RPC's response, counted under the request metrics; an error becomes its status."""
+    started, version, error = time.perf_counter(), "", None
+    try:
+        response, version = await answer()
+    except Exception as raised:  # noqa: BLE001  (a server answers; it does not crash)
+        error = errors.answered(raised)
+    finally:
+        service.observe(model_name, version, api, "GRPC", error, started)
+    if error is not None:
+        await context.abort(error.code, str(error))
+    return response
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, service: PredictService):
         self.service = service
 
-    async def Predict(self, request: predict_pb2.PredictRequest, context):  # noqa: N802  (gRPC's name)
+    async def Predict(self, request: predict_pb2.PredictRequest, context):  # noqa: N802  (gRPC's)
         async def answer():
-            spec = request.model_spec
-            if spec.signature_name not in ("", features.SERVING_DEFAULT):
-                raise errors.invalid(
-                    f'Serving signature name: "{spec.signature_name}" not found in signature def'
-                )
-            unknown = set(request.output_filter) - set(OUTPUT_KEYS)
-            if unknown:
-                raise errors.invalid(
-                    f"output tensor alias not found in signature: {sorted(unknown)[0]} "
-                    f"Outputs expected to be in the set {{{','.join(OUTPUT_KEYS)}}}."
-                )
-            version, label = _version_choice(spec)
-            served, outputs = await self.service.predict(
-                spec.name, version, label, _columns(request.inputs)
-            )
+            prediction = await self.service.predict(parse_predict_request(request))
             response = predict_pb2.PredictResponse()
-            _model_spec(response.model_spec, served)
-            for key in request.output_filter or OUTPUT_KEYS:
-                response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
-            return response, str(served.number)
+            fill_model_spec(response.model_spec, prediction.version)
+            for key, values in prediction.outputs.items():
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(values))
+            return response, str(prediction.version.number)
 
-        return await _Observed(self.service, PREDICT).run(context, request.model_spec.name, answer)
+        return await _observed(self.service, PREDICT, request.model_spec.name, answer, context)
 
     async def GetModelMetadata(self, request, context):  # noqa: N802
         async def answer():
@@ -160,13 +121,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise errors.invalid(
                     f"Metadata field {sorted(fields - {SIGNATURE_DEF_FIELD})[0]} is not supported"
                 )
-            served = self.service.store.serving(
+            response = self.service.model_metadata(
                 request.model_spec.name, *_version_choice(request.model_spec)
             )
-            return metadata_response(served), str(served.number)
+            return response, str(response.model_spec.version.value)
 
-        return await _Observed(self.service, GET_MODEL_METADATA).run(
-            context, request.model_spec.name, answer
+        return await _observed(
+            self.service, GET_MODEL_METADATA, request.model_spec.name, answer, context
         )
 
 
@@ -176,14 +137,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     async def GetModelStatus(self, request, context):  # noqa: N802
         async def answer():
-            return status_response(
-                self.service.store.statuses(
-                    request.model_spec.name, *_version_choice(request.model_spec)
-                )
-            ), ""
+            spec = request.model_spec
+            return self.service.model_status(spec.name, *_version_choice(spec)), ""
 
-        return await _Observed(self.service, GET_MODEL_STATUS).run(
-            context, request.model_spec.name, answer
+        return await _observed(
+            self.service, GET_MODEL_STATUS, request.model_spec.name, answer, context
         )
 
 

@@ -32,6 +32,8 @@ class Metrics:
     """One registry per server, so that several servers in one process (tests) count apart."""
 
     def __init__(self):
+        """Declares every metric: one statement each, so long by nature (names, help texts and
+        labels are TF Serving's where it has the metric)."""
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.request_count = Counter(
             REQUEST_COUNT,

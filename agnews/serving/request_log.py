@@ -8,17 +8,22 @@ is written under a `.tmp` name and renamed when closed, after `records_per_file`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import random
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from components import features
+
+if TYPE_CHECKING:  # a type only: `agnews skew` reads logs without the server's modules
+    from agnews.serving.store import Version
 
 SUFFIX = ".tfrecord"
 DEFAULT_RECORDS_PER_FILE = 10_000
@@ -38,21 +43,46 @@ def read_logs(directory: str) -> list[prediction_log_pb2.PredictionLog]:
     )
 
 
-def _prediction_log(version, columns: dict, outputs: dict, sample_rate: float) -> bytes:
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """One sampled request: the version that answered, its inputs and its outputs."""
+
+    version: Version
+    columns: dict
+    outputs: dict
+
+
+def _prediction_log(entry: _Entry, sample_rate: float) -> bytes:
     log = prediction_log_pb2.PredictionLog()
     spec = log.log_metadata.model_spec
-    spec.name, spec.signature_name = version.model_name, features.SERVING_DEFAULT
-    spec.version.value = version.number
+    spec.name, spec.signature_name = entry.version.model_name, features.SERVING_DEFAULT
+    spec.version.value = entry.version.number
     log.log_metadata.sampling_config.sampling_rate = sample_rate
     request = predict_pb2.PredictRequest()
     request.model_spec.CopyFrom(spec)
-    for key, values in columns.items():
+    for key, values in entry.columns.items():
         request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(values, dtype=object)))
     log.predict_log.request.CopyFrom(request)
     log.predict_log.response.model_spec.CopyFrom(spec)
-    for key, values in outputs.items():
+    for key, values in entry.outputs.items():
         log.predict_log.response.outputs[key].CopyFrom(tf.make_tensor_proto(values))
     return log.SerializeToString()
+
+
+class _File:
+    """One log file: written under a `.tmp` name, renamed to its own when closed."""
+
+    def __init__(self, path: str):
+        self.path, self.count, self.opened = path, 0, time.monotonic()
+        self._writer = tf.io.TFRecordWriter(path + ".tmp")
+
+    def write(self, record: bytes) -> None:
+        self._writer.write(record)
+        self.count += 1
+
+    def close(self) -> None:
+        self._writer.close()
+        tf.io.gfile.rename(self.path + ".tmp", self.path, overwrite=True)
 
 
 class RequestLog:
@@ -66,13 +96,14 @@ class RequestLog:
         self.directory, self.sample_rate = directory, sample_rate
         self.records_per_file, self.roll_s = records_per_file, roll_s
         tf.io.gfile.makedirs(directory)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()  # None: stop
+        self._sequence = 0  # files opened
         self._thread = threading.Thread(target=self._write, name="request-log", daemon=True)
         self._thread.start()
 
-    def maybe_log(self, version, columns: dict, outputs: dict) -> None:
+    def maybe_log(self, version: Version, columns: dict, outputs: dict) -> None:
         if random.random() < self.sample_rate:
-            self._queue.put((version, columns, outputs))
+            self._queue.put(_Entry(version, columns, outputs))
 
     def close(self) -> None:
         """Writes what is queued, closes and renames the open file."""
@@ -80,31 +111,36 @@ class RequestLog:
         self._thread.join()
 
     def _write(self) -> None:
-        writer, path, count, opened, sequence = None, "", 0, 0.0, 0
+        """The writer thread: one record per entry; a file is closed when full, when `roll_s`
+        old (checked at least every second) and at the end."""
+        file: _File | None = None
         while True:
             try:
-                item = self._queue.get(timeout=1.0)
-            except queue.Empty:
-                item = ...
-            if writer and (
-                item is None
-                or count >= self.records_per_file
-                or time.monotonic() - opened >= self.roll_s
+                entry = self._queue.get(timeout=1.0)
+                stopping = entry is None
+            except queue.Empty:  # nothing to write: only the roll-over check
+                entry, stopping = None, False
+            if file and (
+                stopping
+                or file.count >= self.records_per_file
+                or time.monotonic() - file.opened >= self.roll_s
             ):
-                writer.close()
-                tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-                writer = None
-            if item is None:
+                file.close()
+                file = None
+            if stopping:
                 return
-            if item is ...:
+            if entry is None:
                 continue
-            if writer is None:
-                sequence += 1
-                path = os.path.join(
-                    self.directory,
-                    f"prediction_log-{time.strftime('%Y%m%dT%H%M%S')}"
-                    f"-{os.getpid()}-{sequence:05d}{SUFFIX}",
-                )
-                writer, count, opened = tf.io.TFRecordWriter(path + ".tmp"), 0, time.monotonic()
-            writer.write(_prediction_log(*item, self.sample_rate))
-            count += 1
+            if file is None:
+                file = self._open()
+            file.write(_prediction_log(entry, self.sample_rate))
+
+    def _open(self) -> _File:
+        self._sequence += 1
+        return _File(
+            os.path.join(
+                self.directory,
+                f"prediction_log-{time.strftime('%Y%m%dT%H%M%S')}"
+                f"-{os.getpid()}-{self._sequence:05d}{SUFFIX}",
+            )
+        )

@@ -1,7 +1,8 @@
-"""TF Serving's REST API as a bare ASGI app (run by uvicorn): routes, limits and error bodies.
+"""TF Serving's REST API as a bare ASGI app (run by uvicorn): routes, the body limit, and TF
+Serving's JSON decoded into the service's requests and its answers and errors encoded back.
 
-A bare app rather than a framework: five routes, and each layer a framework adds costs per request
-on a 2-core machine where the model itself takes well under a millisecond per example.
+A bare app rather than a framework: five routes, and each layer a framework adds costs time on
+every request, which shows next to a model this quick (bench/README.md).
 """
 
 from __future__ import annotations
@@ -13,10 +14,18 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2
 
-from agnews.serving import errors, grpc_api
-from agnews.serving.batcher import INPUT_KEYS, OUTPUT_KEYS
-from agnews.serving.service import GET_MODEL_METADATA, GET_MODEL_STATUS, PREDICT, PredictService
+from agnews.serving import errors
+from agnews.serving.service import (
+    GET_MODEL_METADATA,
+    GET_MODEL_STATUS,
+    INPUT_KEYS,
+    PREDICT,
+    SIGNATURE_DEF_FIELD,
+    PredictRequest,
+    PredictService,
+)
 from components import features
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -32,7 +41,11 @@ class _BodyTooLarge(errors.ServingError):
     """A 400 after which the connection closes, so the rest of the body is never read."""
 
 
+# Decoding: TF Serving's predict body -> PredictRequest.
+
+
 def _columns_from_instances(instances: Any) -> dict[str, list]:
+    """The row format: one object per row, each with every input (what else it has is ignored)."""
     if not isinstance(instances, list) or not instances:
         raise errors.invalid(
             "'instances' must be a non-empty list of objects with 'title' and 'description'."
@@ -55,26 +68,31 @@ def _columns_from_instances(instances: Any) -> dict[str, list]:
 
 
 def _columns_from_inputs(inputs: Any) -> dict[str, list]:
+    """The columnar format: input name -> its list of values (a lone value is a list of one)."""
     if not isinstance(inputs, dict):
         raise errors.invalid("'inputs' must be an object with 'title' and 'description' lists.")
-    missing = [key for key in INPUT_KEYS if key not in inputs]
-    if missing:
-        raise errors.invalid(f"Invalid argument: 'inputs' does not have named input: {missing[0]}")
-    columns = {
-        key: inputs[key] if isinstance(inputs[key], list) else [inputs[key]] for key in INPUT_KEYS
-    }
-    lengths = {len(values) for values in columns.values()}
-    if len(lengths) != 1:
-        raise errors.invalid(
-            "Invalid argument: 'title' and 'description' must have the same length."
-        )
-    if 0 in lengths:
-        raise errors.invalid("Invalid argument: empty batch.")
-    return columns
+    return {key: values if isinstance(values, list) else [values] for key, values in inputs.items()}
 
 
-def parse_predict_request(body: bytes) -> tuple[dict[str, list[bytes]], bool]:
-    """(columns of UTF-8 strings, row_format) from a TF Serving predict body."""
+def _utf8(columns: dict[str, list]) -> dict[str, list[bytes]]:
+    encoded = {}
+    for key, values in columns.items():
+        if not all(isinstance(value, str) for value in values):
+            raise errors.invalid(f"Invalid argument: '{key}' values must be strings.")
+        try:
+            encoded[key] = [value.encode("utf-8") for value in values]
+        except UnicodeEncodeError as error:  # JSON allows lone surrogates ("\ud800"); UTF-8 not
+            raise errors.invalid(
+                f"Invalid argument: a '{key}' string is not valid Unicode: {error.reason}."
+            ) from None
+    return encoded
+
+
+def parse_predict_request(
+    body: bytes, model_name: str, version: int | None = None, label: str | None = None
+) -> tuple[PredictRequest, bool]:
+    """(the request, whether it came in the row format) from a TF Serving predict body; what
+    the service checks for both APIs (lengths, limit, signature...) is left to it."""
     try:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
@@ -83,36 +101,22 @@ def parse_predict_request(body: bytes) -> tuple[dict[str, list[bytes]], bool]:
         raise errors.invalid(
             "Missing 'inputs' or 'instances' key (exactly one of them is required)."
         )
-    signature = request.get("signature_name", features.SERVING_DEFAULT)
-    if signature != features.SERVING_DEFAULT:
-        raise errors.invalid(f'Serving signature name: "{signature}" not found in signature def')
     row_format = "instances" in request
     columns = (
         _columns_from_instances(request["instances"])
         if row_format
         else _columns_from_inputs(request["inputs"])
     )
-    encoded = {}
-    for key, values in columns.items():
-        if not all(isinstance(value, str) for value in values):
-            raise errors.invalid(f"Invalid argument: '{key}' values must be strings.")
-        try:
-            encoded[key] = [value.encode("utf-8") for value in values]
-        except (
-            UnicodeEncodeError
-        ) as error:  # JSON allows lone surrogates ("\ud800"); UTF-8 does not
-            raise errors.invalid(
-                f"Invalid argument: a '{key}' string is not valid Unicode: {error.reason}."
-            ) from None
-    return encoded, row_format
-
-
-def predict_response(outputs: dict, row_format: bool) -> dict:
-    lists = {key: outputs[key].tolist() for key in OUTPUT_KEYS}
-    lists[features.LABEL_NAME_KEY] = [label.decode() for label in lists[features.LABEL_NAME_KEY]]
-    if row_format:
-        return {"predictions": [dict(zip(OUTPUT_KEYS, row)) for row in zip(*lists.values())]}
-    return {"outputs": lists}
+    return (
+        PredictRequest(
+            model_name,
+            version,
+            label,
+            _utf8(columns),
+            signature_name=request.get("signature_name", features.SERVING_DEFAULT),
+        ),
+        row_format,
+    )
 
 
 def _version(requested: str | None, model: str) -> int | None:
@@ -121,6 +125,36 @@ def _version(requested: str | None, model: str) -> int | None:
     if not requested.isdigit():
         raise errors.not_found(f"Servable not found for request: Specific({model}, {requested})")
     return int(requested)
+
+
+# Encoding: answers -> TF Serving's JSON.
+
+
+def predict_response(outputs: dict, row_format: bool) -> dict:
+    lists = {key: values.tolist() for key, values in outputs.items()}
+    labels = lists.get(features.LABEL_NAME_KEY)
+    if labels is not None:  # bytes from the signature, text in JSON
+        lists[features.LABEL_NAME_KEY] = [label.decode() for label in labels]
+    if row_format:
+        return {
+            "predictions": [
+                dict(zip(lists, row, strict=True)) for row in zip(*lists.values(), strict=True)
+            ]
+        }
+    return {"outputs": lists}
+
+
+def metadata_json(response: get_model_metadata_pb2.GetModelMetadataResponse) -> dict:
+    signature_defs = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_defs)
+    return {
+        "model_spec": json_format.MessageToDict(response.model_spec),
+        "metadata": {
+            SIGNATURE_DEF_FIELD: json_format.MessageToDict(
+                signature_defs, preserving_proto_field_name=True
+            )
+        },
+    }
 
 
 class RestApp:
@@ -139,27 +173,15 @@ class RestApp:
             )
             return
         started, route = time.perf_counter(), _ROUTE.match(scope["path"])
-        api = (
-            GET_MODEL_METADATA
-            if route and route["metadata"]
-            else PREDICT
-            if route and route["predict"]
-            else GET_MODEL_STATUS
-        )
-        version, error, close = "", None, False
+        version, error = "", None
         try:
             if not route:
                 raise errors.not_found(f"Servable not found for request: Latest({scope['path']})")
             status, payload, version = await self._handle(scope, receive, route)
-        except errors.ServingError as served_error:
-            error, close = served_error, isinstance(served_error, _BodyTooLarge)
-            status, payload = served_error.http_status, {"error": str(served_error)}
-        except Exception as internal:  # noqa: BLE001  (a server answers; it does not crash)
-            error, status, payload = (
-                internal,
-                500,
-                {"error": f"Internal error: {type(internal).__name__}: {internal}"},
-            )
+        except Exception as raised:  # noqa: BLE001  (a server answers; it does not crash)
+            error = errors.answered(raised)
+            status, payload = error.http_status, {"error": str(error)}
+        close = isinstance(error, _BodyTooLarge)
         await _send(
             send,
             status,
@@ -167,45 +189,38 @@ class RestApp:
             _JSON + [(b"connection", b"close")] if close else _JSON,
         )
         if route:
-            self.service.observe(route["model"], version, api, "REST", error, started)
+            self.service.observe(route["model"], version, _api(route), "REST", error, started)
 
-    async def _handle(self, scope, receive, route) -> tuple[int, dict, str]:
+    async def _handle(self, scope, receive, route: re.Match) -> tuple[int, dict, str]:
         """(HTTP status, JSON payload, version that answered) of a request on a model's route."""
         model, label = route["model"], route["label"]
         version = _version(route["version"], model)
         method = scope["method"]
-        if not route["predict"]:
-            if method != "GET":
-                raise errors.invalid(f"{method} is not supported here; use GET.")
-            if route["metadata"]:
-                response = grpc_api.metadata_response(
-                    self.service.store.serving(model, version, label)
-                )
-                return (
-                    200,
-                    {
-                        "model_spec": json_format.MessageToDict(response.model_spec),
-                        "metadata": {
-                            "signature_def": json_format.MessageToDict(
-                                grpc_api.signature_defs(response), preserving_proto_field_name=True
-                            )
-                        },
-                    },
-                    "",
-                )
-            response = grpc_api.status_response(self.service.store.statuses(model, version, label))
+        if route["predict"]:
+            if method != "POST":
+                raise errors.invalid("Predict requests must be POST.")
+            request, row_format = parse_predict_request(
+                await self._body(scope, receive), model, version, label
+            )
+            prediction = await self.service.predict(request)
             return (
                 200,
-                json_format.MessageToDict(
-                    response, including_default_value_fields=True, preserving_proto_field_name=True
-                ),
-                "",
+                predict_response(prediction.outputs, row_format),
+                str(prediction.version.number),
             )
-        if method != "POST":
-            raise errors.invalid("Predict requests must be POST.")
-        columns, row_format = parse_predict_request(await self._body(scope, receive))
-        served, outputs = await self.service.predict(model, version, label, columns)
-        return 200, predict_response(outputs, row_format), str(served.number)
+        if method != "GET":
+            raise errors.invalid(f"{method} is not supported here; use GET.")
+        if route["metadata"]:
+            metadata = self.service.model_metadata(model, version, label)
+            return 200, metadata_json(metadata), str(metadata.model_spec.version.value)
+        status = self.service.model_status(model, version, label)
+        return (
+            200,
+            json_format.MessageToDict(
+                status, including_default_value_fields=True, preserving_proto_field_name=True
+            ),
+            "",
+        )
 
     async def _body(self, scope, receive) -> bytes:
         """The request body, refused as soon as it passes the limit (chunked bodies too)."""
@@ -226,6 +241,13 @@ class RestApp:
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
+
+
+def _api(route: re.Match) -> str:
+    """TF Serving's `API` label of a request on a model's route."""
+    if route["metadata"]:
+        return GET_MODEL_METADATA
+    return PREDICT if route["predict"] else GET_MODEL_STATUS
 
 
 async def _send(send, status: int, body: bytes, headers: list) -> None:

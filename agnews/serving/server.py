@@ -26,7 +26,7 @@ from agnews.serving.rest import RestApp
 from agnews.serving.service import PredictService
 from components import settings
 
-GRACE_S = 30.0  # how long a stop waits for requests in flight
+GRACE_S = 30  # seconds a stop waits for requests in flight
 
 
 @dataclasses.dataclass
@@ -162,7 +162,8 @@ class Server:
 
 
 def use_tensorflow_threads(intra_op: int, inter_op: int) -> None:
-    """Sizes TensorFlow's thread pools; before the process's first TensorFlow op (else ValueError)."""
+    """Sizes TensorFlow's thread pools: before the process's first TensorFlow op, else
+    ValueError."""
     try:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)

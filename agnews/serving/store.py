@@ -24,9 +24,9 @@ import tensorflow as tf
 from tensorflow.python.saved_model import loader_impl
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+from agnews import versions as version_dirs
 from agnews.serving import errors, model_config
 from agnews.serving.metrics import Metrics
-from agnews.versions import model_versions, warmup_requests
 from components import features, settings
 
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"  # TF Serving's ModelVersionStatus states
@@ -48,16 +48,25 @@ class Version:
     path: str
     state: str
     error: str = ""
-    loaded: Loaded | None = None
+    loaded: Loaded | None = None  # set while AVAILABLE, and only then
     attempts: int = 0
     retry_at: float = 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """An available version and what it loaded: the answer to "which version serves this?"."""
+
+    version: Version
+    loaded: Loaded
+
+
 def load_version(path: str, metrics: Metrics) -> Loaded:
-    """Loads a SavedModel and replays its TF Serving warmup file, timing both as TF Serving does."""
+    """Loads a version and replays its warmup requests (agnews.versions does both), timing each
+    step under TF Serving's load and warmup metrics."""
     start = time.perf_counter()
     try:
-        model = tf.saved_model.load(path)
+        model = version_dirs.load(path)
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in (
             loader_impl.parse_saved_model(path).meta_graphs[0].signature_def.items()
@@ -70,26 +79,21 @@ def load_version(path: str, metrics: Metrics) -> Loaded:
     metrics.load_latency.labels(path).inc((time.perf_counter() - start) * 1e6)
     start, status = time.perf_counter(), "OK"
     try:
-        for signature, inputs in warmup_requests(path):
-            if signature in model.signatures:
-                model.signatures[signature](**inputs)
+        version_dirs.warm(model, path)
     except Exception:
         status = "FAILED"
         raise
     finally:
         metrics.warmup_latency.labels(path, status).observe((time.perf_counter() - start) * 1e6)
-    if features.SERVING_DEFAULT not in model.signatures:
-        raise ValueError(f"{path} has no {features.SERVING_DEFAULT} signature")
     return Loaded(model, model.signatures[features.SERVING_DEFAULT], signature_defs)
 
 
 def freeze_loaded_objects(unloaded: bool) -> None:
     """Puts the objects of the loaded versions out of the garbage collector's reach (gc.freeze):
-    a loaded SavedModel is about 500k Python objects, and every full collection walked them all,
-    a 270 ms pause that was the p99 latency under 32 connections (36 ms once frozen). After an
-    unload, everything is unfrozen and collected first, so that what the unloaded version left
-    is freed: one full pass per version change (0.25-0.65 s holding the GIL), not one every few
-    thousand requests."""
+    a loaded SavedModel is several hundred thousand Python objects, and a full collection walking
+    them all pauses every request (the p99 under load; bench/README.md). After an unload,
+    everything is unfrozen and collected first, so that what the unloaded version left is freed:
+    one full pass per version change, not one every few thousand requests."""
     if unloaded:
         gc.unfreeze()
         gc.collect()
@@ -142,19 +146,23 @@ class ModelStore:
             raise errors.invalid(f"Unrecognized servable version label: {label}")
         return number
 
-    def serving(self, name: str, version: int | None = None, label: str | None = None) -> Version:
+    def serving(self, name: str, version: int | None = None, label: str | None = None) -> Served:
         """The version that answers a request: the newest available one unless one is named."""
         number = self._requested(name, version, label)
         versions = self._versions.get(name, {})
         if number is None:
-            available = [v for v in versions.values() if v.state == AVAILABLE]
+            available = [
+                Served(v, v.loaded)
+                for v in versions.values()
+                if v.state == AVAILABLE and v.loaded is not None
+            ]
             if not available:
                 raise errors.not_found(f"Servable not found for request: Latest({name})")
-            return max(available, key=lambda v: v.number)
+            return max(available, key=lambda served: served.version.number)
         found = versions.get(number)
-        if found is None or found.state != AVAILABLE:
+        if found is None or found.state != AVAILABLE or found.loaded is None:
             raise errors.not_found(f"Servable not found for request: Specific({name}, {number})")
-        return found
+        return Served(found, found.loaded)
 
     def statuses(
         self, name: str, version: int | None = None, label: str | None = None
@@ -224,7 +232,7 @@ class ModelStore:
             self.reconcile()
 
     def _set(self, version: Version) -> bool:
-        """Swaps in a new snapshot holding `version`; False when its model left the configuration."""
+        """Swaps in a new snapshot holding `version`; False when its model left the config."""
         with self._lock:
             versions = self._versions.get(version.model_name)
             if versions is None or version.path != os.path.join(
@@ -242,10 +250,8 @@ class ModelStore:
         started = []
         for model in list(self._configs.values()):
             try:
-                available = model_versions(model.base_path)
-            except (
-                tf.errors.OpError
-            ) as error:  # a file system hiccup: keep serving, look again next poll
+                available = version_dirs.model_versions(model.base_path)
+            except tf.errors.OpError as error:  # a file system hiccup: look again next poll
                 print(
                     f"agnews serve: cannot list {model.base_path}: {error.message}",
                     file=sys.stderr,
@@ -305,7 +311,7 @@ class ModelStore:
             config = self._configs.get(name)
             if config:
                 unloaded = self._unload_surplus(
-                    name, config.aspired(model_versions(config.base_path))
+                    name, config.aspired(version_dirs.model_versions(config.base_path))
                 )
         freeze_loaded_objects(unloaded)
 
