@@ -113,7 +113,9 @@ from agnews.versions import load_warm
 version_dir, warm = sys.argv[1], sys.argv[2] == "warm"
 model = load_warm(version_dir) if warm else tf.saved_model.load(version_dir)
 started = time.perf_counter()
-model.signatures["serving_default"](title=tf.constant(["Oil prices rise"]), description=tf.constant([""]))
+model.signatures["serving_default"](
+    title=tf.constant(["Oil prices rise"]), description=tf.constant([""])
+)
 print(json.dumps(time.perf_counter() - started))
 """
 
@@ -158,7 +160,8 @@ def write_grpc_requests(path: Path) -> None:
 
 def write_protoset(path: Path) -> None:
     """PredictionService and the files it imports as a FileDescriptorSet, ghz's --protoset,
-    from the descriptors tensorflow-serving-api compiled in (no .proto files or reflection needed)."""
+    from the descriptors tensorflow-serving-api compiled in (no .proto files or reflection
+    needed)."""
     descriptors = descriptor_pb2.FileDescriptorSet()
     seen: set[str] = set()
 
@@ -224,7 +227,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 rest_port, grpc_port = int(sys.argv[1]), int(sys.argv[2])
 STATUS = json.dumps({"model_version_status": [{"state": "AVAILABLE"}]}).encode()
-PREDICTIONS = json.dumps({"predictions": [{"probabilities": [0.25] * 4, "class_id": 0, "label": "World"}]}).encode()
+PREDICTIONS = json.dumps(
+    {"predictions": [{"probabilities": [0.25] * 4, "class_id": 0, "label": "World"}]}
+).encode()
 RESPONSE = predict_pb2.PredictResponse()
 for key, value in (("probabilities", [[0.25] * 4]), ("class_id", [0]), ("label", [b"World"])):
     RESPONSE.outputs[key].CopyFrom(tf.make_tensor_proto(value))
@@ -232,8 +237,10 @@ for key, value in (("probabilities", [[0.25] * 4]), ("class_id", [0]), ("label",
 async def app(scope, receive, send):
     while (await receive()).get("more_body"):
         pass
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": STATUS if scope["method"] == "GET" else PREDICTIONS})
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body",
+                "body": STATUS if scope["method"] == "GET" else PREDICTIONS})
 
 class Fixed(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Predict(self, request, context):
@@ -244,8 +251,9 @@ async def main():
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Fixed(), server)
     server.add_insecure_port(f"127.0.0.1:{grpc_port}")
     await server.start()
-    await uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=rest_port, http="httptools", lifespan="off",
-                                        access_log=False, log_level="warning")).serve()
+    await uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=rest_port, http="httptools",
+                                        lifespan="off", access_log=False,
+                                        log_level="warning")).serve()
 
 uvloop.run(main())
 """
@@ -476,7 +484,8 @@ def main() -> None:
     call = batch_call(version_dir)
     limits = [ceiling(call)]
     print(
-        f"serve bench: ceiling {limits[0]['examples_per_s']:,.0f} examples/s at batch {CEILING_BATCH}",
+        f"serve bench: ceiling {limits[0]['examples_per_s']:,.0f} examples/s "
+        f"at batch {CEILING_BATCH}",
         flush=True,
     )
 
@@ -486,8 +495,10 @@ def main() -> None:
         row.update(server=server_name, api=api, connections=connections, batching=batching)
         rows.append(row)
         print(
-            f"serve bench: {server_name} {api} c={connections} batching={'on' if batching else 'off'}: "
-            f"{row['requests_per_s']:,.0f} req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+            f"serve bench: {server_name} {api} c={connections} "
+            f"batching={'on' if batching else 'off'}: "
+            f"{row['requests_per_s']:,.0f} req/s, p50 {row['p50_ms']:.1f} ms, "
+            f"p99 {row['p99_ms']:.1f} ms, "
             f"{row['errors']} errors, CPU ms/req: server {row['server_cpu_ms_per_request']:.2f}, "
             f"client {row['client_cpu_ms_per_request']:.2f}",
             flush=True,
@@ -513,7 +524,8 @@ def main() -> None:
         ).stdout
         (tmp / "reference_serve.py").write_text(reference)
 
-        # Today's server, both flavours in one process (one start instead of two; the idle one costs nothing).
+        # Today's server, both flavours in one process (one start instead of two; the idle one
+        # costs nothing).
         port_off, port_on = free_port(), free_port()
         command = [sys.executable, "-c", REFERENCE_LAUNCHER, base_dir, str(port_off), str(port_on)]
         with running(
@@ -530,7 +542,10 @@ def main() -> None:
                     "REST",
                     TARGET_CONNECTIONS,
                     batching,
-                    measured(server, lambda: wrk(port, TARGET_CONNECTIONS, args.duration, bodies)),
+                    measured(
+                        server,
+                        lambda port=port: wrk(port, TARGET_CONNECTIONS, args.duration, bodies),
+                    ),
                 )
 
         rest_port, grpc_port = free_port(), free_port()
@@ -578,7 +593,10 @@ def main() -> None:
                         connections,
                         batching,
                         measured(
-                            server, lambda: wrk(rest_port, connections, args.duration, bodies)
+                            server,
+                            lambda rest_port=rest_port, connections=connections: wrk(
+                                rest_port, connections, args.duration, bodies
+                            ),
                         ),
                     )
                 ghz(grpc_port, TARGET_CONNECTIONS, WARMUP_SECONDS, protoset, requests)
@@ -590,7 +608,9 @@ def main() -> None:
                         batching,
                         measured(
                             server,
-                            lambda: ghz(grpc_port, connections, args.duration, protoset, requests),
+                            lambda grpc_port=grpc_port, connections=connections: ghz(
+                                grpc_port, connections, args.duration, protoset, requests
+                            ),
                         ),
                     )
 
@@ -660,22 +680,31 @@ def render(
 ) -> str:
     load = " / ".join(f"{v:.2f}" for v in conditions["load_average_at_start"])
     lines = [
-        f"Conditions: {conditions['cores']} cores shared with other work, load average {load} (1/5/15 min) "
-        f"at the start, {conditions['load_average_at_end'][0]:.2f} at the end; {conditions['seconds_per_row']} s "
-        f"of load per row after a {WARMUP_SECONDS} s warm-up per server; clients on the same machine: "
-        f"`wrk -t1 -cN` (serve_predict.lua) and `ghz --cpus=1 --concurrency=N --connections=N`; one example "
+        f"Conditions: {conditions['cores']} cores shared with other work, "
+        f"load average {load} (1/5/15 min) "
+        f"at the start, {conditions['load_average_at_end'][0]:.2f} at the end; "
+        f"{conditions['seconds_per_row']} s "
+        f"of load per row after a {WARMUP_SECONDS} s warm-up per server; "
+        "clients on the same machine: "
+        "`wrk -t1 -cN` (serve_predict.lua) and "
+        "`ghz --cpus=1 --concurrency=N --connections=N`; one example "
         f"per request, {len(EXAMPLES)} texts in turn; model {conditions['model']} version "
         f"{conditions['version']}; tree {conditions['commit']}; {conditions['tools']}; whole bench "
         f"{conditions['bench_seconds'] / 60:.1f} min.",
         "",
-        f"Ceiling: the served version's serving_default called in process at batch {CEILING_BATCH} (TensorFlow "
-        f"intra-op threads {settings.DEFAULT_INTRA_OP_THREADS}, inter-op {settings.DEFAULT_INTER_OP_THREADS or 'TF default'}, "
+        "Ceiling: the served version's serving_default called in process "
+        f"at batch {CEILING_BATCH} (TensorFlow "
+        f"intra-op threads {settings.DEFAULT_INTRA_OP_THREADS}, "
+        f"inter-op {settings.DEFAULT_INTER_OP_THREADS or 'TF default'}, "
         "as agnews serve runs it), before "
-        f"and after the servers' rows: {limits[0]['examples_per_s']:,.0f} and {limits[1]['examples_per_s']:,.0f} "
-        f"examples/s ({limits[0]['ms_per_call']:.2f} and {limits[1]['ms_per_call']:.2f} ms per call); the "
+        f"and after the servers' rows: {limits[0]['examples_per_s']:,.0f} "
+        f"and {limits[1]['examples_per_s']:,.0f} "
+        f"examples/s ({limits[0]['ms_per_call']:.2f} "
+        f"and {limits[1]['ms_per_call']:.2f} ms per call); the "
         "shares below are of the higher.",
         "",
-        "| server | API | connections | batching | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
+        "| server | API | connections | batching | req/s | p50 ms | p99 ms | errors "
+        "| server CPU ms/req "
         "| client CPU ms/req | share of ceiling |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -698,9 +727,12 @@ def render(
     lines += [
         "",
         "Reference: the werkzeug server of "
-        f"{REFERENCE_COMMIT} (`git show {REFERENCE_COMMIT}:pipeline/serve.py`), same model, same tool. "
-        f"Fixed answer: no model, one fixed prediction from the same transports (uvicorn + httptools, "
-        f"grpc.aio, one uvloop): what a request costs the server and the load tool before any model "
+        f"{REFERENCE_COMMIT} (`git show {REFERENCE_COMMIT}:pipeline/serve.py`), "
+        "same model, same tool. "
+        "Fixed answer: no model, one fixed prediction from the same transports "
+        "(uvicorn + httptools, "
+        "grpc.aio, one uvloop): what a request costs the server and the load tool "
+        "before any model "
         f"work. Errors: wrk's socket errors and HTTP statuses ≥ 400, ghz's non-OK statuses. "
         f"Batching on: the servers' defaults (at most {settings.DEFAULT_BATCH_MAX_ROWS} rows, "
         f"waiting {settings.DEFAULT_BATCH_TIMEOUT_MS:g} ms for more requests while a batch runs).",
@@ -709,7 +741,8 @@ def render(
         "",
     ]
     lines += [
-        f"- {t['target']}: {t['value']:,.1f} against {t['bound']:,.1f}: {'met' if t['met'] else 'NOT met'}."
+        f"- {t['target']}: {t['value']:,.1f} against {t['bound']:,.1f}: "
+        f"{'met' if t['met'] else 'NOT met'}."
         for t in met
     ]
     at_32 = [r for r in order if r["connections"] == 32 and r["server"] == "agnews serve"]
@@ -723,7 +756,8 @@ def render(
     )
     lines += [
         "",
-        f"First request after loading the version, in a fresh process: {first[False]:,.0f} ms without "
+        "First request after loading the version, in a fresh process: "
+        f"{first[False]:,.0f} ms without "
         f"warmup, {first[True]:,.0f} ms with the warmup requests replayed.",
     ]
     return "\n".join(lines)

@@ -54,7 +54,11 @@ def test_grpc_predict_equals_rest_predict_and_agnews_predict(server):
 
     status, body = call(
         f"http://127.0.0.1:{running.rest_port}/v1/models/agnews:predict",
-        {"instances": [{"title": t, "description": d} for t, d in zip(TITLES, DESCRIPTIONS)]},
+        {
+            "instances": [
+                {"title": t, "description": d} for t, d in zip(TITLES, DESCRIPTIONS, strict=True)
+            ]
+        },
     )
     assert status == 200
     from_rest = np.array([row[features.PROBABILITIES_KEY] for row in body["predictions"]])

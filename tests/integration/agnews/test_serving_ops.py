@@ -56,7 +56,8 @@ def test_metrics_parse_and_use_tf_serving_names(first_run, tmp_path):
         r'^:tensorflow:serving:request_count\{model_name="agnews",status="OK"\} 2\.0$', text, re.M
     )
     assert re.search(
-        r'^:tensorflow:serving:request_count\{model_name="agnews",status="INVALID_ARGUMENT"\} 1\.0$',
+        r'^:tensorflow:serving:request_count\{model_name="agnews",'
+        r'status="INVALID_ARGUMENT"\} 1\.0$',
         text,
         re.M,
     )

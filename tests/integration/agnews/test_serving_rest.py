@@ -1,4 +1,5 @@
-"""`agnews serve`'s REST API: real HTTP requests to a server on 127.0.0.1, in TF Serving's format."""
+"""`agnews serve`'s REST API: real HTTP requests to a server on 127.0.0.1, in TF Serving's
+format."""
 
 import asyncio
 import json
@@ -237,7 +238,7 @@ def test_concurrent_calls_share_one_signature_call_and_get_their_own_rows(first_
     ]
     batched = _run_concurrently(Batcher(max_rows=64, timeout_s=0.5), counted, requests)
     assert sum(calls) == sum(len(r["title"]) for r in requests) and len(calls) < len(requests)
-    for columns, answer in zip(requests, batched):
+    for columns, answer in zip(requests, batched, strict=True):
         alone = run_signature(signature, columns)
         np.testing.assert_array_equal(
             answer[features.LABEL_NAME_KEY], alone[features.LABEL_NAME_KEY]
