@@ -30,6 +30,7 @@ def first_run(tmp_path_factory):
     return root, args
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     """`make test` runs two pytest-xdist workers (--dist loadgroup): every test that reads the
     session's pipeline run goes to the worker that made it, so the run is made once and no test
