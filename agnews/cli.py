@@ -29,19 +29,19 @@ from pipeline.config import PipelineConfig  # noqa: E402
 
 
 def _add_predict_parser(subparsers) -> None:
-    predict = subparsers.add_parser("predict", help="Classify headlines with a pushed SavedModel.")
-    predict.add_argument(
+    parser = subparsers.add_parser("predict", help="Classify headlines with a pushed SavedModel.")
+    parser.add_argument(
         "--model",
         default=PipelineConfig().serving_dir,
         help="A model version directory, or a base directory whose newest "
         "numeric version is used (default: %(default)s).",
     )
-    predict.add_argument(
+    parser.add_argument(
         "--description",
         default="",
         help="Description text paired with every headline (default: empty).",
     )
-    predict.add_argument("text", nargs="+", help="Headline text, one argument per example.")
+    parser.add_argument("text", nargs="+", help="Headline text, one argument per example.")
 
 
 def _predict(args) -> int:
@@ -222,13 +222,14 @@ def _add_serve_parser(subparsers) -> None:
         default=settings.DEFAULT_SERVE_PORT,
         help="REST port (default: %(default)s; --port is the same flag).",
     )
-    parser.add_argument(
+    grpc = parser.add_mutually_exclusive_group()
+    grpc.add_argument(
         "--grpc-port",
         type=int,
         default=settings.DEFAULT_GRPC_PORT,
         help="gRPC port (default: %(default)s).",
     )
-    parser.add_argument(
+    grpc.add_argument(
         "--no-grpc",
         dest="grpc_port",
         action="store_const",
@@ -300,16 +301,19 @@ def _add_serve_parser(subparsers) -> None:
     )
 
 
+def serve_options(args):
+    """The server's options from `agnews serve`'s flags, whose dests are ServeOptions' field
+    names: one list of options, no copies."""
+    from agnews.serving import server
+
+    fields = dataclasses.fields(server.ServeOptions)
+    return server.ServeOptions(**{field.name: getattr(args, field.name) for field in fields})
+
+
 def _serve(args) -> int:
     from agnews.serving import server
 
-    # The flags' dests are ServeOptions' field names: one list of options, no copies.
-    options = server.ServeOptions(
-        **{
-            field.name: getattr(args, field.name)
-            for field in dataclasses.fields(server.ServeOptions)
-        }
-    )
+    options = serve_options(args)
     try:
         server.serve_until_signalled(
             options,
@@ -364,7 +368,8 @@ def _skew(args) -> int:
     return ExitCode.OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`agnews` and its seven commands."""
     parser = argparse.ArgumentParser(prog="agnews", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     pipeline_commands.add_run_parser(subparsers)
@@ -374,7 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_skew_parser(subparsers)
     pipeline_commands.add_report_parser(subparsers)
     pipeline_commands.add_compile_parser(subparsers)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if not getattr(args, "print_config", False):
         quiet.import_tensorflow()  # every other command needs it: import it once, without its noise
     commands = {

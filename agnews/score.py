@@ -157,7 +157,6 @@ def _prepare_output(output: str, overwrite: bool) -> None:
 
 
 def _check_signature(version_dir: str) -> None:
-
     signatures = {
         name
         for graph in loader_impl.parse_saved_model(version_dir).meta_graphs
@@ -171,7 +170,6 @@ def _check_signature(version_dir: str) -> None:
 
 
 def _remove(paths: list[str]) -> None:
-
     for path in paths:
         tf.io.gfile.remove(path)
 

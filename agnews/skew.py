@@ -20,7 +20,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from agnews.serving.request_log import read_logs
 from components import features
 from components.artifacts import PUSHED_VERSION_PROPERTY
-from pipeline import metadata
+from pipeline import metadata, node_ids
 
 MEASURES = ("L_INFTY", "JENSEN_SHANNON_DIVERGENCE")
 
@@ -48,7 +48,9 @@ def training_statistics(
     run_type = store.get_context_type("pipeline_run").id
     runs = [c for c in store.get_contexts_by_artifact(pushed[-1].id) if c.type_id == run_type]
     node_ids = {
-        c.id for c in store.get_contexts_by_type("node") if c.name.endswith(".StatisticsGen")
+        c.id
+        for c in store.get_contexts_by_type("node")
+        if c.name.endswith(f".{node_ids.STATISTICS_GEN}")
     }
     for artifact in store.get_artifacts_by_context(runs[-1].id) if runs else []:
         if artifact.type == "ExampleStatistics" and node_ids & {

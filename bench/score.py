@@ -191,7 +191,7 @@ def main() -> None:
         "",
         f"Conditions: {rows:,} rows (the shared 12k sample x{args.copies}), one plain CSV file; "
         f"model {version_dir}; DirectRunner; CSV scores only (no PredictionLogs); "
-        f"wall time of `pipeline.score.score` including pipeline start and model load; "
+        f"wall time of `agnews.score.score` including pipeline start and model load; "
         f"2 cores; 1-minute load average {load_before:.2f} before the start (other work on the "
         f"machine) and {load:.2f} at the end (this bench's own); one run.",
     ]

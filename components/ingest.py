@@ -215,11 +215,12 @@ def _record_counts(examples, settings: IngestSettings) -> None:
 def data_files(input_base: str, pattern: str, split: str) -> list[str]:
     """The CSV files of input split `split`: of the files `pattern` (e.g. `span-3/train*`)
     matches, those named like the split (rows.split_files). Others (`train.csv.bak`,
-    `train_old.csv`) are named in the log and left alone, or in the error when no file is left;
-    both `.csv` and `.csv.gz` files for one split would read each row twice, and stop the run."""
+    `train_old.csv`) are named in the log and left alone, or in the error when only such files
+    matched; none at all is an empty split (a test split compiled in but not given); both `.csv`
+    and `.csv.gz` files for one split would read each row twice, and stop the run."""
     kept, skipped = split_files(matching_files(os.path.join(input_base, pattern)), split)
-    if not kept:
-        raise IngestError(no_split_files_message(split, input_base, skipped))
+    if skipped and not kept:
+        raise IngestError(no_split_files_message(split, skipped))
     if skipped:
         logging.warning(
             "Not read (not %s.csv or %s.csv.gz, whole or in shards): %s",

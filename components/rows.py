@@ -425,12 +425,12 @@ def split_files(paths: list[str], split: str) -> tuple[list[str], list[str]]:
     return kept, sorted(set(paths) - set(kept))
 
 
-def no_split_files_message(split: str, directory: str, skipped: list[str]) -> str:
-    """Why a directory gave input split `split` no file: the names read, and what was passed
-    over."""
-    passed_over = ", ".join(os.path.basename(path) for path in skipped) or "no file"
+def no_split_files_message(split: str, skipped: list[str]) -> str:
+    """Why input split `split` has no file although `skipped` (in one directory) matched its
+    pattern: the names that are read, and the files passed over."""
+    passed_over = ", ".join(os.path.basename(path) for path in skipped)
     return (
         f"No {split}.csv or {split}.csv.gz (or shards such as {split}-00000-of-00002.csv.gz) in "
-        f"{directory}: found {passed_over}, which is not read. Rename the file, e.g. to "
-        f"{split}.csv.gz."
+        f"{os.path.dirname(skipped[0])}: found {passed_over}, which is not read. Rename the "
+        f"file, e.g. to {split}.csv.gz."
     )

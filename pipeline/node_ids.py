@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 
 EXAMPLE_GEN = "FileBasedExampleGen"
+IMPORT_SCHEMA_GEN = "ImportSchemaGen"
 STATISTICS_GEN = "StatisticsGen"
+EXAMPLE_VALIDATOR = "ExampleValidator"
 ANOMALIES_GATE = "AnomaliesGate"
 PREVIOUS_SPAN_STATISTICS = "previous_span_statistics"
 DISTRIBUTION_VALIDATOR = "DistributionValidator"

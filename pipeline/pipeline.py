@@ -94,9 +94,7 @@ def _source(
         present = {name: pattern for name, pattern in patterns.items() if files(name)[0]}
         if "train" not in present and (skipped := files("train")[1]):
             # Say so now, naming what was passed over, rather than ingest nothing.
-            raise FileNotFoundError(
-                rows.no_split_files_message("train", os.path.dirname(skipped[0]), skipped)
-            )
+            raise FileNotFoundError(rows.no_split_files_message("train", skipped))
     else:
         present = {
             name: pattern for name, pattern in patterns.items() if name == "train" or test_split
@@ -280,17 +278,21 @@ def create_pipeline(
     source = resolve_data_source(config.data, config.test_split, config.spans, config.span)
     example_gen = _example_gen(config, source)
 
-    schema_gen = ImportSchemaGen(schema_file=os.path.join(config.schema_dir, "schema.pbtxt"))
+    schema_gen = ImportSchemaGen(
+        schema_file=os.path.join(config.schema_dir, "schema.pbtxt")
+    ).with_id(node_ids.IMPORT_SCHEMA_GEN)
 
     # With the schema, the label's statistics are categorical (the drift gate compares them).
     statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"]
-    )
+    ).with_id(node_ids.STATISTICS_GEN)
 
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    )
-    anomalies_gate = validation.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    ).with_id(node_ids.EXAMPLE_VALIDATOR)
+    anomalies_gate = validation.AnomaliesGate(
+        anomalies=example_validator.outputs["anomalies"]
+    ).with_id(node_ids.ANOMALIES_GATE)
     nodes = [example_gen, schema_gen, statistics_gen, example_validator, anomalies_gate]
 
     # The window of spans to train on (KFP: the span this run ingested).
@@ -381,7 +383,7 @@ def _example_gen(config: PipelineConfig, source: DataSource) -> FileBasedExample
             rows.IngestSettings(config.max_bad_fraction, config.max_field_chars, source.kind)
         ),
         custom_executor_spec=executor_spec.BeamExecutorSpec(ingest.Executor),
-    )
+    ).with_id(node_ids.EXAMPLE_GEN)
 
 
 def _span_window(config: PipelineConfig, example_gen, skip_if_trained: bool) -> Resolver:
@@ -547,14 +549,14 @@ def _drift_gate(config: PipelineConfig, example_gen, statistics_gen) -> list:
         statistics=statistics_gen.outputs["statistics"],
         baseline_statistics=baseline,
         **drift.validator_settings(config.schema_dir),
-    )
+    ).with_id(node_ids.DISTRIBUTION_VALIDATOR)
     drift_gate = drift.DriftGate(
         anomalies=distribution_validator.outputs["anomalies"],
         statistics=statistics_gen.outputs["statistics"],
         baseline_statistics=baseline,
         accept_drift=int(config.accept_drift),
         **drift.gate_settings(config.schema_dir),
-    )
+    ).with_id(node_ids.DRIFT_GATE)
     return [previous_statistics, distribution_validator, drift_gate]
 
 
@@ -590,7 +592,7 @@ def _scoring(config: PipelineConfig, trainer, evaluator) -> list:
         model_blessing=evaluator.outputs["blessing"],
         data_spec=bulk_inferrer_pb2.DataSpec(),
         model_spec=bulk_inferrer_pb2.ModelSpec(model_signature_name=[features.BATCH_SCORING]),
-    )
+    ).with_id(node_ids.BULK_INFERRER)
     bulk_inferrer.executor_spec = executor_spec.BeamExecutorSpec(push.BulkInferrerExecutor)
     return [score_example_gen, bulk_inferrer]
 

@@ -28,16 +28,13 @@ from components.artifacts import (  # noqa: E402
     ACCEPTED,
     BLESSED_PROPERTY,
     PUSHED_DESTINATION_PROPERTY,
-    PUSHED_PROPERTY,  # noqa: E402
+    PUSHED_PROPERTY,
     PUSHED_VERSION_PROPERTY,
     read_history,
     read_summary,
     rejected_counts,
 )
-from pipeline import (
-    metadata,  # noqa: E402
-    node_ids,  # noqa: E402
-)
+from pipeline import metadata, node_ids  # noqa: E402
 
 REPORT_DIR_NAME = "report"  # <run dir>/report/
 REPORT_FILE_NAME = "report.md"
@@ -258,8 +255,11 @@ def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
         "model_run": (node_ids.MODEL_NODES.trainer, "ModelRun"),
         "evaluation": (node_ids.MODEL_NODES.evaluator, "ModelEvaluation"),
         "blessing": (node_ids.MODEL_NODES.evaluator, "ModelBlessing"),
-        "holdout_evaluation": (f"{features.HOLDOUT_SPLIT}_evaluator", "ModelEvaluation"),
-        "test_evaluation": (f"{features.TEST_SPLIT}_evaluator", "ModelEvaluation"),
+        "holdout_evaluation": (
+            node_ids.report_evaluator(features.HOLDOUT_SPLIT),
+            "ModelEvaluation",
+        ),
+        "test_evaluation": (node_ids.report_evaluator(features.TEST_SPLIT), "ModelEvaluation"),
         "pushed": (node_ids.MODEL_NODES.pusher, "PushedModel"),
     }
     return {
@@ -283,7 +283,7 @@ def run_history(store, pipeline_name: str, cache_dir: Path) -> list[dict]:
         examples = output(node_ids.EXAMPLE_GEN, "Examples")
         if examples is None:
             continue
-        holdout = output(f"{features.HOLDOUT_SPLIT}_evaluator", "ModelEvaluation")
+        holdout = output(node_ids.report_evaluator(features.HOLDOUT_SPLIT), "ModelEvaluation")
         accuracy = (
             cached_evaluation(holdout, cache_dir / EVALUATIONS_DIR_NAME)
             .metrics.get("", {})

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from agnews.serving import errors
+from agnews.serving import errors, metrics
 from agnews.serving.service import (
     GET_MODEL_METADATA,
     GET_MODEL_STATUS,
@@ -169,7 +169,7 @@ class RestApp:
                 send,
                 200,
                 self.service.metrics.exposition(),
-                [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                [(b"content-type", metrics.CONTENT_TYPE.encode())],
             )
             return
         started, route = time.perf_counter(), _ROUTE.match(scope["path"])

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from agnews import cli, predict, versions
+from agnews.exit_codes import ExitCode
 from agnews.serving.server import ServeOptions, running_in_thread
 from components import artifacts, features, rows
 from pipeline import metadata
@@ -107,7 +108,7 @@ def test_every_row_is_scored_or_rejected_with_its_line(
         ]
     )
     printed = capsys.readouterr().out
-    assert code == 0
+    assert code == ExitCode.OK
     rejected = _rejected(out)
     assert rejected == expected_rejected
     scores = _scores(out)
@@ -141,7 +142,8 @@ def test_score_predict_serve_and_bulk_inferrer_give_the_same_probabilities(first
     (data / "rows.csv").write_bytes(b"\n".join(score_lines()) + b"\n")
     out = tmp_path / "out"
     assert (
-        cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out)]) == 0
+        cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out)])
+        == ExitCode.OK
     )
     scores = _scores(out)
     texts = [rows.parse_line(line, form=rows.UNLABELLED_CSV)[1:] for line in score_lines()]
@@ -199,7 +201,8 @@ def test_too_many_bad_rows_stop_the_job_and_keep_no_scores(first_run, tmp_path, 
     (data / "rows.csv").write_bytes(b"\n".join(score_lines()[:10] + [b'"x","y","z","w"']) + b"\n")
     out = tmp_path / "out"
     assert (
-        cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out)]) == 1
+        cli.main(["score", str(data), "--model", str(root / "serving"), "--output", str(out)])
+        == ExitCode.STOPPED
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("agnews score failed: 1 of 11 input rows")
@@ -221,14 +224,14 @@ def test_too_many_bad_rows_stop_the_job_and_keep_no_scores(first_run, tmp_path, 
                 "0.1",
             ]
         )
-        == 0
+        == ExitCode.OK
     )
     assert sorted(_scores(out)) == [("rows.csv", line) for line in range(1, 11)]
     assert (out / JOB_SUMMARY_FILE_NAME).exists()
 
 
 def _one_line_error(capsys, args) -> str:
-    assert cli.main(["score", *args]) == 1
+    assert cli.main(["score", *args]) == ExitCode.STOPPED
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err + captured.out, captured.err
@@ -283,5 +286,5 @@ def test_clear_one_line_errors(first_run, tmp_path, capsys):
 
 def test_score_help_says_how_the_form_is_told_and_needs_no_tensorflow():
     code, loaded, out, _ = agnews_subprocess("score", "--help")
-    assert code == 0 and not loaded & {"tensorflow", "apache_beam", "tfx"}
+    assert code == ExitCode.OK and not loaded & {"tensorflow", "apache_beam", "tfx"}
     assert "first line" in out and "tfrecord" in out and "summary.json" in out

@@ -114,6 +114,18 @@ def test_metadata_lists_the_signatures(served):
             400,
             "empty batch",
         ),
+        (
+            "/v1/models/agnews:predict",
+            {"inputs": {"title": ["only a title"]}},
+            400,
+            "input size does not match signature: 1!=2",
+        ),
+        (
+            "/v1/models/agnews:predict",
+            {"inputs": {**{key: [value] for key, value in ROW.items()}, "body": ["x"]}},
+            400,
+            "input size does not match signature: 3!=2",
+        ),
         ("/v1/models/agnews:predict", {"instances": [ROW] * 9}, 400, "limit of 8"),
         (
             "/v1/models/agnews:predict",

@@ -3,6 +3,7 @@
 import csv
 
 from agnews import cli
+from agnews.exit_codes import ExitCode
 from agnews.serving.server import ServeOptions, running_in_thread
 from components import features
 from tests.helpers.data import sample_lines
@@ -57,7 +58,7 @@ def test_skew_compares_logged_requests_with_the_served_runs_training_statistics(
                 str(root),
             ]
         )
-        == 0
+        == ExitCode.OK
     )
     out = capsys.readouterr().out
     assert (
@@ -75,7 +76,7 @@ def test_skew_compares_logged_requests_with_the_served_runs_training_statistics(
                 str(root),
             ]
         )
-        == 0
+        == ExitCode.OK
     )
     skewed = _distances(capsys.readouterr().out)
     assert set(skewed) == set(like_training) == set(features.TEXT_KEYS)
@@ -84,5 +85,5 @@ def test_skew_compares_logged_requests_with_the_served_runs_training_statistics(
 
 
 def test_skew_without_logs_says_so(tmp_path, capsys):
-    assert cli.main(["skew", "--logs", str(tmp_path)]) == 1
+    assert cli.main(["skew", "--logs", str(tmp_path)]) == ExitCode.STOPPED
     assert "no request logs" in capsys.readouterr().err

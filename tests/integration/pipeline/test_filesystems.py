@@ -12,6 +12,7 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from agnews import predict, versions
+from agnews.exit_codes import ExitCode
 from components import artifacts, features, rows, servability, validation
 from pipeline import local_runner, metadata
 from tests.helpers.data import sample_lines
@@ -190,7 +191,7 @@ def test_a_whole_agnews_run_on_gcs_pushes_a_model_that_answers(tmp_path):
         text=True,
         timeout=1800,
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.returncode == ExitCode.OK, done.stdout[-2000:] + done.stderr[-3000:]
     assert f"Model pushed to: {root}/serving/" in done.stdout
 
     summary = local_runner.summarize(str(metadata_path), "agnews")

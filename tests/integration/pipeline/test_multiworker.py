@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+from agnews.exit_codes import ExitCode
 from tests.helpers.cli import agnews_subprocess
 from tests.helpers.data import transform_outputs
 
@@ -96,7 +97,7 @@ def _predicted_labels(model_dir: str) -> list[str]:
         "Stocks slide as oil prices climb",
         "Yankees clinch the pennant",
     )
-    assert code == 0, err[-2000:]
+    assert code == ExitCode.OK, err[-2000:]
     return [line.split()[0] for line in out.splitlines()[1:]]
 
 

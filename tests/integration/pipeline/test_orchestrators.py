@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
+from agnews.exit_codes import ExitCode
 from pipeline import metadata, run_lock
 from pipeline.config import PROJECT_DIR, SAMPLE_DATA_DIR, SCHEMA_DIR, PipelineConfig, load_config
 from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR, compile_pipeline
@@ -104,7 +105,7 @@ def test_print_config_shows_the_effective_values(tmp_path, capsys, monkeypatch):
                 "--print-config",
             ]
         )
-        == 0
+        == ExitCode.OK
     )
     shown = json.loads(capsys.readouterr().out)
     assert (shown["epochs"], shown["model"]) == (5, "lstm")
@@ -114,7 +115,7 @@ def test_print_config_shows_the_effective_values(tmp_path, capsys, monkeypatch):
     assert shown["serving_dir"] == "gs://bucket/serving"
     assert shown["schema_dir"] == str(SCHEMA_DIR)
 
-    assert cli.main(["run", "--print-config"]) == 0
+    assert cli.main(["run", "--print-config"]) == ExitCode.OK
     shown = json.loads(capsys.readouterr().out)
     assert shown["data"] == str(SAMPLE_DATA_DIR)
     assert shown["pipeline_root"] == str(tmp_path / "cwd" / "artifacts" / "pipeline")
@@ -304,7 +305,7 @@ def test_compile_puts_the_trainers_on_gpu_nodes(tmp_path, capsys):
                 "NVIDIA_TESLA_T4:2",
             ]
         )
-        == 0
+        == ExitCode.OK
     )
     executors = json.loads(output.read_text())["pipelineSpec"]["deploymentSpec"]["executors"]
     resources = {
@@ -317,6 +318,6 @@ def test_compile_puts_the_trainers_on_gpu_nodes(tmp_path, capsys):
     capsys.readouterr()
     assert (
         cli.main(["compile", "kubeflow", "--output", str(output), "--trainer-accelerator", "T4:x"])
-        == 1
+        == ExitCode.STOPPED
     )
     assert "--trainer-accelerator takes TYPE[:COUNT]" in capsys.readouterr().err

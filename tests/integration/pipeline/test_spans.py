@@ -12,7 +12,7 @@ import pytest
 
 from agnews.exit_codes import ExitCode
 from components import features
-from pipeline import metadata
+from pipeline import metadata, node_ids
 from tests.helpers.cli import AGNEWS, run_args
 from tests.helpers.data import sample_lines
 
@@ -68,6 +68,10 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     assert first.returncode == ExitCode.OK, first.stdout[-3000:] + first.stderr[-3000:]
     assert "first span" in first.stdout and "Trained on spans 1." in first.stdout
     assert len(_versions(serving)) == 1
+    # --no-baseline: no baseline node ran, and the report's headline has no baseline row.
+    assert "| holdout accuracy |" in first.stdout
+    assert "holdout accuracy of the" not in first.stdout
+    assert not (tmp_path / "pipeline" / node_ids.BASELINE_NODES.trainer).exists()
     # A run log a person reads: a line per component, Keras's epochs, the summary; the
     # libraries' logs are in the file it names.
     assert "  FileBasedExampleGen" in first.stdout and "span 1: 1000 rows accepted" in first.stdout

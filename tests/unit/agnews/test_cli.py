@@ -49,14 +49,14 @@ def test_keep_zero_is_refused_before_anything_runs(capsys):
 )
 def test_help_imports_no_tensorflow_tfx_or_beam(command):
     code, loaded, out, _ = agnews_subprocess(*command, "--help")
-    assert code == 0
+    assert code == ExitCode.OK
     assert out.startswith("usage: agnews")
     assert loaded == set()
 
 
 def test_print_config_needs_no_tensorflow():
     code, loaded, out, _ = agnews_subprocess("run", "--model", "lstm", "--print-config")
-    assert code == 0 and '"model": "lstm"' in out
+    assert code == ExitCode.OK and '"model": "lstm"' in out
     assert loaded == set()
 
 
@@ -166,3 +166,21 @@ def sample_gzip() -> bytes:
     import gzip
 
     return gzip.compress(b"\n".join(sample_lines(5)) + b"\n")
+
+
+def test_every_server_option_comes_from_a_serve_flag():
+    """`agnews serve` builds ServeOptions from its flags' dests: a field with no flag would
+    break the command."""
+    from agnews.serving.server import ServeOptions
+
+    options = cli.serve_options(cli.build_parser().parse_args(["serve"]))
+    assert options == ServeOptions(model_base_path=options.model_base_path)  # the defaults
+    no_grpc = cli.serve_options(cli.build_parser().parse_args(["serve", "--no-grpc"]))
+    assert no_grpc.grpc_port is None
+
+
+def test_no_grpc_and_a_grpc_port_are_refused_together(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(["serve", "--no-grpc", "--grpc-port", "9000"])
+    assert stopped.value.code == 2  # argparse's usage error
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -263,18 +263,18 @@ def _write(path, lines: list[bytes]) -> None:
 def test_a_byte_order_mark_and_blank_lines_are_not_bad_rows(tmp_path, name):
     """A BOM is not part of row 1; blank lines (CRLF ones too) are counted apart, not rejected and
     not rows, and later rows keep their line numbers."""
-    rows = sample_lines(20)
+    lines = sample_lines(20)
     data = tmp_path / "data"
     data.mkdir()
     _write(
         data / name,
         [
-            codecs.BOM_UTF8 + rows[0],
+            codecs.BOM_UTF8 + lines[0],
             b"",
-            *rows[1:10],
+            *lines[1:10],
             b"  \t",
             b'"9","bad label","x"',
-            *rows[10:],
+            *lines[10:],
             b"\r",
             b" ",
         ],
@@ -295,7 +295,7 @@ def test_a_byte_order_mark_and_blank_lines_are_not_bad_rows(tmp_path, name):
         for split in ("train", "eval", "holdout")
         for e in read_examples(examples, split)
     )
-    assert titles == sorted(rows.parse_line(row)[1] for row in rows)
+    assert titles == sorted(rows.parse_line(line)[1] for line in lines)
 
 
 @pytest.mark.parametrize("name", ["unlabelled.csv", "unlabelled.csv.gz"])

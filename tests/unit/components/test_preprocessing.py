@@ -225,11 +225,11 @@ def test_a_second_analysis_of_the_same_spans_takes_every_cacheable_analyzer_from
     rerun over the same dataset keys computes none of them again. With the n-gram features,
     tf-idf's document frequency needs the n-gram vocabulary first: a second-phase analyzer, which
     TFT never caches, so every span is read again (TFT does not count cache hits then)."""
-    rows = [
+    examples = [
         _row(title, description, label)
         for label, title, description in (rows.parse_line(line) for line in sample_lines(240))
     ]
-    spans = {"span-1": rows[:120], "span-2": rows[120:]}
+    spans = {"span-1": examples[:120], "span-2": examples[120:]}
     fn = functools.partial(preprocessing.preprocessing_fn, custom_config={"ngrams": ngrams})
     vocabularies = [features.VOCAB_NAME] + ([features.NGRAM_VOCAB_NAME] if ngrams else [])
     expected = tft_beam.analysis_graph_builder.get_analysis_cache_entry_keys(

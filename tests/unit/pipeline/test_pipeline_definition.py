@@ -48,3 +48,25 @@ def test_push_baseline_adds_the_baselines_own_gates_and_pusher(push_baseline):
     gates = {ids.last_pushed, ids.evaluator, ids.servability_gate, ids.pusher}
     assert (gates <= set(nodes)) == push_baseline
     assert not (gates & set(nodes)) or push_baseline
+
+
+def test_every_node_id_names_a_node_of_the_graph(tmp_path):
+    """The ids the run log, summary and report look executions up by are the graph's own."""
+    (tmp_path / "score.csv").write_text("title,description\n")
+    nodes = _nodes(push_baseline=True, score=str(tmp_path))
+    constants = {
+        value for name, value in vars(node_ids).items() if name.isupper() and isinstance(value, str)
+    }
+    pushes = {
+        getattr(ids, field)
+        for ids in (node_ids.MODEL_NODES, node_ids.BASELINE_NODES)
+        for field in (
+            "transform",
+            "trainer",
+            "last_pushed",
+            "evaluator",
+            "servability_gate",
+            "pusher",
+        )
+    }
+    assert constants | pushes | {node_ids.report_evaluator("holdout")} <= set(nodes)
