@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from agnews.exit_codes import ExitCode
@@ -54,6 +55,7 @@ def _data(root: Path, lines: list[bytes]) -> None:
     (root / "data" / "train.csv").write_bytes(b"\n".join(lines) + b"\n")
 
 
+@pytest.mark.lifecycle  # three runs, one killed: ~10 min, with the other run-after-run tests
 def test_killed_during_training_then_rerun_pushes_once_and_a_second_run_is_refused(tmp_path):
     _data(tmp_path, sample_lines(300))
     command = _agnews_run(tmp_path, "--epochs", "3")

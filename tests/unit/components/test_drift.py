@@ -12,7 +12,7 @@ from tfx.components.statistics_gen.executor import Executor as StatisticsGenExec
 from tfx.types import standard_artifacts
 from tfx.utils import json_utils
 
-from components import drift, features
+from components import drift, features, rows
 from pipeline.config import SCHEMA_DIR
 from tests.helpers.data import sample_lines
 
@@ -39,10 +39,10 @@ def _largest_share_change(before, now) -> float:
     )
 
 
-def _write_span(directory, rows) -> None:
+def _write_span(directory, span_rows) -> None:
     directory.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(directory / "data.tfrecord")) as writer:
-        for label, title, description in rows:
+        for label, title, description in span_rows:
             writer.write(rows.make_example(label, title, description).SerializeToString())
 
 
