@@ -47,13 +47,13 @@ def training_statistics(
         raise LookupError(f"no run in {metadata_path} pushed version {version}")
     run_type = store.get_context_type("pipeline_run").id
     runs = [c for c in store.get_contexts_by_artifact(pushed[-1].id) if c.type_id == run_type]
-    node_ids = {
+    statistics_nodes = {
         c.id
         for c in store.get_contexts_by_type("node")
         if c.name.endswith(f".{node_ids.STATISTICS_GEN}")
     }
     for artifact in store.get_artifacts_by_context(runs[-1].id) if runs else []:
-        if artifact.type == "ExampleStatistics" and node_ids & {
+        if artifact.type == "ExampleStatistics" and statistics_nodes & {
             c.id for c in store.get_contexts_by_artifact(artifact.id)
         }:
             path = os.path.join(artifact.uri, f"Split-{features.TRAIN_SPLIT}", "FeatureStats.pb")
