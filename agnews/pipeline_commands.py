@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import os
 import sys
 
@@ -84,13 +83,16 @@ def run(args) -> int:
     quiet.drop_tfx_notices()
     try:
         with run_lock.exclusive(config.metadata_path, config.pipeline_root):
-            summary, log_path = _run_pipeline(config, args.verbose)
+            summary, log = _run_pipeline(config, args.verbose)
     except run_lock.RunInProgress as error:
         print(f"agnews run refused: {error}", file=sys.stderr)
         return ExitCode.REFUSED
     except RunStopped as error:
         return console.fail("run", error)
-    _print_summary(summary, config, log_path)
+    _print_summary(summary, config, log.path)
+    from pipeline import run_log
+
+    print(run_log.profile_line(log, config.metadata_path, config.pipeline_name))
     if not summary.trained:
         return ExitCode.OK
     if args.keep is not None:
@@ -99,13 +101,10 @@ def run(args) -> int:
 
 
 def _run_pipeline(config: PipelineConfig, verbose: bool):
-    """(the run's summary, its log file); RunStopped when the input or a gate stopped it."""
+    """(the run's summary, its RunLog); RunStopped when the input or a gate stopped it."""
     from components import drift, rows, validation
     from pipeline import beam_packaging, local_runner, run_log
 
-    describe = functools.partial(
-        run_log.describe_component, config.metadata_path, config.pipeline_name
-    )
     stops = (
         rows.IngestError,
         validation.DataContractError,
@@ -113,12 +112,14 @@ def _run_pipeline(config: PipelineConfig, verbose: bool):
         FileNotFoundError,
         beam_packaging.WheelBuildError,
     )
-    log_path = None
+    log = None
     try:
-        with run_log.quiet_run(config.run_dir, describe, verbose) as log_path:
-            return local_runner.run(config), log_path
+        with run_log.quiet_run(
+            config.run_dir, config.metadata_path, config.pipeline_name, verbose
+        ) as log:
+            return local_runner.run(config), log
     except stops as error:
-        raise RunStopped(f"{error}\nFull log: {log_path}") from error
+        raise RunStopped(f"{error}\nFull log: {log and log.path}") from error
 
 
 def _print_summary(summary, config: PipelineConfig, log_path: str) -> None:

@@ -26,7 +26,6 @@ import components  # noqa: F401  (Keras 2 before TensorFlow: see components/__in
 # isort: on
 import argparse
 import dataclasses
-import functools
 import gzip
 import os
 import statistics
@@ -132,11 +131,8 @@ def main() -> None:
             baseline=False,
             window=SPANS,
         )
-        describe = functools.partial(
-            run_log.describe_component, config.metadata_path, config.pipeline_name
-        )
         # The libraries' logs go to a file in the temporary directory; a line per component here.
-        with run_log.quiet_run(str(work), describe):
+        with run_log.quiet_run(str(work), config.metadata_path, config.pipeline_name):
             setup = []
             for span in range(1, SPANS):
                 print(f"set-up: span {span}", flush=True)

@@ -14,8 +14,10 @@ ACCEPTED = "accepted"
 # Not a rejection: a blank CSV line is counted in the summary under this key, and neither
 # written to rejected.csv nor counted toward --max-bad-fraction.
 BLANK_LINE = "blank_line"
-# In the Trainer's ModelRun artifact: per-epoch Keras metrics.
+# In the Trainer's ModelRun artifact: per-epoch Keras metrics, and each epoch's wall seconds
+# (training and validation) under EPOCH_SECONDS_KEY.
 HISTORY_FILE_NAME = "history.json"
+EPOCH_SECONDS_KEY = "epoch_seconds"
 WARM_START_FILE_NAME = "warm_start.json"  # what the model started from (components.warm_start)
 
 # Custom properties of TFX's own artifacts, as TFX's Evaluator and Pusher (and our gates, which
@@ -24,6 +26,9 @@ BLESSED_PROPERTY = "blessed"  # ModelBlessing / InfraBlessing: 1 when blessed
 PUSHED_PROPERTY = "pushed"  # PushedModel: 1 when it pushed
 PUSHED_VERSION_PROPERTY = "pushed_version"  # PushedModel: the version directory's name
 PUSHED_DESTINATION_PROPERTY = "pushed_destination"  # PushedModel: the version directory
+# Set by `agnews run` on each execution it ran: the process's CPU seconds (its own and its
+# child processes') while the component ran. ML Metadata records only wall times.
+CPU_SECONDS_PROPERTY = "cpu_seconds"
 
 
 def read_json(path: str):

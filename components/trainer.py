@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -16,7 +17,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.public import tfxio
 
 from components import features, model, signatures, warm_start
-from components.artifacts import HISTORY_FILE_NAME, WARM_START_FILE_NAME
+from components.artifacts import EPOCH_SECONDS_KEY, HISTORY_FILE_NAME, WARM_START_FILE_NAME
 from components.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EMBEDDING_DROPOUT,
@@ -151,6 +152,22 @@ def padding_fraction(batches: tf.data.Dataset) -> float:
     return padded / max(total, 1)
 
 
+class EpochTimer(tf.keras.callbacks.Callback):
+    """Each epoch's wall seconds, validation included: what the run's profile compares the
+    whole run with (the share of a run that is training)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+
 def fit(
     classifier: tf.keras.Model,
     train: tf.data.Dataset,
@@ -234,18 +251,23 @@ def run_fn(fn_args: FnArgs) -> None:
     classifier, start = build_classifier(fn_args, tf_transform_output, strategy)
     classifier.summary(print_fn=logging.info)  # in the run's log file, not on the console
     print(warm_start.describe(start))
+    timer = EpochTimer()
     history = fit(
         classifier,
         train,
         evaluation,
         epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
         patience=int(config.get("patience", DEFAULT_PATIENCE)),
-        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
+        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir), timer],
     )
     with _export_dirs(strategy, fn_args) as (serving_model_dir, model_run_dir):
         with tf.io.gfile.GFile(os.path.join(model_run_dir, HISTORY_FILE_NAME), "w") as handle:
             json.dump(
-                {k: [float(v) for v in values] for k, values in history.history.items()}, handle
+                {
+                    **{k: [float(v) for v in values] for k, values in history.history.items()},
+                    EPOCH_SECONDS_KEY: timer.seconds,
+                },
+                handle,
             )
         with tf.io.gfile.GFile(os.path.join(model_run_dir, WARM_START_FILE_NAME), "w") as handle:
             json.dump(start, handle)

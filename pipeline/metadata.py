@@ -65,12 +65,26 @@ def execution_in_run(
     store: metadata_store.MetadataStore, pipeline_name: str, run_id: int, node_id: str
 ):
     """Node `node_id`'s execution in run `run_id` (its last, if several), or None."""
-    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
-    if node is None:
-        return None
-    in_run = {e.id for e in store.get_executions_by_context(run_id)}
-    executions = [e for e in store.get_executions_by_context(node.id) if e.id in in_run]
-    return max(executions, key=lambda e: e.id) if executions else None
+    return executions_in_run(store, pipeline_name, run_id).get(node_id)
+
+
+def executions_in_run(
+    store: metadata_store.MetadataStore, pipeline_name: str, run_id: int
+) -> dict[str, metadata_store_pb2.Execution]:
+    """Each node's (last) execution in run `run_id`, by node id, in the order they started."""
+    prefix = f"{pipeline_name}."
+    in_run = {e.id: e for e in store.get_executions_by_context(run_id)}
+    found = {}
+    for node in store.get_contexts_by_type("node"):
+        if node.name.startswith(prefix):
+            executions = [
+                in_run[e.id] for e in store.get_executions_by_context(node.id) if e.id in in_run
+            ]
+            if executions:
+                found[node.name[len(prefix) :]] = max(executions, key=lambda e: e.id)
+    return dict(
+        sorted(found.items(), key=lambda item: (item[1].create_time_since_epoch, item[1].id))
+    )
 
 
 def outputs_in_run(
@@ -125,6 +139,15 @@ def skipped(execution) -> bool:
         execution.last_known_state == metadata_store_pb2.Execution.FAILED
         and "InsufficientInputError" in (result.string_value if result else "")
     )
+
+
+def outcome(execution) -> str:
+    """What became of a node in a run: "skipped" (see skipped()), "cached", "failed" or "ran"."""
+    if skipped(execution):
+        return "skipped"
+    if execution.last_known_state == metadata_store_pb2.Execution.CACHED:
+        return "cached"
+    return "failed" if stopped_the_run(execution) else "ran"
 
 
 def stopped_the_run(execution) -> bool:

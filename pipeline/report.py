@@ -27,6 +27,7 @@ from components import features, settings  # noqa: E402
 from components.artifacts import (  # noqa: E402
     ACCEPTED,
     BLESSED_PROPERTY,
+    CPU_SECONDS_PROPERTY,
     PUSHED_DESTINATION_PROPERTY,
     PUSHED_PROPERTY,
     PUSHED_VERSION_PROPERTY,
@@ -388,6 +389,7 @@ def write_report(
         headline,
         *_evaluation_sections(evaluation),
         *([f"## Training curves\n\n![training curves]({CURVES_FILE_NAME})"] if history else []),
+        _profile_section(store, pipeline_name),
         "## Run by run (oldest first)",
         _runs_table(runs),
         f"![holdout accuracy over spans]({ACCURACY_OVER_SPANS_PLOT})",
@@ -489,6 +491,60 @@ def _evaluation_sections(evaluation) -> list[str]:
         confusion,
         f"![confusion matrix]({CONFUSION_FILE_NAME})",
     ]
+
+
+def _profile_section(store, pipeline_name: str) -> str:
+    """Each component's wall seconds (ML Metadata's execution times, on every orchestrator)
+    and CPU seconds (where `agnews run` measured them) in the run the report is about, and the
+    share of the run the model's training epochs took."""
+    from pipeline import run_log
+
+    run_id = metadata.latest_run_id(store, pipeline_name, with_node=node_ids.MODEL_NODES.evaluator)
+    executions = metadata.executions_in_run(store, pipeline_name, run_id)
+    started = min(e.create_time_since_epoch for e in executions.values())
+    ended = max(e.last_update_time_since_epoch for e in executions.values())
+    run_seconds = (ended - started) / 1000
+
+    def cpu(execution) -> float | None:
+        recorded = execution.custom_properties.get(CPU_SECONDS_PROPERTY)
+        return recorded.double_value if recorded else None
+
+    rows = [
+        [
+            node,
+            metadata.outcome(e),
+            f"{(e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000:.1f}",
+            "–" if cpu(e) is None else f"{cpu(e):.1f}",
+        ]
+        for node, e in executions.items()
+    ]
+    cpus = [cpu(e) for e in executions.values()]
+    total_cpu = sum(c for c in cpus if c is not None)
+    rows.append(
+        [
+            "**the run** (first start to last finish)",
+            "",
+            f"{run_seconds:.1f}",
+            f"{total_cpu:.1f}" if None not in cpus else "–",
+        ]
+    )
+    epochs = run_log.training_seconds(store, pipeline_name, run_id)
+    training = (
+        f"The model's training epochs ({len(epochs)}) took {sum(epochs):.1f} s, "
+        f"{sum(epochs) / run_seconds:.0%} of the run."
+        if epochs and run_seconds
+        else "The model did not train in this run."
+    )
+    return "\n\n".join(
+        [
+            "## Profile of this run",
+            "Wall seconds from ML Metadata's execution records; CPU seconds (this process and "
+            "its child processes) as `agnews run` measured them, – where another orchestrator "
+            "ran the component.",
+            _markdown_table(["component", "outcome", "wall s", "CPU s"], rows),
+            training,
+        ]
+    )
 
 
 def _runs_table(runs: list[dict]) -> str:

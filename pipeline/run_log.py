@@ -1,16 +1,20 @@
 """What `agnews run` prints while it runs: one line per component as it finishes (cached or
-run, seconds, the figure that matters), Keras's epoch lines, then the summary. Everything the
-libraries log (TFX, Beam, TFT, TFMA, TensorFlow's C++ warnings) goes to a log file in the
-run's directory instead, which the summary names; `--verbose` prints it all as well.
+run, wall and CPU seconds, the figure that matters), Keras's epoch lines, then the summary and
+the run's profile. Everything the libraries log (TFX, Beam, TFT, TFMA, TensorFlow's C++
+warnings) goes to a log file in the run's directory instead, which the summary names;
+`--verbose` prints it all as well.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import functools
 import logging
 import os
 import re
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +25,8 @@ from absl import logging as absl_logging
 from components.artifacts import (
     ACCEPTED,
     BLESSED_PROPERTY,
+    CPU_SECONDS_PROPERTY,
+    EPOCH_SECONDS_KEY,
     PUSHED_PROPERTY,
     PUSHED_VERSION_PROPERTY,
     read_history,
@@ -34,26 +40,89 @@ _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
 
 
-class _ComponentLines(logging.Handler):
-    """Prints a line when TFX's LocalDagRunner logs that a component finished."""
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all its threads) and of its child processes that ended:
+    Beam's worker processes and the servability check's server count too."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
-    def __init__(self, describe: Callable[[str], str], out):
+
+@dataclasses.dataclass
+class RunLog:
+    """Where the libraries' logs went, and the run's wall and CPU seconds so far."""
+
+    path: str
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    started_cpu: float = dataclasses.field(default_factory=cpu_seconds)
+
+    def seconds(self) -> tuple[float, float]:
+        """(wall, CPU) seconds since the run started."""
+        return time.monotonic() - self.started, cpu_seconds() - self.started_cpu
+
+
+class _ComponentLines(logging.Handler):
+    """Prints a line when TFX's LocalDagRunner logs that a component finished, and records the
+    CPU seconds it took on its execution in ML Metadata."""
+
+    def __init__(self, describe: Callable[[str], str], record_cpu: Callable[[str, float], None]):
         super().__init__(logging.INFO)
-        self._describe, self._out, self._started = describe, out, {}
+        self._describe, self._record_cpu = describe, record_cpu
+        self._started: dict[str, tuple[float, float]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if started := _RUNNING.fullmatch(message):
-            self._started[started[1]] = time.monotonic()
+            self._started[started[1]] = time.monotonic(), cpu_seconds()
         elif finished := _FINISHED.fullmatch(message):
             node = finished[1]
-            seconds = time.monotonic() - self._started.pop(node, time.monotonic())
-            try:
+            start, start_cpu = self._started.pop(node, (time.monotonic(), cpu_seconds()))
+            seconds, cpu = time.monotonic() - start, cpu_seconds() - start_cpu
+            try:  # a progress line must never stop the run
+                self._record_cpu(node, cpu)
                 line = self._describe(node)
-            except Exception as error:  # a progress line must never stop the run
+            except Exception as error:
                 line = f"(no summary: {error})"
-            self._out.write(f"  {node:<26} {seconds:6.1f} s  {line}\n")
-            self._out.flush()
+            sys.stdout.write(f"  {node:<26} {seconds:6.1f} s {cpu:6.1f} s CPU  {line}\n")
+            sys.stdout.flush()
+
+
+def training_seconds(store, pipeline_name: str, run_id: int) -> list[float]:
+    """Each epoch's wall seconds of the model's Trainer in run `run_id`; [] when it did not
+    train in that run (cached or skipped)."""
+    trainer = node_ids.MODEL_NODES.trainer
+    execution = metadata.execution_in_run(store, pipeline_name, run_id, trainer)
+    if execution is None or metadata.outcome(execution) != "ran":
+        return []
+    model_run = metadata.output_in_run(store, pipeline_name, run_id, trainer, "ModelRun")
+    return read_history(model_run.uri).get(EPOCH_SECONDS_KEY, []) if model_run else []
+
+
+def profile_line(log: RunLog, metadata_path: str, pipeline_name: str) -> str:
+    """The run's wall and CPU seconds so far, and the share of them the model's epochs took."""
+    wall, cpu = log.seconds()
+    store = metadata.open_store(metadata_path)
+    run_id = metadata.latest_run_id(store, pipeline_name)
+    epochs = training_seconds(store, pipeline_name, run_id) if run_id else []
+    training = (
+        f"the model's training epochs ({len(epochs)}) took {sum(epochs):.1f} s, "
+        f"{sum(epochs) / wall:.0%} of the run"
+        if epochs
+        else "no model trained"
+    )
+    return (
+        f"Profile: {wall:.1f} s, {cpu:.1f} s CPU ({cpu / wall:.0%} of one core); {training}. "
+        "Each component's: the lines above and the report."
+    )
+
+
+def record_cpu_seconds(metadata_path: str, pipeline_name: str, node: str, seconds: float) -> None:
+    """Sets CPU_SECONDS_PROPERTY on the node's execution in the newest run."""
+    store = metadata.open_store(metadata_path)
+    run_id = metadata.latest_run_id(store, pipeline_name)
+    execution = metadata.execution_in_run(store, pipeline_name, run_id, node) if run_id else None
+    if execution is not None:
+        execution.custom_properties[CPU_SECONDS_PROPERTY].double_value = seconds
+        store.put_executions([execution])
 
 
 def gates(node_id) -> set[str]:
@@ -68,7 +137,8 @@ def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str
     execution = metadata.execution_in_run(store, pipeline_name, run_id, node) if run_id else None
     if execution is None:
         return ""
-    if metadata.skipped(execution):
+    state = metadata.outcome(execution)
+    if state == "skipped":
         return (
             "skipped ("
             + (
@@ -78,7 +148,6 @@ def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str
             )
             + ")"
         )
-    state = "cached" if execution.last_known_state == execution.CACHED else "ran"
     figure = _figure(store, metadata_path, pipeline_name, run_id, node)
     return f"{state:<6} {figure}".rstrip()
 
@@ -128,17 +197,23 @@ def _figure(store, metadata_path: str, pipeline_name: str, run_id: int, node: st
 
 
 @contextlib.contextmanager
-def quiet_run(run_dir: str, describe: Callable[[str], str], verbose: bool = False) -> Iterator[str]:
+def quiet_run(
+    run_dir: str, metadata_path: str, pipeline_name: str, verbose: bool = False
+) -> Iterator[RunLog]:
     """Sends the libraries' logs (Python logging and file descriptor 2, where TensorFlow's C++
     logs write) to `<run_dir>/logs/run-<time>.log` while the block runs, and prints a line per
-    finished component on stdout; yields the log file's path."""
+    finished component on stdout (its CPU seconds recorded in ML Metadata); yields the log
+    file's path and the run's clocks."""
     log_dir = os.path.join(run_dir, LOGS_DIR_NAME)
     os.makedirs(log_dir, exist_ok=True)
     path = os.path.join(
         log_dir, datetime.datetime.now(datetime.timezone.utc).strftime("run-%Y%m%dT%H%M%SZ.log")
     )
     absl_logger, root = logging.getLogger("absl"), logging.getLogger()
-    lines = _ComponentLines(describe, sys.stdout)
+    lines = _ComponentLines(
+        functools.partial(describe_component, metadata_path, pipeline_name),
+        functools.partial(record_cpu_seconds, metadata_path, pipeline_name),
+    )
     # Through absl's verbosity flag, not the logger's level: TensorFlow resets the logger to
     # the flag's value (autotrackable.py silences absl around each save).
     saved_verbosity = absl_logging.get_verbosity()
@@ -160,7 +235,7 @@ def quiet_run(run_dir: str, describe: Callable[[str], str], verbose: bool = Fals
         if not verbose:
             os.dup2(log.fileno(), 2)
         try:
-            yield path
+            yield RunLog(path)
         finally:
             sys.stderr.flush()
             os.dup2(saved_stderr, 2)

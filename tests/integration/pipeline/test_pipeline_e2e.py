@@ -12,7 +12,7 @@ from ml_metadata.proto import metadata_store_pb2
 from agnews import cli
 from agnews.exit_codes import ExitCode
 from components import features, settings
-from pipeline import metadata
+from pipeline import metadata, node_ids
 from tests.helpers.cli import agnews_subprocess
 
 # Runs in a fresh interpreter with nothing of this project, TFX or Keras 2 on purpose.
@@ -191,6 +191,18 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     assert (report_dir / report.CURVES_FILE_NAME).stat().st_size > 1000
     assert (report_dir / report.CONFUSION_FILE_NAME).stat().st_size > 1000
     assert "| eval accuracy | 0." in text and "## Per class" in text
+    # The profile: every component's outcome, wall and CPU seconds, as ML Metadata holds them.
+    profile = text.split("## Profile of this run")[1].split("\n## ")[0]
+    rows = {
+        cells[0]: cells[1:]
+        for line in profile.splitlines()
+        if line.startswith("| ") and not line.startswith("| component")
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+    outcome, wall, cpu = rows[node_ids.MODEL_NODES.trainer]
+    assert outcome == "ran" and float(wall) > 0 and float(cpu) > 0
+    assert {node_ids.EXAMPLE_GEN, node_ids.MODEL_NODES.pusher} < set(rows)
+    assert "The model's training epochs (1) took " in profile
     (evaluation_uri,) = [
         line.split("evaluation ")[1].split(",")[0]
         for line in text.splitlines()

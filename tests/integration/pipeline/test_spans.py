@@ -5,6 +5,7 @@ spans, a drifted span refused then accepted, and a rerun with nothing new."""
 import csv
 import gzip
 import io
+import re
 import subprocess
 from pathlib import Path
 
@@ -78,6 +79,23 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     assert "WARNING" not in first.stdout + first.stderr and first.stderr == ""
     assert len(first.stdout.splitlines()) < 60, first.stdout
     log_file = first.stdout.split("Full log: ")[1].split()[0]
+    # The run's profile: each component's wall and CPU seconds, then the whole run's and the
+    # share of it the model's epochs took.
+    (trainer_line,) = [
+        line
+        for line in first.stdout.splitlines()
+        if line.startswith(f"  {node_ids.MODEL_NODES.trainer} ")
+    ]
+    trainer_wall, trainer_cpu = map(float, re.findall(r"([\d.]+) s", trainer_line)[:2])
+    assert trainer_wall > 0 and trainer_cpu > 0 and "CPU  ran" in trainer_line
+    profile = re.search(
+        r"Profile: ([\d.]+) s, ([\d.]+) s CPU \(\d+% of one core\); "
+        r"the model's training epochs \(1\) took ([\d.]+) s",
+        first.stdout,
+    )
+    assert profile, first.stdout
+    run_wall, run_cpu, epochs = map(float, profile.groups())
+    assert 0 < epochs < trainer_wall < run_wall and run_cpu > trainer_cpu
     assert "Component Transform is finished." in Path(log_file).read_text()
 
     second = _run(tmp_path)
