@@ -13,7 +13,7 @@ VENV := .venv
 ARGS ?=
 # pytest-xdist workers for the test targets: one per core of the 2-core machines CI runs on.
 WORKERS ?= 2
-XDIST := -n $(WORKERS) --dist loadgroup
+XDIST := -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: setup lint run test test-unit test-airflow test-gcs test-image test-lifecycle bench bench-tools clean
 

@@ -1,10 +1,14 @@
-"""`agnews` as tests run it: the arguments of a run on tiny data, and the command in a fresh
-interpreter (reporting which heavy stacks it imported)."""
+"""`agnews` as tests run it: the arguments of a run on tiny data, that run itself, and the
+command in a fresh interpreter (reporting which heavy stacks it imported)."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from agnews import cli
+from agnews.exit_codes import ExitCode
+from tests.helpers.data import PUNCTUATION_ONLY_ROW, sample_lines, score_lines
 
 # `agnews` in a fresh interpreter of this environment.
 AGNEWS = [sys.executable, "-m", "agnews.cli"]
@@ -44,3 +48,21 @@ def agnews_subprocess(*args: str):
     *output, probe = done.stdout.rstrip("\n").splitlines()
     result = json.loads(probe)
     return result["exit"], set(result["loaded"]), "\n".join(output), done.stderr
+
+
+def run_pipeline_on_sample(root: Path) -> list[str]:
+    """One real pipeline run (LocalDagRunner, 1 epoch) on 300 sample rows plus a token-less row,
+    scoring SCORE_ROWS more with BulkInferrer and pushing the linear baseline too (to
+    `root/agnews_linear`, beside `root/serving`), everything under `root`; returns the `agnews`
+    arguments used."""
+    (root / "score").mkdir()
+    (root / "score" / "unlabelled.csv").write_bytes(
+        b"\n".join([b"title,description", *score_lines()]) + b"\n"
+    )
+    (root / "data").mkdir()
+    (root / "data" / "train.csv").write_bytes(
+        b"\n".join(sample_lines(300) + [PUNCTUATION_ONLY_ROW]) + b"\n"
+    )
+    args = run_args(root, "--epochs", "1", "--score", str(root / "score"), "--push-baseline")
+    assert cli.main(args) == ExitCode.OK
+    return args

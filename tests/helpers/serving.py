@@ -5,6 +5,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
@@ -22,8 +23,16 @@ def copy_served_model(first_run, tmp_path, name="agnews"):
     return model_dir
 
 
+def version_dirs(model_dir) -> list[Path]:
+    """A served model directory's numeric version directories, oldest first ([] when the
+    directory does not exist)."""
+    if not model_dir.exists():
+        return []
+    return sorted((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
 def newest(model_dir) -> str:
-    return str(max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()))
+    return version_dirs(model_dir)[-1].name
 
 
 def push_copy(model_dir, version: int) -> None:

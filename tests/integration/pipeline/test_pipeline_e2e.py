@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from ml_metadata.proto import metadata_store_pb2
 
 from agnews import cli
 from agnews.exit_codes import ExitCode
 from components import features, settings
 from pipeline import metadata, node_ids
 from tests.helpers.cli import agnews_subprocess
+from tests.helpers.serving import version_dirs
 
 # Runs in a fresh interpreter with nothing of this project, TFX or Keras 2 on purpose.
 LOAD_WITH_TENSORFLOW_ONLY = r"""
@@ -31,30 +31,9 @@ print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
                   "signatures": sorted(model.signatures), "foreign_modules": loaded}))
 """
 
-UPSTREAM = (
-    "FileBasedExampleGen",
-    "StatisticsGen",
-    "ImportSchemaGen",
-    "ExampleValidator",
-    "DistributionValidator",
-    "DriftGate",
-)
-TRAINING = ("Transform", "Trainer", "Evaluator")
-
-
-def _last_executions(metadata_path: str) -> dict[str, object]:
-    store = metadata.open_store(metadata_path)
-    last = {}
-    for node in UPSTREAM + TRAINING:
-        context = store.get_context_by_type_and_name("node", f"agnews.{node}")
-        last[node] = max(store.get_executions_by_context(context.id), key=lambda e: e.id)
-    return last
-
 
 def _versions(root, serving_dir: str = "serving"):
-    return sorted(
-        (p for p in (root / serving_dir).iterdir() if p.is_dir()), key=lambda p: int(p.name)
-    )
+    return version_dirs(root / serving_dir)
 
 
 def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
@@ -230,49 +209,6 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     )
 
 
-def test_a_second_run_on_unchanged_data_trains_and_pushes_nothing(first_run, capsys):
-    """The data components come from the cache; the served model was trained on this very
-    window, so Transform, Trainer and Evaluator are skipped and no version is added."""
-    root, args = first_run
-    served_before = [p.name for p in _versions(root)]
-    assert cli.main(args) == ExitCode.OK
-    assert "Nothing new to train on" in capsys.readouterr().out
-    last = _last_executions(str(root / "metadata.sqlite"))
-    assert {node: last[node].last_known_state for node in UPSTREAM} == {
-        node: metadata_store_pb2.Execution.CACHED for node in UPSTREAM
-    }
-    assert all(metadata.skipped(last[node]) for node in TRAINING)
-    assert [p.name for p in _versions(root)] == served_before
-
-
-def test_the_baseline_is_pushed_beside_the_model_and_never_taken_for_it(first_run, capsys):
-    """--push-baseline: the linear model is served from its own directory beside the model's,
-    and each model's last push (its warm start and change threshold) is a model of its own
-    Trainer, whichever Pusher pushed last."""
-    from components import settings, warm_start
-    from pipeline.node_ids import BASELINE_NODES, MODEL_NODES
-
-    root, args = first_run
-    for serving_dir, kind in (
-        ("serving", settings.DEFAULT_MODEL),
-        (settings.BASELINE_SERVING_MODEL_NAME, settings.BASELINE_MODEL),
-    ):
-        version = _versions(root, serving_dir)[-1]
-        assert version.name.isdigit() and (version / "saved_model.pb").is_file()
-        assert json.loads((version / warm_start.KIND_FILE).read_text()) == {"model": kind}
-
-    assert cli.main(args) == ExitCode.OK  # nothing new: the resolvers run, nothing trains
-    assert "Nothing new to train on" in capsys.readouterr().out
-    store = metadata.open_store(str(root / "metadata.sqlite"))
-    run_id = metadata.latest_run_id(store, "agnews")
-    for nodes in (MODEL_NODES, BASELINE_NODES):
-        (resolved,) = metadata.outputs_in_run(store, "agnews", run_id, nodes.last_pushed, "Model")
-        producer = metadata.producer(store, resolved.id)
-        assert f"agnews.{nodes.trainer}" in {
-            c.name for c in store.get_contexts_by_execution(producer)
-        }
-
-
 def test_saved_model_cli_shows_every_signature_and_runs_serving_default(first_run):
     root, _ = first_run
     version = str(_versions(root)[-1])
@@ -311,34 +247,6 @@ def test_saved_model_cli_shows_every_signature_and_runs_serving_default(first_ru
     assert run.returncode == ExitCode.OK, run.stderr[-2000:]
     assert "Result for output key probabilities" in run.stdout
     assert "Result for output key label" in run.stdout
-
-
-def test_a_worse_candidate_is_not_blessed_nor_pushed(first_run, capsys):
-    root, args = first_run
-    served_before = [p.name for p in _versions(root)]
-    # 0 epochs: an untrained model, about 1 in 4 right, against a bar of 0.5.
-    worse = [a for a in args] + [
-        "--epochs",
-        "0",
-        "--min-accuracy",
-        "0.5",
-        "--require-push",
-        "--no-cache",
-    ]  # retrain, though the data did not change
-    assert cli.main(worse) == ExitCode.NOT_PUSHED
-    out = capsys.readouterr().out
-    lines = out.splitlines()
-    (model_line,) = [i for i, line in enumerate(lines) if line.startswith("Model NOT pushed")]
-    assert lines[model_line + 1].startswith(("Baseline pushed to: ", "Baseline NOT pushed: "))
-    assert [p.name for p in _versions(root)] == served_before
-    store = metadata.open_store(str(root / "metadata.sqlite"))
-    blessing = metadata.latest_output(store, "agnews", "Evaluator", "ModelBlessing")
-    assert blessing.custom_properties["blessed"].int_value == 0
-    # Only a blessed model scores: BulkInferrer wrote nothing, and the last run's scores are gone.
-    assert "Scores: none (the model was not blessed, and only a blessed model scores)." in out
-    inference = metadata.latest_output(store, "agnews", "BulkInferrer", "InferenceResult")
-    assert inference is not None and not list(Path(inference.uri).glob("*"))
-    assert not (root / "report" / "scores.csv").exists()
 
 
 def test_the_evaluators_signature_and_serving_default_agree_on_every_holdout_example(first_run):

@@ -8,6 +8,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from agnews.versions import WARMUP_FILE, load_warm, warmup_requests
 from components import features, rows, servability
 from pipeline import local_runner, metadata
+from tests.helpers.serving import newest, version_dirs
 
 
 def _examples(count):
@@ -34,13 +35,9 @@ def test_warmup_requests_cover_both_signatures_without_labels():
                 assert features.TITLE_KEY in example.features.feature
 
 
-def _versions(serving_dir):
-    return sorted(p.name for p in serving_dir.iterdir() if p.name.isdigit())
-
-
 def test_pushed_version_carries_warmup_that_the_server_replays(first_run):
     root, _ = first_run
-    version = root / "serving" / _versions(root / "serving")[-1]
+    version = root / "serving" / newest(root / "serving")
     records = [
         prediction_log_pb2.PredictionLog.FromString(r.numpy())
         for r in tf.data.TFRecordDataset(str(version / WARMUP_FILE))
@@ -83,7 +80,7 @@ def test_a_broken_candidate_is_not_pushed_and_the_run_says_why(first_run, tmp_pa
     root, _ = first_run
     serving_dir = tmp_path / "serving"
     shutil.copytree(root / "serving", serving_dir)
-    served_before = _versions(serving_dir)
+    served_before = [p.name for p in version_dirs(serving_dir)]
     broken = _BrokenServable()
     tf.saved_model.save(
         broken,
@@ -120,7 +117,7 @@ def test_a_broken_candidate_is_not_pushed_and_the_run_says_why(first_run, tmp_pa
         )
     )
 
-    assert _versions(serving_dir) == served_before
+    assert [p.name for p in version_dirs(serving_dir)] == served_before
     summary = local_runner.summarize(metadata_path, "agnews")
     assert not summary.pushed
     assert (

@@ -16,14 +16,11 @@ from components import features
 from pipeline import metadata, node_ids
 from tests.helpers.cli import AGNEWS, run_args
 from tests.helpers.data import sample_lines
+from tests.helpers.serving import version_dirs
 
 pytestmark = pytest.mark.lifecycle
 
 ROWS_PER_SPAN = 1000  # spans of 500 rows or fewer can drift by noise (schemas/drift.ini)
-
-
-def _versions(serving: Path) -> list[str]:
-    return sorted(p.name for p in serving.iterdir() if p.name.isdigit()) if serving.exists() else []
 
 
 def _write_span(data: Path, span: int, lines: list[bytes], gzipped: bool = False) -> None:
@@ -68,7 +65,7 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     first = _run(tmp_path, "--span", "1")
     assert first.returncode == ExitCode.OK, first.stdout[-3000:] + first.stderr[-3000:]
     assert "first span" in first.stdout and "Trained on spans 1." in first.stdout
-    assert len(_versions(serving)) == 1
+    assert len([p.name for p in version_dirs(serving)]) == 1
     # --no-baseline: no baseline node ran, and the report's headline has no baseline row.
     assert "| holdout accuracy |" in first.stdout
     assert "holdout accuracy of the" not in first.stdout
@@ -101,7 +98,7 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     second = _run(tmp_path)
     assert second.returncode == ExitCode.OK, second.stdout[-3000:] + second.stderr[-3000:]
     assert "Trained on spans 1, 2." in second.stdout
-    assert len(_versions(serving)) == 2
+    assert len([p.name for p in version_dirs(serving)]) == 2
     store = metadata.open_store(str(tmp_path / "metadata.sqlite"))
     models = sorted(store.get_artifacts_by_type("Model"), key=lambda a: a.id)
     trainer = _last_execution(store, "Trainer")
@@ -124,7 +121,7 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     assert drifted.returncode == ExitCode.STOPPED, drifted.stdout[-3000:] + drifted.stderr[-3000:]
     assert f"{features.LABEL_KEY}: infinity_norm" in drifted.stderr
     assert "Traceback" not in drifted.stderr and "--accept-drift" in drifted.stderr
-    assert len(_versions(serving)) == 2
+    assert len([p.name for p in version_dirs(serving)]) == 2
     assert (
         len(
             store.get_executions_by_context(
@@ -137,12 +134,12 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     accepted = _run(tmp_path, "--accept-drift")
     assert accepted.returncode == ExitCode.OK, accepted.stdout[-3000:] + accepted.stderr[-3000:]
     assert "Trained on spans 1, 2, 3." in accepted.stdout
-    versions = _versions(serving)
+    versions = [p.name for p in version_dirs(serving)]
 
     again = _run(tmp_path, "--accept-drift")
     assert again.returncode == ExitCode.OK, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Nothing new to train on" in again.stdout
-    assert _versions(serving) == versions
+    assert [p.name for p in version_dirs(serving)] == versions
 
     # The same window, the baseline now asked for: it was never pushed, so the run trains.
     baseline_serving = tmp_path / "agnews_linear"
@@ -150,7 +147,8 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     assert with_baseline.returncode == ExitCode.OK, (
         with_baseline.stdout[-3000:] + with_baseline.stderr[-3000:]
     )
-    assert "Baseline pushed to: " in with_baseline.stdout and len(_versions(baseline_serving)) == 1
+    assert "Baseline pushed to: " in with_baseline.stdout
+    assert len(version_dirs(baseline_serving)) == 1
     both_pushed = _run(tmp_path, "--accept-drift", "--push-baseline", baseline=True)
     assert "Nothing new to train on" in both_pushed.stdout
-    assert len(_versions(baseline_serving)) == 1
+    assert len(version_dirs(baseline_serving)) == 1
