@@ -7,7 +7,9 @@ Metadata and its CPU seconds from what `agnews run` recorded there; the model's 
 is the sum of its epochs (validation included) from the Trainer's history. The share of the
 run that is training is the figure issue 27 targets (a run close to its training time).
 
-    .venv/bin/python bench/e2e.py [--data PATH] [--only 3k|12k]
+    .venv/bin/python bench/e2e.py [--data PATH] [--arms 3k:1 3k:2 12k:1 12k:2]
+
+An arm is SAMPLE:N, `agnews run --parallel N` on that sample (N=1: TFX's LocalDagRunner).
 """
 
 from __future__ import annotations
@@ -30,17 +32,19 @@ sys.path.insert(0, str(PROJECT))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from components.artifacts import CPU_SECONDS_PROPERTY  # noqa: E402
-from pipeline import metadata, run_log  # noqa: E402
+from pipeline import metadata, node_ids, run_log  # noqa: E402
 
 AGNEWS = str(Path(sys.executable).with_name("agnews"))
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
 
 
-def run_once(work: Path, data: Path | None) -> dict:
-    """`agnews run` on `data` (a train file; None: the embedded sample) under `work`."""
+def run_once(work: Path, data: Path | None, parallel: int) -> dict:
+    """`agnews run --parallel N` on `data` (a train file; None: the embedded sample) under
+    `work`."""
     args = [
         AGNEWS,
         "run",
+        *("--parallel", str(parallel)),
         *("--pipeline-root", str(work / "pipeline")),
         *("--metadata-path", str(work / "metadata.sqlite")),
         *("--serving-dir", str(work / "serving" / "agnews")),
@@ -70,6 +74,8 @@ def run_once(work: Path, data: Path | None) -> dict:
         for node, e in metadata.executions_in_run(store, "agnews", run_id).items()
     }
     epochs = run_log.training_seconds(store, "agnews", run_id)
+    train_rows = _train_examples(store, run_id)
+    steady = sorted(epochs[1:])[len(epochs[1:]) // 2] if len(epochs) > 1 else None
     return {
         "wall_s": wall,
         "cpu_s": cpu,
@@ -77,6 +83,10 @@ def run_once(work: Path, data: Path | None) -> dict:
         "epochs": len(epochs),
         "training_s": sum(epochs),
         "first_epoch_s": epochs[0] if epochs else None,
+        "train_examples": train_rows,
+        # The median epoch after the first (which traces the graphs), per 1,000 train examples,
+        # its validation pass included: bench/train_vs_seed.py gives plain Keras's figure.
+        "steady_epoch_s_per_1000": 1000 * steady / train_rows if steady else None,
         "wall_over_training": wall / sum(epochs) if epochs else None,
         "components": components,
         "profile_line": next(
@@ -87,6 +97,15 @@ def run_once(work: Path, data: Path | None) -> dict:
 
 def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
+
+
+def _train_examples(store, run_id: int) -> int:
+    """The train split's examples in the model Transform's output of run `run_id`."""
+    import tensorflow as tf
+
+    transformed = metadata.output_in_run(store, "agnews", run_id, node_ids.TRANSFORM, "Examples")
+    files = tf.io.gfile.glob(f"{transformed.uri}/Split-train/*")
+    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
 
 
 def table(results: dict[str, dict]) -> str:
@@ -108,6 +127,15 @@ def table(results: dict[str, dict]) -> str:
             lambda r: (str(r["epochs"]), f"{r['training_s']:.1f}"),
         ),
         (
+            "steady epoch (median after the first) per 1,000 train examples",
+            lambda r: (
+                str(r["train_examples"]),
+                "–"
+                if r["steady_epoch_s_per_1000"] is None
+                else f"{r['steady_epoch_s_per_1000']:.2f} s",
+            ),
+        ),
+        (
             "whole command over training",
             lambda r: ("", f"{r['wall_over_training']:.2f}x" if r["wall_over_training"] else "–"),
         ),
@@ -122,16 +150,16 @@ def table(results: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the 12k train file")
-    parser.add_argument("--only", choices=["3k", "12k"])
+    parser.add_argument("--arms", nargs="+", default=["3k:1", "3k:2", "12k:1", "12k:2"])
     args = parser.parse_args()
     samples = {"3k": None, "12k": args.data}
     results = {}
-    for name, data in samples.items():
-        if args.only and name != args.only:
-            continue
-        with tempfile.TemporaryDirectory(prefix=f"agnews-e2e-{name}-") as temp:
-            print(f"agnews run on the {name} sample ...", flush=True)
-            results[name] = run_once(Path(temp), data)
+    for arm in args.arms:
+        sample, parallel = arm.split(":")
+        name = f"{sample} --parallel {parallel}"
+        with tempfile.TemporaryDirectory(prefix=f"agnews-e2e-{sample}-") as temp:
+            print(f"agnews run: {name} ...", flush=True)
+            results[name] = run_once(Path(temp), samples[sample], int(parallel))
             print(results[name]["profile_line"], flush=True)
     conditions = (
         f"{platform.node()}, {os.cpu_count()} cores, {platform.python_version()}, "
