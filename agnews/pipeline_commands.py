@@ -41,15 +41,6 @@ def add_run_parser(subparsers) -> None:
         "file, logs/ beside the ML Metadata file).",
     )
     run.add_argument(
-        "--parallel",
-        type=console.at_least_one,
-        default=settings.DEFAULT_PARALLEL_NODES,
-        metavar="N",
-        help="Run up to N components at once when their inputs are ready (the Trainers one at "
-        "a time); 1: one after the other, as TFX's LocalDagRunner does "
-        f"(default: {settings.DEFAULT_PARALLEL_NODES}).",
-    )
-    run.add_argument(
         "--keep",
         type=console.at_least_one,
         default=None,
@@ -92,7 +83,7 @@ def run(args) -> int:
     quiet.drop_tfx_notices()
     try:
         with run_lock.exclusive(config.metadata_path, config.pipeline_root):
-            summary, log = _run_pipeline(config, args.verbose, args.parallel)
+            summary, log = _run_pipeline(config, args.verbose)
     except run_lock.RunInProgress as error:
         print(f"agnews run refused: {error}", file=sys.stderr)
         return ExitCode.REFUSED
@@ -109,7 +100,7 @@ def run(args) -> int:
     return ExitCode.OK if summary.pushed or not args.require_push else ExitCode.NOT_PUSHED
 
 
-def _run_pipeline(config: PipelineConfig, verbose: bool, parallel: int):
+def _run_pipeline(config: PipelineConfig, verbose: bool):
     """(the run's summary, its RunLog); RunStopped when the input or a gate stopped it."""
     from components import drift, rows, validation
     from pipeline import beam_packaging, local_runner, run_log
@@ -126,7 +117,7 @@ def _run_pipeline(config: PipelineConfig, verbose: bool, parallel: int):
         with run_log.quiet_run(
             config.run_dir, config.metadata_path, config.pipeline_name, verbose
         ) as log:
-            return local_runner.run(config, parallel), log
+            return local_runner.run(config), log
     except stops as error:
         raise RunStopped(f"{error}\nFull log: {log and log.path}") from error
 

@@ -7,9 +7,7 @@ Metadata and its CPU seconds from what `agnews run` recorded there; the model's 
 is the sum of its epochs (validation included) from the Trainer's history. The share of the
 run that is training is the figure issue 27 targets (a run close to its training time).
 
-    .venv/bin/python bench/e2e.py [--data PATH] [--arms 3k:1 3k:2 12k:1 12k:2]
-
-An arm is SAMPLE:N, `agnews run --parallel N` on that sample (N=1: TFX's LocalDagRunner).
+    .venv/bin/python bench/e2e.py [--data PATH] [--only 3k|12k]
 """
 
 from __future__ import annotations
@@ -38,13 +36,11 @@ AGNEWS = str(Path(sys.executable).with_name("agnews"))
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
 
 
-def run_once(work: Path, data: Path | None, parallel: int) -> dict:
-    """`agnews run --parallel N` on `data` (a train file; None: the embedded sample) under
-    `work`."""
+def run_once(work: Path, data: Path | None) -> dict:
+    """`agnews run` on `data` (a train file; None: the embedded sample) under `work`."""
     args = [
         AGNEWS,
         "run",
-        *("--parallel", str(parallel)),
         *("--pipeline-root", str(work / "pipeline")),
         *("--metadata-path", str(work / "metadata.sqlite")),
         *("--serving-dir", str(work / "serving" / "agnews")),
@@ -150,16 +146,16 @@ def table(results: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the 12k train file")
-    parser.add_argument("--arms", nargs="+", default=["3k:1", "3k:2", "12k:1", "12k:2"])
+    parser.add_argument("--only", choices=["3k", "12k"])
     args = parser.parse_args()
     samples = {"3k": None, "12k": args.data}
     results = {}
-    for arm in args.arms:
-        sample, parallel = arm.split(":")
-        name = f"{sample} --parallel {parallel}"
-        with tempfile.TemporaryDirectory(prefix=f"agnews-e2e-{sample}-") as temp:
-            print(f"agnews run: {name} ...", flush=True)
-            results[name] = run_once(Path(temp), samples[sample], int(parallel))
+    for name, data in samples.items():
+        if args.only and name != args.only:
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"agnews-e2e-{name}-") as temp:
+            print(f"agnews run on the {name} sample ...", flush=True)
+            results[name] = run_once(Path(temp), data)
             print(results[name]["profile_line"], flush=True)
     conditions = (
         f"{platform.node()}, {os.cpu_count()} cores, {platform.python_version()}, "

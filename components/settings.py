@@ -57,6 +57,3 @@ DEFAULT_FILE_SYSTEM_POLL_WAIT_S = 1.0
 
 # `agnews compile kubeflow` (pipeline.kubeflow_runner): the image built from the Dockerfile.
 DEFAULT_KUBEFLOW_IMAGE = "agnews-pipeline:latest"
-# agnews run: components run at once when their inputs are ready (pipeline/parallel_runner.py);
-# 1 is TFX's LocalDagRunner.
-DEFAULT_PARALLEL_NODES = 1

@@ -1,5 +1,4 @@
-"""Runs the pipeline on this machine with LocalDagRunner (or ParallelDagRunner, its loop with
-independent components at once), MLMD on sqlite and caching on."""
+"""Runs the pipeline on this machine with LocalDagRunner, MLMD on sqlite and caching on."""
 
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ from pipeline.node_ids import (
     MODEL_NODES,
     PushNodes,
 )
-from pipeline.parallel_runner import ParallelDagRunner
 from pipeline.pipeline import create_pipeline
 
 
@@ -57,12 +55,12 @@ class RunSummary(PushSummary):
     trained: bool = False  # False: nothing new (the served model was trained on this window)
 
 
-def run(config: PipelineConfig, parallel: int = 1) -> RunSummary:
-    """Runs the pipeline, up to `parallel` components at once (1: TFX's LocalDagRunner)."""
+def run(config: PipelineConfig) -> RunSummary:
     os.makedirs(config.run_dir, exist_ok=True)
     config = for_beam_workers(config)
-    runner = LocalDagRunner() if parallel < 2 else ParallelDagRunner(parallel)
-    runner.run(create_pipeline(config, metadata.sqlite_connection_config(config.metadata_path)))
+    LocalDagRunner().run(
+        create_pipeline(config, metadata.sqlite_connection_config(config.metadata_path))
+    )
     summary = summarize(config.metadata_path, config.pipeline_name)
     if config.score:
         from pipeline import scores
