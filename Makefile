@@ -54,7 +54,7 @@ test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by
 test-image: setup  ## The Dockerfile's install steps run into a fresh venv, then the compiled KFP tasks in it (uv, ~2-4 min).
 	$(VENV)/bin/pytest -m image $(ARGS)
 
-test-lifecycle: setup  ## The pipeline over several spans (window, drift gate, warm start, nothing new), run after run, a killed run.
+test-lifecycle: setup  ## The pipeline over several spans (window, drift gate, warm start, nothing new), run after run (unchanged data, a worse candidate), a killed run.
 	$(VENV)/bin/pytest -n $(WORKERS) --dist loadfile -m lifecycle $(ARGS)
 
 test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (root, Go, openssl).
