@@ -14,12 +14,13 @@ ENV TF_USE_LEGACY_KERAS=1 \
 WORKDIR /pipeline
 RUN python -m pip install --no-cache-dir uv
 COPY pyproject.toml uv.lock README.md ./
-# The locked versions go into the image's own Python, which runs the TFX executors.
+# The locked versions go into the image's own Python, which runs the TFX executors; compiled to
+# bytecode here, since PYTHONDONTWRITEBYTECODE would have every task compile them again.
 RUN uv export --frozen --no-dev --no-hashes --no-emit-project --extra kubeflow > /tmp/requirements.txt \
-    && uv pip install --system --no-cache -r /tmp/requirements.txt
+    && uv pip install --system --no-cache --compile-bytecode -r /tmp/requirements.txt
 COPY components components
 COPY pipeline pipeline
 COPY agnews agnews
 COPY schemas schemas
 COPY data data
-RUN uv pip install --system --no-cache --no-deps .
+RUN uv pip install --system --no-cache --compile-bytecode --no-deps .
