@@ -437,7 +437,10 @@ def _model_branch(
     window). Long on purpose: one paragraph per component, in pipeline order."""
     cache = (
         Resolver(
-            strategy_class=LatestArtifactStrategy,
+            # KFP v2's compiler compiles TFX's own strategies only.
+            strategy_class=resolvers.LatestOrNoneStrategy
+            if span_lineage
+            else LatestArtifactStrategy,
             cache=Channel(
                 type=standard_artifacts.TransformCache, producer_component_id=ids.transform
             ),

@@ -180,6 +180,9 @@ def test_run_writes_a_report_and_agnews_report_rewrites_it(first_run, tmp_path):
     }
     outcome, wall, cpu = rows[node_ids.MODEL_NODES.trainer]
     assert outcome == "ran" and float(wall) > 0 and float(cpu) > 0
+    # A first run: every node ran; a resolver that finds nothing yet (the analyzer caches) too.
+    assert {name: cells[0] for name, cells in rows.items() if cells[0] != "ran"} == {}
+    assert node_ids.transform_cache(node_ids.MODEL_NODES.transform) in rows
     assert {node_ids.EXAMPLE_GEN, node_ids.MODEL_NODES.pusher} < set(rows)
     assert "The model's training epochs (1) took " in profile
     (evaluation_uri,) = [
