@@ -101,7 +101,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def Predict(self, request: predict_pb2.PredictRequest, context):  # noqa: N802  (gRPC's)
         async def answer():
-            prediction = await self.service.predict(parse_predict_request(request))
+            served = self.service.servable(
+                request.model_spec.name, *_version_choice(request.model_spec)
+            )
+            prediction = await self.service.predict(parse_predict_request(request), served)
             response = predict_pb2.PredictResponse()
             fill_model_spec(response.model_spec, prediction.version)
             for key, values in prediction.outputs.items():

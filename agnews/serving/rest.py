@@ -199,10 +199,11 @@ class RestApp:
         if route["predict"]:
             if method != "POST":
                 raise errors.invalid("Predict requests must be POST.")
+            served = self.service.servable(model, version, label)
             request, row_format = parse_predict_request(
                 await self._body(scope, receive), model, version, label
             )
-            prediction = await self.service.predict(request)
+            prediction = await self.service.predict(request, served)
             return (
                 200,
                 predict_response(prediction.outputs, row_format),

@@ -145,10 +145,15 @@ class PredictService:
         # request threads do (TensorFlow spreads each call over the cores anyway).
         self._calls = None if batcher else ThreadPoolExecutor(4, thread_name_prefix="predict")
 
-    async def predict(self, request: PredictRequest) -> Prediction:
-        """Checks the request, then answers it with the version it asks for."""
+    def servable(self, model_name: str, version: int | None, label: str | None) -> Served:
+        """The version a predict request goes to. The transports ask before they decode the
+        request's inputs, so an unknown model or version is NOT_FOUND whatever was sent, as in
+        TF Serving (which finds the servable first)."""
+        return self.store.serving(model_name, version, label)
+
+    async def predict(self, request: PredictRequest, served: Served) -> Prediction:
+        """Checks the request, then answers it with `served` (servable()'s answer for it)."""
         request.check(self.max_batch)
-        served = self.store.serving(request.model_name, request.version, request.label)
         columns = request.columns
         try:
             if self.batcher:

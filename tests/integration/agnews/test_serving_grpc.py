@@ -152,6 +152,20 @@ def _matrix_title(request):
             grpc.StatusCode.NOT_FOUND,
             "Specific(agnews, 1)",
         ),
+        # An unknown model is NOT_FOUND before its inputs are looked at, as in TF Serving.
+        (
+            lambda r: (setattr(r.model_spec, "name", "nosuchmodel"), _float_title(r)),
+            grpc.StatusCode.NOT_FOUND,
+            "Latest(nosuchmodel)",
+        ),
+        (
+            lambda r: (
+                setattr(r.model_spec, "name", "nosuchmodel"),
+                r.inputs.pop(features.DESCRIPTION_KEY),
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "Latest(nosuchmodel)",
+        ),
         (
             lambda r: setattr(r.model_spec, "version_label", "stable"),
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -137,6 +137,10 @@ def test_metadata_lists_the_signatures(served):
         ("/v1/models/agnews:predict", {"instances": [ROW], "signature_name": "nope"}, 400, "nope"),
         ("/v1/models/agnews:predict", None, 400, "must be POST"),
         ("/v1/models/other:predict", {"instances": [ROW]}, 404, "Servable not found"),
+        # An unknown model or version is NOT_FOUND before its inputs are looked at (TF Serving).
+        ("/v1/models/other:predict", {"instances": [{"title": "x"}]}, 404, "Latest(other)"),
+        ("/v1/models/other:predict", {"rows": []}, 404, "Latest(other)"),
+        ("/v1/models/agnews/versions/1:predict", {"instances": [ROW] * 9}, 404, "(agnews, 1)"),
         ("/v1/models/agnews/versions/1:predict", {"instances": [ROW]}, 404, "Specific(agnews, 1)"),
         ("/v1/models/agnews/versions/abc", None, 404, "Servable not found"),
         ("/v1/models/agnews/versions/1", None, 404, "Could not find version 1 of model agnews"),
