@@ -45,7 +45,7 @@ def training_statistics(
     ]
     if not pushed:
         raise LookupError(f"no run in {metadata_path} pushed version {version}")
-    run_type = store.get_context_type("pipeline_run").id
+    run_type = store.get_context_type(metadata.RUN_CONTEXT_TYPE).id
     runs = [c for c in store.get_contexts_by_artifact(pushed[-1].id) if c.type_id == run_type]
     statistics_nodes = {
         c.id

@@ -8,6 +8,11 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.artifacts import PUSHED_PROPERTY
 
+RUN_CONTEXT_TYPE = "pipeline_run"  # TFX's context of one run of a pipeline
+# TFX associates every execution with its run, so the newest one in scope names the newest run;
+# a few more are read in case a store holds executions outside any run (written by hand).
+_NEWEST_EXECUTIONS = 10
+
 
 def sqlite_connection_config(path: str) -> metadata_store_pb2.ConnectionConfig:
     """The same connection config as TFX's `sqlite_metadata_connection_config`."""
@@ -35,21 +40,27 @@ def latest_output(
     return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
+def _scope(store: metadata_store.MetadataStore, pipeline_name: str, with_node: str | None):
+    """The pipeline's context, or with `with_node` that node's."""
+    return store.get_context_by_type_and_name(
+        "pipeline" if with_node is None else "node",
+        pipeline_name if with_node is None else f"{pipeline_name}.{with_node}",
+    )
+
+
 def run_ids(
     store: metadata_store.MetadataStore, pipeline_name: str, with_node: str | None = None
 ) -> list[int]:
     """The pipeline runs (TFX's `pipeline_run` contexts) of `pipeline_name`, oldest first;
-    with `with_node`, only those in which that node ran."""
-    scope = store.get_context_by_type_and_name(
-        "pipeline" if with_node is None else "node",
-        pipeline_name if with_node is None else f"{pipeline_name}.{with_node}",
-    )
+    with `with_node`, only those in which that node ran. Reads every run: for the newest alone,
+    latest_run_id."""
+    scope = _scope(store, pipeline_name, with_node)
     if scope is None:
         return []
     wanted = {e.id for e in store.get_executions_by_context(scope.id)}
     return sorted(
         run.id
-        for run in store.get_contexts_by_type("pipeline_run")
+        for run in store.get_contexts_by_type(RUN_CONTEXT_TYPE)
         if wanted & {e.id for e in store.get_executions_by_context(run.id)}
     )
 
@@ -57,15 +68,39 @@ def run_ids(
 def latest_run_id(
     store: metadata_store.MetadataStore, pipeline_name: str, with_node: str | None = None
 ) -> int | None:
-    """The newest of run_ids(...), None before the first run."""
-    return max(run_ids(store, pipeline_name, with_node), default=None)
+    """The newest of run_ids(...), None before the first run. Found from the newest execution
+    in scope, in a few queries however many runs the store holds: every component's summary
+    line asks, and a pipeline run daily has hundreds of runs."""
+    scope = _scope(store, pipeline_name, with_node)
+    if scope is None:
+        return None
+    run_type_id = store.get_context_type(RUN_CONTEXT_TYPE).id
+    newest_first = metadata_store.ListOptions(
+        limit=_NEWEST_EXECUTIONS, order_by=metadata_store.OrderByField.ID, is_asc=False
+    )
+    for execution in store.get_executions_by_context(scope.id, list_options=newest_first):
+        runs = [
+            c.id for c in store.get_contexts_by_execution(execution.id) if c.type_id == run_type_id
+        ]
+        if runs:
+            return max(runs)
+    return None
+
+
+def _last_in_run(store: metadata_store.MetadataStore, node, in_run: dict[int, object]):
+    """The node context's last execution among `in_run` (a run's executions by id), or None."""
+    executions = [in_run[e.id] for e in store.get_executions_by_context(node.id) if e.id in in_run]
+    return max(executions, key=lambda e: e.id, default=None)
 
 
 def execution_in_run(
     store: metadata_store.MetadataStore, pipeline_name: str, run_id: int, node_id: str
 ):
     """Node `node_id`'s execution in run `run_id` (its last, if several), or None."""
-    return executions_in_run(store, pipeline_name, run_id).get(node_id)
+    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
+    if node is None:
+        return None
+    return _last_in_run(store, node, {e.id: e for e in store.get_executions_by_context(run_id)})
 
 
 def executions_in_run(
@@ -74,14 +109,13 @@ def executions_in_run(
     """Each node's (last) execution in run `run_id`, by node id, in the order they started."""
     prefix = f"{pipeline_name}."
     in_run = {e.id: e for e in store.get_executions_by_context(run_id)}
-    found = {}
-    for node in store.get_contexts_by_type("node"):
-        if node.name.startswith(prefix):
-            executions = [
-                in_run[e.id] for e in store.get_executions_by_context(node.id) if e.id in in_run
-            ]
-            if executions:
-                found[node.name[len(prefix) :]] = max(executions, key=lambda e: e.id)
+    found = {
+        node.name[len(prefix) :]: execution
+        for node in store.get_contexts_by_type("node")
+        if node.name.startswith(prefix)
+        for execution in [_last_in_run(store, node, in_run)]
+        if execution is not None
+    }
     return dict(
         sorted(found.items(), key=lambda item: (item[1].create_time_since_epoch, item[1].id))
     )

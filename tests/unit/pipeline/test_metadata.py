@@ -1,0 +1,72 @@
+"""pipeline.metadata on a real ML Metadata store laid out as TFX lays out runs: a `pipeline`
+context, one `node` context per node and a `pipeline_run` context per run, each execution
+associated with its node's and its run's."""
+
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import metadata
+
+
+def _store_with_runs(path, runs: list[list[str]]):
+    """A sqlite store holding pipeline `p` with one run per entry of `runs` (the nodes that ran
+    in it, in order)."""
+    store = metadata.open_store(str(path))
+    type_ids = {
+        name: store.put_context_type(metadata_store_pb2.ContextType(name=name))
+        for name in ("pipeline", "node", metadata.RUN_CONTEXT_TYPE)
+    }
+    execution_type = store.put_execution_type(metadata_store_pb2.ExecutionType(name="component"))
+
+    def context(type_name: str, name: str) -> int:
+        found = store.get_context_by_type_and_name(type_name, name)
+        if found:
+            return found.id
+        [made] = store.put_contexts(
+            [metadata_store_pb2.Context(type_id=type_ids[type_name], name=name)]
+        )
+        return made
+
+    pipeline = context("pipeline", "p")
+    run_ids = []
+    for number, nodes in enumerate(runs):
+        run = context(metadata.RUN_CONTEXT_TYPE, f"run-{number}")
+        run_ids.append(run)
+        for node in nodes:
+            [execution] = store.put_executions(
+                [metadata_store_pb2.Execution(type_id=execution_type)]
+            )
+            store.put_attributions_and_associations(
+                [],
+                [
+                    metadata_store_pb2.Association(context_id=c, execution_id=execution)
+                    for c in (pipeline, context("node", f"p.{node}"), run)
+                ],
+            )
+    return store, run_ids
+
+
+def test_latest_run_id_is_the_newest_run_and_the_newest_with_the_node(tmp_path):
+    store, runs = _store_with_runs(
+        tmp_path / "m.sqlite", [["Gen", "Trainer"], ["Gen", "Trainer"], ["Gen"], ["Gen"]]
+    )
+    assert metadata.run_ids(store, "p") == runs
+    assert metadata.latest_run_id(store, "p") == runs[-1]
+    assert metadata.run_ids(store, "p", with_node="Trainer") == runs[:2]
+    assert metadata.latest_run_id(store, "p", with_node="Trainer") == runs[1]
+
+
+def test_latest_run_id_is_none_before_any_run_and_for_an_unknown_node(tmp_path):
+    store, _ = _store_with_runs(tmp_path / "m.sqlite", [])
+    assert metadata.latest_run_id(store, "p") is None
+    assert metadata.latest_run_id(store, "other") is None
+    assert metadata.latest_run_id(store, "p", with_node="Trainer") is None
+
+
+def test_a_nodes_execution_in_a_run_is_its_own_in_that_run(tmp_path):
+    store, runs = _store_with_runs(tmp_path / "m.sqlite", [["Gen", "Trainer"], ["Gen"]])
+    by_node = metadata.executions_in_run(store, "p", runs[0])
+    assert list(by_node) == ["Gen", "Trainer"]
+    assert metadata.execution_in_run(store, "p", runs[0], "Trainer").id == by_node["Trainer"].id
+    assert metadata.execution_in_run(store, "p", runs[1], "Trainer") is None
+    assert metadata.execution_in_run(store, "p", runs[1], "Gen").id > by_node["Gen"].id
+    assert metadata.execution_in_run(store, "p", runs[1], "Nope") is None
