@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 import components  # noqa: F401, E402  (Keras 2 before TensorFlow)
-from agnews import console, pipeline_commands  # noqa: E402
+from agnews import console, models_command, pipeline_commands  # noqa: E402
 from agnews.exit_codes import ExitCode  # noqa: E402
 from components import quiet, settings  # noqa: E402
 from components.artifacts import ACCEPTED, rejected_counts  # noqa: E402
@@ -202,6 +202,48 @@ def _add_serve_parser(subparsers) -> None:
         help="Re-read --model-config-file this often; 0 reads it once (default).",
     )
     parser.add_argument(
+        "--from-registry",
+        action="store_true",
+        help="Serve the versions `agnews models` labels stable and canary (the registry's "
+        "models.config beside --model), following each promotion or rollback within "
+        "--file-system-poll-wait-seconds (unless --model-config-file-poll-wait-seconds says).",
+    )
+    parser.add_argument(
+        "--canary-percent",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="Share (0-100) of requests naming no version or label that the version labelled "
+        "canary answers; the rest go to stable (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--canary-max-error-rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="Take the canary out of traffic once more than this share of its last "
+        "--canary-error-window model calls failed; with --from-registry the registry records "
+        "an automatic rollback and the canary is unloaded (default: never).",
+    )
+    parser.add_argument(
+        "--canary-error-window",
+        type=console.at_least_one,
+        default=settings.DEFAULT_CANARY_ERROR_WINDOW,
+        metavar="N",
+        help="(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--metadata-path",
+        default=PipelineConfig().metadata_path,
+        help="With --from-registry: the ML Metadata store holding the registry "
+        "(default: %(default)s).",
+    )
+    parser.add_argument(
+        "--pipeline-name",
+        default=PipelineConfig().pipeline_name,
+        help="With --from-registry: the pipeline whose pushes it serves (default: %(default)s).",
+    )
+    parser.add_argument(
         "--file-system-poll-wait-seconds",
         dest="file_system_poll_wait_s",
         metavar="SECONDS",
@@ -313,17 +355,38 @@ def serve_options(args):
 def _serve(args) -> int:
     from agnews.serving import server
 
-    options = serve_options(args)
     try:
+        options = serve_options(args)
         server.serve_until_signalled(
             options,
             on_ready=lambda running: print(
                 f"Serving {running.where()} (Ctrl-C or SIGTERM stops)", flush=True
             ),
+            on_canary_taken_out=_registry_rollback(args) if options.from_registry else None,
         )
     except (ValueError, OSError) as error:
         return console.fail("serve", error)
     return ExitCode.OK
+
+
+def _registry_rollback(args):
+    """What `serve --from-registry` does when it takes an erroring canary out: the registry
+    records an automatic rollback (and rewrites the config, so the version is unloaded)."""
+
+    def record(model_name: str, version: int, error_rate: float) -> None:
+        from agnews import registry
+
+        if model_name != settings.SERVING_MODEL_NAME:
+            return
+        registry.model_registry(
+            args.metadata_path, args.pipeline_name, args.model_base_path
+        ).take_out_canary(
+            version,
+            f"agnews serve: {error_rate:.0%} of its last {args.canary_error_window} calls failed "
+            f"(more than {args.canary_max_error_rate:g})",
+        )
+
+    return record
 
 
 def _add_skew_parser(subparsers) -> None:
@@ -369,7 +432,7 @@ def _skew(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """`agnews` and its seven commands."""
+    """`agnews` and its commands."""
     parser = argparse.ArgumentParser(prog="agnews", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     pipeline_commands.add_run_parser(subparsers)
@@ -377,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_parser(subparsers)
     _add_serve_parser(subparsers)
     _add_skew_parser(subparsers)
+    models_command.add_models_parser(subparsers)
     pipeline_commands.add_report_parser(subparsers)
     pipeline_commands.add_compile_parser(subparsers)
     return parser
@@ -392,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "score": _score,
         "serve": _serve,
         "skew": _skew,
+        "models": models_command.models,
         "report": pipeline_commands.report,
         "compile": pipeline_commands.compile_pipeline,
     }

@@ -7,12 +7,13 @@ import argparse
 import dataclasses
 import os
 import sys
+from typing import Any
 
 from agnews import console
 from agnews.exit_codes import ExitCode
 from components import features, quiet, settings
 from components.artifacts import ACCEPTED, rejected_counts
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import NEW_VERSION_ALIASES, PipelineConfig, load_config
 
 
 class RunStopped(RuntimeError):
@@ -95,8 +96,9 @@ def run(args) -> int:
     print(run_log.profile_line(log, config.metadata_path, config.pipeline_name))
     if not summary.trained:
         return ExitCode.OK
+    protected = _register(config) if summary.pushed else set()
     if args.keep is not None:
-        _prune(summary, config, args.keep)
+        _prune(summary, config, args.keep, protected)
     return ExitCode.OK if summary.pushed or not args.require_push else ExitCode.NOT_PUSHED
 
 
@@ -151,14 +153,39 @@ def _print_summary(summary, config: PipelineConfig, log_path: str) -> None:
         print(_push_outcome("Baseline", summary.baseline, config))
 
 
-def _prune(summary, config: PipelineConfig, keep: int) -> None:
-    """--keep: all but the newest `keep` versions of each model this run pushed are deleted."""
+def _register(config: PipelineConfig) -> set[int]:
+    """Registers the pushed version (agnews.registry) and says which alias it got; returns the
+    versions holding an alias, which --keep never deletes."""
+    from agnews import registry
+
+    book = registry.model_registry(config.metadata_path, config.pipeline_name, config.serving_dir)
+    book.sync(config.new_version_alias)
+    aliases = book.aliases()
+    print(
+        "Registry: "
+        + ", ".join(f"{alias} is version {version}" for alias, version in sorted(aliases.items()))
+        + (
+            f" (`agnews models promote {aliases[registry.CANARY]} --to stable --reason ...` "
+            "makes it stable)"
+            if registry.CANARY in aliases
+            else ""
+        )
+    )
+    return set(aliases.values())
+
+
+def _prune(summary, config: PipelineConfig, keep: int, protected: set[int]) -> None:
+    """--keep: all but the newest `keep` versions of each model this run pushed are deleted,
+    except those holding a registry alias."""
     from agnews.versions import prune_versions
 
-    pushes = ((summary, config.serving_dir), (summary.baseline, config.baseline_serving_dir))
-    for push, serving_dir in pushes:
+    pushes: list[tuple[Any, str, set[int]]] = [
+        (summary, config.serving_dir, protected),
+        (summary.baseline, config.baseline_serving_dir, set()),
+    ]
+    for push, serving_dir, kept in pushes:
         if push and push.pushed:
-            for removed in prune_versions(serving_dir, keep):
+            for removed in prune_versions(serving_dir, keep, kept):
                 print(f"Removed old version: {removed}")
 
 
@@ -300,6 +327,13 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     option("--pipeline-root", help=f"TFX artifacts (default: {d.pipeline_root}).")
     option("--metadata-path", help=f"MLMD sqlite file (default: {d.metadata_path}).")
     option("--serving-dir", help=f"Pusher's TF Serving base directory (default: {d.serving_dir}).")
+    option(
+        "--new-version-alias",
+        choices=NEW_VERSION_ALIASES,
+        help="Registry alias of a pushed version: canary (a share of traffic with `agnews serve "
+        "--from-registry --canary-percent`, until `agnews models promote`) or stable "
+        f"(default: {d.new_version_alias}; the first version is always stable).",
+    )
     option(
         "--model",
         choices=settings.MODEL_NAMES,

@@ -86,11 +86,16 @@ def load_warm(version_dir: str) -> Any:
     return model
 
 
-def prune_versions(serving_dir: str, keep: int) -> list[str]:
-    """Deletes all but the newest `keep` numeric versions; returns the deleted directories."""
+def prune_versions(
+    serving_dir: str, keep: int, protected: frozenset[int] | set[int] = frozenset()
+) -> list[str]:
+    """Deletes all but the newest `keep` numeric versions and the `protected` ones (a registry
+    alias's); returns the deleted directories."""
     if keep < 1:
         raise ValueError("--keep must be at least 1: the newest version is always kept.")
-    doomed = [f"{serving_dir}/{v}" for v in model_versions(serving_dir)[:-keep]]
+    doomed = [
+        f"{serving_dir}/{v}" for v in model_versions(serving_dir)[:-keep] if v not in protected
+    ]
     for directory in doomed:
         tf.io.gfile.rmtree(directory)
     return doomed

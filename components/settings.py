@@ -54,6 +54,8 @@ DEFAULT_INTER_OP_THREADS = 0
 DEFAULT_LOG_SAMPLE_RATE = 0.01  # share of requests written to --log-requests
 # How often new versions are looked for (TF Serving's default).
 DEFAULT_FILE_SYSTEM_POLL_WAIT_S = 1.0
+# `agnews serve --canary-max-error-rate`: how many of the canary's last model calls it is judged on.
+DEFAULT_CANARY_ERROR_WINDOW = 50
 
 # `agnews compile kubeflow` (pipeline.kubeflow_runner): the image built from the Dockerfile.
 DEFAULT_KUBEFLOW_IMAGE = "agnews-pipeline:latest"

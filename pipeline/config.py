@@ -17,6 +17,8 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 SAMPLE_DATA_DIR = PROJECT_DIR / "data" / "ag_news_sample"
 SCHEMA_DIR = PROJECT_DIR / "schemas"
 TFDS_PREFIX = "tfds:"
+# The registry aliases a new version may get (agnews.serving.model_config's labels).
+NEW_VERSION_ALIASES = ("canary", "stable")
 # The settings that name files or directories: load_config makes them absolute.
 PATH_FIELDS = ("data", "pipeline_root", "metadata_path", "serving_dir", "schema_dir", "score")
 
@@ -70,6 +72,9 @@ class PipelineConfig:
     # accuracy about 0.8); for the full training set use --min-accuracy 0.88 or so.
     min_accuracy: float = 0.60
     max_accuracy_drop: float = 0.01
+    # The registry alias a pushed version gets (`agnews models`): "canary" (a share of traffic
+    # until promoted) or "stable" (all traffic at once). The first version is always stable.
+    new_version_alias: str = "canary"
     beam_args: list[str] = dataclasses.field(default_factory=list)
     enable_cache: bool = True
     # Batch scoring: a directory of rows to score (CSV, labelled or not, or TFRecords of
@@ -77,8 +82,13 @@ class PipelineConfig:
     score: str | None = None
 
     def __post_init__(self):
-        """Refuses a baseline push that could push nothing (no baseline is trained) or could
-        push to no directory of its own."""
+        """Refuses an unknown registry alias, and a baseline push that could push nothing (no
+        baseline is trained) or could push to no directory of its own."""
+        if self.new_version_alias not in NEW_VERSION_ALIASES:
+            raise ValueError(
+                f"new_version_alias must be one of {', '.join(NEW_VERSION_ALIASES)}, not "
+                f"{self.new_version_alias!r}"
+            )
         if not self.push_baseline:
             return
         if settings.BASELINE_MODEL not in self.trained_models[1:]:

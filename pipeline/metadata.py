@@ -212,6 +212,24 @@ def inputs(store, execution_id: int | None, key: str) -> list[int]:
     ]
 
 
+def pushes(store: metadata_store.MetadataStore, pipeline_name: str, pusher_node: str) -> list:
+    """The PushedModel artifacts node `pusher_node` of `pipeline_name` output that pushed
+    (TFX's Pusher records the ones that did not too), oldest first."""
+    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{pusher_node}")
+    if node is None:
+        return []
+    pushed_model = store.get_artifact_type("PushedModel").id  # TFX registered it with the node
+    return sorted(
+        (
+            artifact
+            for artifact in store.get_artifacts_by_context(node.id)
+            if artifact.type_id == pushed_model
+            and artifact.custom_properties[PUSHED_PROPERTY].int_value
+        ),
+        key=lambda artifact: artifact.id,
+    )
+
+
 def latest_pushed_model_id(store, model_ids: set[int]) -> int | None:
     """The Model (one of `model_ids`) in the newest push that happened: Pusher pushes the
     servability gate's copy, so the path is PushedModel <- Pusher <- InfraBlessing <- gate <-

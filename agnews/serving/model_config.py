@@ -8,10 +8,21 @@ file configures either server. Flags alone mean one model, newest version, as TF
 from __future__ import annotations
 
 import dataclasses
+import os
 
-import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
+
+# The ModelServerConfig `agnews models` writes beside a serving directory (TF Serving's usual name).
+CONFIG_FILE_NAME = "models.config"
+# The registry's aliases, served as version labels: requests without a version or label go to
+# STABLE, and a configured share of them to CANARY.
+STABLE, CANARY = "stable", "canary"
+
+
+def registry_config_path(serving_dir: str) -> str:
+    """The ModelServerConfig the registry writes for the models pushed to `serving_dir`."""
+    return os.path.join(os.path.dirname(serving_dir.rstrip("/")), CONFIG_FILE_NAME)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +93,33 @@ def parse_config(text: str) -> list[ModelConfig]:
     return models
 
 
+def labelled_config_text(name: str, base_path: str, labels: dict[str, int]) -> str:
+    """A ModelServerConfig serving exactly the labelled versions of one model, with their
+    `version_labels` (TF Serving's text proto)."""
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(
+        name=name, base_path=base_path, model_platform="tensorflow"
+    )
+    model.model_version_policy.specific.versions.extend(sorted(set(labels.values())))
+    for label, version in sorted(labels.items()):
+        model.version_labels[label] = version
+    return text_format.MessageToString(config)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Writes `path` aside, then renames it into place: a server polling it reads the old file
+    or the new one, never half of one."""
+    import tensorflow as tf
+
+    staging = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(staging, "w") as handle:
+        handle.write(text)
+    tf.io.gfile.rename(staging, path, overwrite=True)
+
+
 def read_config_file(path: str) -> list[ModelConfig]:
+    import tensorflow as tf
+
     try:
         text = tf.io.gfile.GFile(path).read()
     except tf.errors.OpError as error:

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
 from agnews.serving import errors, metrics
 from agnews.serving.service import (
@@ -25,6 +25,7 @@ from agnews.serving.service import (
     SIGNATURE_DEF_FIELD,
     PredictRequest,
     PredictService,
+    fill_model_spec,
 )
 from components import features
 
@@ -204,9 +205,14 @@ class RestApp:
                 await self._body(scope, receive), model, version, label
             )
             prediction = await self.service.predict(request, served)
+            spec = model_pb2.ModelSpec()
+            fill_model_spec(spec, prediction.version)
             return (
                 200,
-                predict_response(prediction.outputs, row_format),
+                {
+                    **predict_response(prediction.outputs, row_format),
+                    "model_spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
+                },
                 str(prediction.version.number),
             )
         if method != "GET":

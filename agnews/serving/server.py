@@ -20,6 +20,7 @@ import uvloop
 from agnews.serving import grpc_api, model_config
 from agnews.serving import store as store_lib
 from agnews.serving.batcher import Batcher
+from agnews.serving.canary import CanaryGuard, TakenOut
 from agnews.serving.metrics import Metrics
 from agnews.serving.request_log import RequestLog
 from agnews.serving.rest import RestApp
@@ -35,6 +36,13 @@ class ServeOptions:
     model_name: str = settings.SERVING_MODEL_NAME
     model_config_file: str | None = None
     model_config_file_poll_wait_s: float = 0.0
+    # Serve the registry's ModelServerConfig beside model_base_path, following its changes.
+    from_registry: bool = False
+    canary_percent: float = 0.0  # share of requests naming no version sent to `canary`
+    # Take the canary out of traffic when more than this share of its last
+    # canary_error_window model calls failed (None: never).
+    canary_max_error_rate: float | None = None
+    canary_error_window: int = settings.DEFAULT_CANARY_ERROR_WINDOW
     file_system_poll_wait_s: float = settings.DEFAULT_FILE_SYSTEM_POLL_WAIT_S
     host: str = settings.DEFAULT_SERVE_HOST
     rest_port: int = settings.DEFAULT_SERVE_PORT
@@ -52,6 +60,31 @@ class ServeOptions:
     intra_op_threads: int = settings.DEFAULT_INTRA_OP_THREADS
     inter_op_threads: int = settings.DEFAULT_INTER_OP_THREADS
 
+    def __post_init__(self) -> None:
+        if self.canary_max_error_rate is not None and not 0 <= self.canary_max_error_rate < 1:
+            raise ValueError(
+                f"--canary-max-error-rate must be at least 0 and below 1, not "
+                f"{self.canary_max_error_rate:g}"
+            )
+        if not 0 <= self.canary_percent <= 100:
+            raise ValueError(
+                f"--canary-percent must be within 0 and 100, not {self.canary_percent:g}"
+            )
+        if self.from_registry:
+            if self.model_config_file:
+                raise ValueError(
+                    "--from-registry and --model-config-file name two configs: give one"
+                )
+            self.model_config_file = model_config.registry_config_path(self.model_base_path)
+            if not os.path.exists(self.model_config_file) and "://" not in self.model_config_file:
+                raise ValueError(
+                    f"no registry config at {self.model_config_file}: run `agnews run` (or "
+                    "`agnews models list`) with the same --serving-dir first"
+                )
+            self.model_config_file_poll_wait_s = (
+                self.model_config_file_poll_wait_s or self.file_system_poll_wait_s
+            )
+
     def model_configs(self) -> list[model_config.ModelConfig]:
         """The models to serve; ValueError (one line) when the config file is wrong."""
         if self.model_config_file:
@@ -68,7 +101,8 @@ class _Uvicorn(uvicorn.Server):
 
 
 class Server:
-    def __init__(self, options: ServeOptions):
+    def __init__(self, options: ServeOptions, on_canary_taken_out: TakenOut | None = None):
+        """`on_canary_taken_out`: told when CanaryGuard takes a canary out (for the registry)."""
         self.options = options
         self.metrics = Metrics()
         self.store = store_lib.ModelStore(
@@ -77,6 +111,7 @@ class Server:
             poll_wait_s=options.file_system_poll_wait_s,
             config_file=options.model_config_file,
             config_poll_s=options.model_config_file_poll_wait_s,
+            canary_percent=options.canary_percent,
         )
         batcher = (
             Batcher(
@@ -93,8 +128,18 @@ class Server:
             if options.log_requests
             else None
         )
+        guard = (
+            CanaryGuard(
+                self.store,
+                options.canary_max_error_rate,
+                options.canary_error_window,
+                on_canary_taken_out,
+            )
+            if options.canary_max_error_rate is not None
+            else None
+        )
         self.service = PredictService(
-            self.store, self.metrics, options.max_batch, batcher, request_log
+            self.store, self.metrics, options.max_batch, batcher, request_log, guard
         )
         self.rest_port = self.grpc_port = 0
         self._rest: _Uvicorn | None = None
@@ -174,12 +219,14 @@ def use_tensorflow_threads(intra_op: int, inter_op: int) -> None:
         ) from None
 
 
-def serve_until_signalled(options: ServeOptions, on_ready=print) -> None:
+def serve_until_signalled(
+    options: ServeOptions, on_ready=print, on_canary_taken_out: TakenOut | None = None
+) -> None:
     """Runs the server until SIGTERM or SIGINT, then stops it gracefully."""
     use_tensorflow_threads(options.intra_op_threads, options.inter_op_threads)
 
     async def main():
-        server = Server(options)
+        server = Server(options, on_canary_taken_out)
         await server.start()
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from agnews.serving import errors
 from agnews.serving.batcher import Batcher, run_signature
+from agnews.serving.canary import CanaryGuard
 from agnews.serving.metrics import Metrics
 from agnews.serving.request_log import RequestLog
 from agnews.serving.store import ModelStore, Served, Version
@@ -138,9 +139,10 @@ class PredictService:
         max_batch: int,
         batcher: Batcher | None = None,
         request_log: RequestLog | None = None,
+        canary_guard: CanaryGuard | None = None,
     ):
         self.store, self.metrics, self.max_batch = store, metrics, max_batch
-        self.batcher, self.request_log = batcher, request_log
+        self.batcher, self.request_log, self.canary_guard = batcher, request_log, canary_guard
         # Without batching, each request makes its own call; a few run at once, as TF Serving's
         # request threads do (TensorFlow spreads each call over the cores anyway).
         self._calls = None if batcher else ThreadPoolExecutor(4, thread_name_prefix="predict")
@@ -155,6 +157,7 @@ class PredictService:
         """Checks the request, then answers it with `served` (servable()'s answer for it)."""
         request.check(self.max_batch)
         columns = request.columns
+        failed = True  # by the model: what CanaryGuard judges a canary on
         try:
             if self.batcher:
                 outputs = await self.batcher.run(
@@ -164,8 +167,12 @@ class PredictService:
                 outputs = await asyncio.get_running_loop().run_in_executor(
                     self._calls, run_signature, served.loaded.signature, columns
                 )
+            failed = False
         except tf.errors.InvalidArgumentError as error:
             raise errors.invalid(error.message) from None
+        finally:
+            if self.canary_guard:
+                self.canary_guard.record(served.version, failed)
         if self.request_log:
             self.request_log.maybe_log(served.version, columns, outputs)
         return Prediction(served.version, {key: outputs[key] for key in request.output_keys})

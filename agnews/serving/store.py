@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import random
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from agnews import versions as version_dirs
 from agnews.serving import errors, model_config
 from agnews.serving.metrics import Metrics
+from agnews.serving.model_config import CANARY, STABLE
 from components import features, settings
 
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"  # TF Serving's ModelVersionStatus states
@@ -112,8 +114,11 @@ class ModelStore:
         config_poll_s: float = 0.0,
         max_load_retries: int = DEFAULT_MAX_LOAD_RETRIES,
         load_retry_interval_s: float = DEFAULT_LOAD_RETRY_INTERVAL_S,
+        canary_percent: float = 0.0,
     ):
         self.metrics = metrics
+        self.canary_percent = canary_percent
+        self._taken_out: set[tuple[str, int]] = set()  # canaries CanaryGuard took out
         self.poll_wait_s, self.config_file, self.config_poll_s = (
             poll_wait_s,
             config_file,
@@ -146,10 +151,44 @@ class ModelStore:
             raise errors.invalid(f"Unrecognized servable version label: {label}")
         return number
 
+    def _routed(self, name: str) -> int | None:
+        """The version a request naming none goes to when the config labels one `stable`: it,
+        or `canary` for a `canary_percent` share of requests. None: the newest available."""
+        labels = dict(self._config(name).labels)
+        canary = labels.get(CANARY)
+        if (
+            canary is not None
+            and (name, canary) not in self._taken_out
+            and random.random() * 100 < self.canary_percent
+        ):
+            return canary
+        return labels.get(STABLE)
+
+    def label_of(self, name: str, number: int) -> str | None:
+        """The label the config gives version `number` of model `name`, if any."""
+        config = self._configs.get(name)
+        return next((label for label, n in config.labels if n == number), None) if config else None
+
+    def take_out(self, name: str, number: int) -> bool:
+        """Stops routing requests that name no version to canary `number` (requests naming it
+        or its label still reach it); False when it was out already. Lasts until a config no
+        longer labels it canary."""
+        if (name, number) in self._taken_out:
+            return False
+        self._taken_out.add((name, number))
+        return True
+
     def serving(self, name: str, version: int | None = None, label: str | None = None) -> Served:
-        """The version that answers a request: the newest available one unless one is named."""
+        """The version that answers a request: the one named, else the routed one (stable or
+        canary) while it is available, else the newest available one (as during a rollback,
+        while the version rolled back to loads again)."""
         number = self._requested(name, version, label)
         versions = self._versions.get(name, {})
+        if number is None and version is None and label is None:
+            routed_number = self._routed(name)
+            routed = versions.get(routed_number) if routed_number is not None else None
+            if routed is not None and routed.state == AVAILABLE and routed.loaded is not None:
+                return Served(routed, routed.loaded)
         if number is None:
             available = [
                 Served(v, v.loaded)
@@ -207,6 +246,11 @@ class ModelStore:
                 if number not in kept.get(name, {})
             )
             self._configs, self._versions = {c.name: c for c in configs}, kept
+            self._taken_out = {
+                (name, number)
+                for name, number in self._taken_out
+                if self.label_of(name, number) == CANARY
+            }
         if dropped:
             freeze_loaded_objects(unloaded=True)
 

@@ -79,3 +79,24 @@ def predict_request(
     request.inputs[features.TITLE_KEY].CopyFrom(tf.make_tensor_proto(titles))
     request.inputs[features.DESCRIPTION_KEY].CopyFrom(tf.make_tensor_proto(descriptions))
     return request
+
+
+def save_failing_version(version_dir) -> None:
+    """A version with a bug: a SavedModel with the serving signature's inputs that loads (it has
+    no warmup requests to fail) and fails every call."""
+
+    class Failing(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name=features.TITLE_KEY),
+                tf.TensorSpec([None], tf.string, name=features.DESCRIPTION_KEY),
+            ]
+        )
+        def serve(self, title, description):
+            tf.debugging.assert_equal(tf.size(title), -1, message="a canary with a bug")
+            return {features.PROBABILITIES_KEY: tf.zeros([tf.size(description), 4])}
+
+    module = Failing()
+    tf.saved_model.save(
+        module, str(version_dir), signatures={features.SERVING_DEFAULT: module.serve}
+    )

@@ -20,6 +20,8 @@ NO_TFX_MODULES = (
     "agnews.versions",
     "agnews.predict",
     "agnews.skew",
+    "agnews.registry",
+    "agnews.models_command",
     "agnews.serving.server",
     # agnews score, with what its Beam job imports when it runs.
     "agnews.score",

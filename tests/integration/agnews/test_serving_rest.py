@@ -206,7 +206,8 @@ def test_a_newly_pushed_version_takes_over_and_the_old_one_is_unloaded(served_al
     push_copy(model_dir, int(new))
     wait_for(lambda: state(url, new) == "AVAILABLE")
     status, after = call(f"{url}/v1/models/agnews:predict", {"instances": [ROW]})
-    assert status == 200 and after == before  # same weights, now answered by the new version
+    assert status == 200 and after["predictions"] == before["predictions"]  # same weights
+    assert (before["model_spec"]["version"], after["model_spec"]["version"]) == (old, new)
     wait_for(lambda: state(url, old) == "END")
     status, body = call(f"{url}/v1/models/agnews")
     assert [(v["version"], v["state"]) for v in body["model_version_status"]] == [

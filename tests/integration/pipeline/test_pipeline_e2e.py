@@ -10,6 +10,7 @@ import pytest
 
 from agnews import cli
 from agnews.exit_codes import ExitCode
+from agnews.serving import model_config
 from components import features, settings
 from pipeline import metadata, node_ids
 from tests.helpers.cli import agnews_subprocess
@@ -43,6 +44,10 @@ def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
     assert (versions[0] / "saved_model.pb").is_file()
     assert (versions[0] / "assets" / features.VOCAB_NAME).is_file()
     assert not (versions[0] / "assets" / features.NGRAM_VOCAB_NAME).exists()  # BiLSTM: no n-grams
+    # Registered as the first version, stable, in the config `agnews serve --from-registry` reads.
+    (config,) = model_config.read_config_file(str(root / model_config.CONFIG_FILE_NAME))
+    assert dict(config.labels) == {"stable": int(versions[0].name)}
+    assert config.versions == (int(versions[0].name),)
 
 
 def test_bulk_inferrer_scores_the_score_directory_next_to_the_report(first_run):

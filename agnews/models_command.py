@@ -1,0 +1,97 @@
+"""`agnews models`: the registry's versions and aliases (list), and an operator's changes
+(promote, rollback), each recorded in ML Metadata with its user and reason and written at once to
+the ModelServerConfig that `agnews serve --from-registry` follows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from agnews import console
+from agnews.exit_codes import ExitCode
+from agnews.serving import model_config
+from pipeline.config import PipelineConfig
+
+
+def add_models_parser(subparsers) -> None:
+    defaults = PipelineConfig()
+    parser = subparsers.add_parser(
+        "models",
+        help="The model registry: list versions and aliases, promote, roll back.",
+        description="Pushed versions and their aliases (stable: requests without a version; "
+        "canary: a share of them with `agnews serve --canary-percent`). A pipeline push is "
+        "registered as canary (the first one as stable) by `agnews run`, or by any `agnews "
+        "models` command for pushes made by another orchestrator.",
+    )
+    parser.add_argument(
+        "--metadata-path",
+        default=defaults.metadata_path,
+        help="ML Metadata sqlite file of the runs (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--serving-dir",
+        default=defaults.serving_dir,
+        help="Pusher's base directory of versions (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--pipeline-name", default=defaults.pipeline_name, help="(default: %(default)s)"
+    )
+    actions = parser.add_subparsers(dest="models_action", required=True)
+    listing = actions.add_parser("list", help="Every registered version, newest first.")
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help="One JSON object per version: version, path, aliases, history.",
+    )
+    promote = actions.add_parser("promote", help="Give a version the stable or canary alias.")
+    promote.add_argument("version", type=int, metavar="VERSION")
+    promote.add_argument("--to", required=True, choices=("stable", "canary"), dest="alias")
+    promote.add_argument("--reason", required=True, help="Recorded in the history.")
+    rollback = actions.add_parser(
+        "rollback", help="Move stable back to the version that held it before."
+    )
+    rollback.add_argument("--reason", required=True, help="Recorded in the history.")
+
+
+def models(args) -> int:
+    from agnews import registry
+
+    if not os.path.exists(args.metadata_path):
+        return console.fail(
+            "models", f"no ML Metadata store at {args.metadata_path}: run `agnews run` first"
+        )
+    book = registry.model_registry(args.metadata_path, args.pipeline_name, args.serving_dir)
+    for version in book.sync():
+        print(f"Registered version {version} (pushed by the pipeline).")
+    try:
+        if args.models_action == "promote":
+            change = book.promote(args.version, args.alias, args.reason)
+        elif args.models_action == "rollback":
+            change = book.rollback(args.reason)
+        else:
+            _print_entries(book.entries(), args.json)
+            return ExitCode.OK
+    except registry.RegistryError as error:
+        return console.fail(f"models {args.models_action}", error)
+    previous = f" (in place of version {change.previous})" if change.previous else ""
+    print(f"Version {change.version} is now {change.alias}{previous}.")
+    print(f"Server config: {model_config.registry_config_path(args.serving_dir)}")
+    return ExitCode.OK
+
+
+def _print_entries(entries, as_json: bool) -> None:
+    if as_json:
+        for entry in entries:
+            print(json.dumps(dataclasses.asdict(entry)))
+        return
+    if not entries:
+        print("No registered version: nothing was pushed yet.")
+        return
+    print(f"{'VERSION':<12} {'ALIAS':<7} {'LAST CHANGE (UTC)':<26} {'BY':<10} REASON")
+    for entry in entries:
+        last = entry.history[-1]
+        print(
+            f"{entry.version:<12} {','.join(entry.aliases) or '-':<7} "
+            f"{last.time + ' ' + last.action:<26} {last.user:<10} {last.reason}"
+        )
