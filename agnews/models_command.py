@@ -88,10 +88,9 @@ def _print_entries(entries, as_json: bool) -> None:
     if not entries:
         print("No registered version: nothing was pushed yet.")
         return
-    print(f"{'VERSION':<12} {'ALIAS':<7} {'LAST CHANGE (UTC)':<26} {'BY':<10} REASON")
+    row = "{:<12} {:<7} {:<26} {:<14} {:<10} {}"
+    print(row.format("VERSION", "ALIAS", "LAST CHANGE", "ACTION", "BY", "REASON"))
     for entry in entries:
         last = entry.history[-1]
-        print(
-            f"{entry.version:<12} {','.join(entry.aliases) or '-':<7} "
-            f"{last.time + ' ' + last.action:<26} {last.user:<10} {last.reason}"
-        )
+        aliases = ",".join(entry.aliases) or "-"
+        print(row.format(entry.version, aliases, last.time, last.action, last.user, last.reason))

@@ -50,8 +50,16 @@ class Metrics:
         )
         self.requests = Counter(
             "agnews_serving_requests",
-            "Requests by model, version, API, entrypoint and status.",
-            ["model_name", "version", "API", "entrypoint", "status"],
+            "Requests by model, version (and its label: stable, canary or none), API, "
+            "entrypoint and status.",
+            ["model_name", "version", "version_label", "API", "entrypoint", "status"],
+            registry=registry,
+        )
+        self.model_calls = Counter(
+            "agnews_serving_model_calls",
+            "Predict requests that reached a version's signature, by model, version, its label "
+            "and outcome (OK, or FAILED when the model's call raised): what a canary is judged on.",
+            ["model_name", "version", "version_label", "outcome"],
             registry=registry,
         )
         self.batch_size = Histogram(

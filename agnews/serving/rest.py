@@ -221,13 +221,13 @@ class RestApp:
             metadata = self.service.model_metadata(model, version, label)
             return 200, metadata_json(metadata), str(metadata.model_spec.version.value)
         status = self.service.model_status(model, version, label)
-        return (
-            200,
-            json_format.MessageToDict(
-                status, including_default_value_fields=True, preserving_proto_field_name=True
-            ),
-            "",
+        answer = json_format.MessageToDict(
+            status, including_default_value_fields=True, preserving_proto_field_name=True
         )
+        labels = self.service.store.labels(model)
+        if labels:  # not in TF Serving's answer (its proto has no field for them): ours
+            answer["version_labels"] = {name: str(number) for name, number in labels.items()}
+        return 200, answer, ""
 
     async def _body(self, scope, receive) -> bytes:
         """The request body, refused as soon as it passes the limit (chunked bodies too)."""

@@ -171,8 +171,15 @@ class PredictService:
         except tf.errors.InvalidArgumentError as error:
             raise errors.invalid(error.message) from None
         finally:
+            version = served.version
+            self.metrics.model_calls.labels(
+                version.model_name,
+                version.number,
+                self.store.label_of(version.model_name, version.number) or "",
+                "FAILED" if failed else "OK",
+            ).inc()
             if self.canary_guard:
-                self.canary_guard.record(served.version, failed)
+                self.canary_guard.record(version, failed)
         if self.request_log:
             self.request_log.maybe_log(served.version, columns, outputs)
         return Prediction(served.version, {key: outputs[key] for key in request.output_keys})
@@ -205,7 +212,8 @@ class PredictService:
         self.metrics.request_latency.labels(model_name, api, entrypoint).observe(
             (time.perf_counter() - started) * 1e6
         )
-        self.metrics.requests.labels(model_name, version, api, entrypoint, status).inc()
+        label = (self.store.label_of(model_name, int(version)) if version else None) or ""
+        self.metrics.requests.labels(model_name, version, label, api, entrypoint, status).inc()
 
     def close(self) -> None:
         if self._calls:

@@ -164,6 +164,11 @@ class ModelStore:
             return canary
         return labels.get(STABLE)
 
+    def labels(self, name: str) -> dict[str, int]:
+        """The config's version labels of model `name`."""
+        config = self._configs.get(name)
+        return dict(config.labels) if config else {}
+
     def label_of(self, name: str, number: int) -> str | None:
         """The label the config gives version `number` of model `name`, if any."""
         config = self._configs.get(name)

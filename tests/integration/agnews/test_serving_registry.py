@@ -11,10 +11,12 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
 from tensorflow_serving.apis import (
     get_model_status_pb2,
@@ -129,6 +131,8 @@ def test_promote_and_rollback_reach_a_running_server_and_canary_takes_its_share(
     with _serving_registry(registry, "--canary-percent", str(CANARY_PERCENT)) as (url, port, _):
         assert _grpc_state(port, "stable") == (first, "AVAILABLE")
         assert _grpc_state(port, "canary") == (canary, "AVAILABLE")
+        labels = {"stable": str(first), "canary": str(canary)}
+        assert call(f"{url}/v1/models/agnews")[1]["version_labels"] == labels
 
         # Requests naming no version: stable, and canary for its share (a binomial 99% interval).
         counts = _served_by(url, REQUESTS)
@@ -170,6 +174,17 @@ def test_a_canary_that_errors_is_taken_out_and_the_registry_records_it(registry,
         assert counts == {0: window, first: 100 - window}, counts
         wait_for(lambda: state(url, broken) == "END", timeout=60)  # unloaded after the rollback
         assert _served_by(url, 20) == {first: 20}
+        with urllib.request.urlopen(f"{url}/monitoring/prometheus/metrics", timeout=60) as answer:
+            families = {f.name: f for f in text_string_to_metric_families(answer.read().decode())}
+        calls = {
+            (int(s.labels["version"]), s.labels["version_label"], s.labels["outcome"]): s.value
+            for s in families["agnews_serving_model_calls"].samples
+            if s.name.endswith("_total")
+        }
+        assert calls == {
+            (broken, "canary", "FAILED"): window,
+            (first, "stable", "OK"): 120 - window,
+        }
     assert f"canary version {broken} of agnews taken out of traffic" in server.stderr.read()
     (config,) = model_config.read_config_file(model_config.registry_config_path(str(model_dir)))
     assert dict(config.labels) == {"stable": first}
