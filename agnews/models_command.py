@@ -18,7 +18,7 @@ def add_models_parser(subparsers) -> None:
     defaults = PipelineConfig()
     parser = subparsers.add_parser(
         "models",
-        help="The model registry: list versions and aliases, promote, roll back.",
+        help="The model registry: list versions and aliases, promote, roll back, bless.",
         description="Pushed versions and their aliases (stable: requests without a version; "
         "canary: a share of them with `agnews serve --canary-percent`). A pipeline push is "
         "registered as canary (the first one as stable) by `agnews run`, or by any `agnews "
@@ -52,6 +52,22 @@ def add_models_parser(subparsers) -> None:
         "rollback", help="Move stable back to the version that held it before."
     )
     rollback.add_argument("--reason", required=True, help="Recorded in the history.")
+    bless = actions.add_parser(
+        "bless",
+        help="Push a model the Evaluator did not bless (the manual override, recorded as such).",
+        description="Pushes the model of a pipeline run that the Evaluator refused, as a new "
+        "version: the servability check must have passed. Recorded as a `bless` change with "
+        "your user and reason.",
+    )
+    bless.add_argument(
+        "--run",
+        type=int,
+        default=None,
+        help="The pipeline run (its ML Metadata pipeline_run context id; default: the newest "
+        "run that evaluated a model).",
+    )
+    bless.add_argument("--to", choices=("stable", "canary"), default="canary", dest="alias")
+    bless.add_argument("--reason", required=True, help="Recorded in the history.")
 
 
 def models(args) -> int:
@@ -69,6 +85,9 @@ def models(args) -> int:
             change = book.promote(args.version, args.alias, args.reason)
         elif args.models_action == "rollback":
             change = book.rollback(args.reason)
+        elif args.models_action == "bless":
+            change = book.bless(args.reason, args.run, args.alias)
+            print(f"Pushed the model of run {change.run} as version {change.version}.")
         else:
             _print_entries(book.entries(), args.json)
             return ExitCode.OK

@@ -438,6 +438,11 @@ def _push_outcome(subject: str, push, config: PipelineConfig) -> str:
         f"{subject} NOT pushed: it was not blessed ({failures}; the bars "
         f"hold for the whole eval split, slices are reported only; TFMA's report: "
         f"{push.evaluation_uri}). The served version is unchanged."
+        + (
+            " `agnews models bless --reason TEXT` pushes it anyway (recorded as an override)."
+            if subject == "Model"
+            else ""
+        )
     )
 
 

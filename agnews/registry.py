@@ -17,8 +17,10 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import functools
 import getpass
 import os
+import time
 from typing import Any
 
 from ml_metadata.metadata_store import metadata_store
@@ -26,7 +28,13 @@ from ml_metadata.proto import metadata_store_pb2
 
 from agnews.serving import model_config
 from components import settings
-from components.artifacts import PUSHED_DESTINATION_PROPERTY, PUSHED_VERSION_PROPERTY
+from components.artifacts import (
+    BLESSED_PROPERTY,
+    PUSHED_DESTINATION_PROPERTY,
+    PUSHED_PROPERTY,
+    PUSHED_VERSION_PROPERTY,
+    STAMPED_MODEL_DIR,
+)
 from pipeline import metadata
 from pipeline.node_ids import MODEL_NODES
 
@@ -37,6 +45,8 @@ ALIASES = (STABLE, CANARY)
 REGISTER, PROMOTE, ROLLBACK = "register", "promote", "rollback"
 # The server took an erroring canary out of traffic (`agnews serve --canary-max-error-rate`).
 AUTO_ROLLBACK = "auto_rollback"
+# An operator pushed a model the Evaluator did not bless: the manual override, never silent.
+BLESS = "bless"
 CONTEXT_TYPE = "agnews.ModelRegistry"
 CHANGE_TYPE = "agnews.RegistryChange"
 _CHANGE_PROPERTIES = {
@@ -46,6 +56,7 @@ _CHANGE_PROPERTIES = {
     "previous": metadata_store_pb2.INT,  # the version that held the alias before (0 for none)
     "user": metadata_store_pb2.STRING,
     "reason": metadata_store_pb2.STRING,
+    "run": metadata_store_pb2.INT,  # bless: the pipeline run whose model it pushed (0 otherwise)
 }
 
 
@@ -62,6 +73,7 @@ class Change:
     previous: int | None
     user: str
     reason: str
+    run: int | None = None  # bless: the pipeline run whose model it pushed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +111,8 @@ class Registry:
         self.serving_dir, self.model_name, self.pusher_node = serving_dir, model_name, pusher_node
         self.store = metadata.open_store(metadata_path)
         self._change_type = self.store.put_execution_type(
-            metadata_store_pb2.ExecutionType(name=CHANGE_TYPE, properties=_CHANGE_PROPERTIES)
+            metadata_store_pb2.ExecutionType(name=CHANGE_TYPE, properties=_CHANGE_PROPERTIES),
+            can_add_fields=True,
         )
         context_type = self.store.put_context_type(
             metadata_store_pb2.ContextType(name=CONTEXT_TYPE)
@@ -117,10 +130,18 @@ class Registry:
     # Reading.
 
     def _pushes(self) -> dict[int, Any]:
-        """The PushedModel artifacts of the pipeline's pushes, by version."""
+        """The PushedModel artifacts of the pipeline's pushes and of manual blesses, by version."""
+        manual = [
+            artifact
+            for artifact in self.store.get_artifacts_by_context(self._context)
+            if artifact.custom_properties[PUSHED_PROPERTY].int_value
+        ]
         return {
             int(push.custom_properties[PUSHED_VERSION_PROPERTY].string_value): push
-            for push in metadata.pushes(self.store, self.pipeline_name, self.pusher_node)
+            for push in [
+                *metadata.pushes(self.store, self.pipeline_name, self.pusher_node),
+                *manual,
+            ]
         }
 
     def changes(self) -> list[Change]:
@@ -228,6 +249,55 @@ class Registry:
             self.write_server_config()
             return change
 
+    def bless(self, reason: str, run: int | None = None, alias: str = CANARY) -> Change:
+        """Pushes the model of pipeline run `run` (default: the newest run that evaluated one)
+        that the Evaluator did not bless, as a new version holding `alias`: TFX users' "force
+        bless", recorded as a `bless` change with its user and reason. Refused for a model the
+        Evaluator blessed (the pipeline pushed it, or its summary said why not), for one that
+        failed the servability check (a model that does not load and answer is never pushed),
+        and for a run already blessed."""
+        from agnews.versions import copy_version
+
+        with _changing(self.metadata_path):
+            run = run or metadata.latest_run_id(
+                self.store, self.pipeline_name, with_node=MODEL_NODES.evaluator
+            )
+            if run is None:
+                raise RegistryError(f"no run of {self.pipeline_name!r} evaluated a model yet")
+            output = functools.partial(metadata.output_in_run, self.store, self.pipeline_name, run)
+            model = output(MODEL_NODES.trainer, "Model")
+            evaluation = output(MODEL_NODES.evaluator, "ModelBlessing")
+            servable = output(MODEL_NODES.servability_gate, "InfraBlessing")
+            if model is None or evaluation is None:
+                raise RegistryError(f"no model evaluated in run {run} of {self.pipeline_name!r}")
+            if evaluation.custom_properties[BLESSED_PROPERTY].int_value:
+                raise RegistryError(
+                    f"the model of run {run} was blessed by the Evaluator: the pipeline pushed it, "
+                    "or its summary said why not"
+                )
+            if servable is None or not servable.custom_properties[BLESSED_PROPERTY].int_value:
+                raise RegistryError(
+                    f"the model of run {run} failed the servability check: a model that does "
+                    "not load and answer is never pushed"
+                )
+            earlier = [c.version for c in self.changes() if c.action == BLESS and c.run == run]
+            if earlier:
+                raise RegistryError(f"run {run} was blessed already: version {earlier[0]}")
+            version = max(int(time.time()), max(self._on_disk(), default=0) + 1)
+            destination = os.path.join(self.serving_dir, str(version))
+            copy_version(os.path.join(servable.uri, STAMPED_MODEL_DIR), destination)
+            push = metadata_store_pb2.Artifact(
+                type_id=self.store.get_artifact_type("PushedModel").id, uri=destination
+            )
+            push.custom_properties[PUSHED_PROPERTY].int_value = 1
+            push.custom_properties[PUSHED_VERSION_PROPERTY].string_value = str(version)
+            push.custom_properties[PUSHED_DESTINATION_PROPERTY].string_value = destination
+            change = self._record(
+                BLESS, version, alias, _user(), reason, run=run, push=push, model=model
+            )
+            self.write_server_config()
+            return change
+
     def _check_servable(self, version: int) -> None:
         if version not in self._pushes():
             raise RegistryError(
@@ -244,7 +314,19 @@ class Registry:
 
         return model_versions(self.serving_dir)
 
-    def _record(self, action: str, version: int, alias: str, user: str, reason: str) -> Change:
+    def _record(
+        self,
+        action: str,
+        version: int,
+        alias: str,
+        user: str,
+        reason: str,
+        run: int = 0,
+        push=None,
+        model=None,
+    ) -> Change:
+        """One change, linked to the version's PushedModel (INPUT); a bless links the PushedModel
+        it made (`push`, OUTPUT) and the Model it pushed (`model`, INPUT)."""
         previous = self.aliases().get(alias, 0) if alias else 0
         execution = metadata_store_pb2.Execution(
             type_id=self._change_type, last_known_state=metadata_store_pb2.Execution.COMPLETE
@@ -256,14 +338,19 @@ class Registry:
             "previous": previous,
             "user": user,
             "reason": reason,
+            "run": run,
         }.items():
             field = "string_value" if isinstance(value, str) else "int_value"
             setattr(execution.properties[name], field, value)
-        push = self._pushes()[version]
-        event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT, artifact_id=push.id)
+        events = metadata_store_pb2.Event
+        linked = (
+            [(push, events(type=events.OUTPUT)), (model, events(type=events.INPUT))]
+            if push is not None
+            else [(self._pushes()[version], events(type=events.INPUT))]
+        )
         [execution_id, _, _] = self.store.put_execution(
             execution,
-            [(push, event)],
+            linked,
             self.store.get_contexts_by_id([self._context]),
             reuse_context_if_already_exist=True,
         )
@@ -308,4 +395,5 @@ def _change(execution) -> Change:
         previous=properties["previous"].int_value or None,
         user=properties["user"].string_value,
         reason=properties["reason"].string_value,
+        run=properties["run"].int_value or None,
     )

@@ -86,6 +86,25 @@ def load_warm(version_dir: str) -> Any:
     return model
 
 
+def copy_version(source: str, destination: str) -> None:
+    """Copies a SavedModel directory to a new version directory, saved_model.pb last: readers
+    (model_versions, so the server and TF Serving's own poll) count a version only once it holds
+    one, so none loads half a copy, on any file system TensorFlow writes (gs:// has no rename)."""
+    last = None
+    for directory, _, files in tf.io.gfile.walk(source):
+        target = os.path.join(destination, directory[len(source) :].lstrip("/"))
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            pair = (os.path.join(directory, name), os.path.join(target, name))
+            if directory.rstrip("/") == source.rstrip("/") and name == "saved_model.pb":
+                last = pair
+            else:
+                tf.io.gfile.copy(*pair, overwrite=True)
+    if last is None:
+        raise FileNotFoundError(f"no saved_model.pb in {source}")
+    tf.io.gfile.copy(*last, overwrite=True)
+
+
 def prune_versions(
     serving_dir: str, keep: int, protected: frozenset[int] | set[int] = frozenset()
 ) -> list[str]:

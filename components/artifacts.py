@@ -19,6 +19,9 @@ BLANK_LINE = "blank_line"
 HISTORY_FILE_NAME = "history.json"
 EPOCH_SECONDS_KEY = "epoch_seconds"
 WARM_START_FILE_NAME = "warm_start.json"  # what the model started from (components.warm_start)
+# In an InfraBlessing: the blessed model, warmup requests included, that Pusher pushes (TFX's
+# path_utils.stamped_model_path, named here for readers that import no TFX).
+STAMPED_MODEL_DIR = "stamped_model"
 
 # Custom properties of TFX's own artifacts, as TFX's Evaluator and Pusher (and our gates, which
 # follow them) set them.

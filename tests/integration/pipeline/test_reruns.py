@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 
-from agnews import cli
+from agnews import cli, predict
 from agnews.exit_codes import ExitCode
-from components import settings, warm_start
+from components import features, settings, warm_start
 from pipeline import metadata, node_ids
 from tests.helpers.cli import run_pipeline_on_sample
 from tests.helpers.serving import version_dirs
@@ -103,6 +103,7 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(rerun_root, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     (model_line,) = [i for i, line in enumerate(lines) if line.startswith("Model NOT pushed")]
+    assert "`agnews models bless --reason TEXT` pushes it anyway" in lines[model_line]
     assert lines[model_line + 1].startswith(("Baseline pushed to: ", "Baseline NOT pushed: "))
     assert [p.name for p in version_dirs(root / "serving")] == served_before
     store = metadata.open_store(str(root / "metadata.sqlite"))
@@ -115,3 +116,48 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(rerun_root, capsys):
     inference = metadata.latest_output(store, "agnews", node_ids.BULK_INFERRER, "InferenceResult")
     assert inference is not None and not list(Path(inference.uri).glob("*"))
     assert not (root / "report" / "scores.csv").exists()
+
+
+def test_an_operator_blesses_the_refused_candidate_and_the_override_is_recorded(rerun_root, capsys):
+    """After the worse candidate above: `agnews models bless` pushes it anyway, the servability
+    gate's copy (warmup requests included), as a new canary version, its user and reason in the
+    registry's history and the Model it pushed in its lineage. The same run twice, and a model
+    the Evaluator blessed, are refused."""
+    root, _ = rerun_root
+    serving = root / "serving"
+    flags = ["models", "--metadata-path", str(root / "metadata.sqlite")]
+    flags += ["--serving-dir", str(serving)]
+    before = {p.name for p in version_dirs(serving)}
+    assert cli.main([*flags, "bless", "--reason", "the demo needs it"]) == ExitCode.OK
+    (new,) = {p.name for p in version_dirs(serving)} - before
+    assert f"as version {new}." in capsys.readouterr().out
+    assert (serving / new / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    (answer,) = predict.predict(str(serving / new), ["Stocks slide"], [""])
+    assert answer["label"] in features.LABEL_NAMES
+
+    assert cli.main([*flags, "list", "--json"]) == ExitCode.OK
+    listed = {e["version"]: e for e in map(json.loads, capsys.readouterr().out.splitlines())}
+    change = listed[int(new)]["history"][-1]
+    assert listed[int(new)]["aliases"] == ["canary"]
+    assert (change["action"], change["reason"]) == ("bless", "the demo needs it") and change["user"]
+    store = metadata.open_store(str(root / "metadata.sqlite"))
+    model = metadata.output_in_run(
+        store, "agnews", change["run"], node_ids.MODEL_NODES.trainer, "Model"
+    )
+    readers = [
+        event.execution_id
+        for event in store.get_events_by_artifact_ids([model.id])
+        if event.type == metadata_store_pb2.Event.INPUT
+    ]
+    blesses = [
+        execution
+        for execution in store.get_executions_by_id(readers)
+        if execution.properties["action"].string_value == "bless"
+    ]
+    assert len(blesses) == 1  # the override is in the Model's lineage
+
+    assert cli.main([*flags, "bless", "--reason", "again"]) == ExitCode.STOPPED
+    assert "was blessed already" in capsys.readouterr().err
+    first = min(metadata.run_ids(store, "agnews", with_node=node_ids.MODEL_NODES.evaluator))
+    assert cli.main([*flags, "bless", "--run", str(first), "--reason", "x"]) == ExitCode.STOPPED
+    assert "was blessed by the Evaluator" in capsys.readouterr().err
