@@ -431,6 +431,59 @@ def _skew(args) -> int:
     return ExitCode.OK
 
 
+def _add_monitor_parser(subparsers) -> None:
+    defaults = PipelineConfig()
+    parser = subparsers.add_parser(
+        "monitor",
+        help="Compare the requests logged since the last run with training and the window "
+        "before; alert past schemas/monitor.ini's thresholds (exit 4).",
+    )
+    parser.add_argument(
+        "--logs", required=True, help="The --log-requests directory of `agnews serve`."
+    )
+    parser.add_argument(
+        "--report-dir",
+        help="Dated reports and the state of what was read (default: LOGS/monitor).",
+    )
+    parser.add_argument(
+        "--metadata-path",
+        default=defaults.metadata_path,
+        help="ML Metadata store of the runs (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--model",
+        default=defaults.serving_dir,
+        help="Base directory of the served versions, for their vocabulary (default: %(default)s).",
+    )
+    parser.add_argument("--webhook", help="POST the alerts as JSON to this URL.")
+    parser.add_argument(
+        "--export-span",
+        metavar="DIR",
+        help="Also write the window's requests as an unlabelled span, DIR/span-<N>/requests.csv.",
+    )
+
+
+def _monitor(args) -> int:
+    from agnews import monitor
+
+    report_dir = args.report_dir or os.path.join(args.logs, "monitor")
+    try:
+        result = monitor.run(
+            args.logs, report_dir, args.metadata_path, args.model, args.webhook, args.export_span
+        )
+    except monitor.MonitorError as error:
+        return console.fail("monitor", error)
+    if result is None:
+        print(f"No new request logs in {args.logs} since the last run.")
+        return ExitCode.OK
+    for check in result.alerts:
+        print(f"ALERT: {check.measure} = {check.value:.4f} > {check.threshold:g}")
+    if result.exported:
+        print(f"Exported span: {result.exported}")
+    print(f"Window: {result.window.rows} rows; report: {result.report_path}")
+    return ExitCode.ALERT if result.alerts else ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """`agnews` and its commands."""
     parser = argparse.ArgumentParser(prog="agnews", description=__doc__)
@@ -440,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_parser(subparsers)
     _add_serve_parser(subparsers)
     _add_skew_parser(subparsers)
+    _add_monitor_parser(subparsers)
     models_command.add_models_parser(subparsers)
     pipeline_commands.add_report_parser(subparsers)
     pipeline_commands.add_compile_parser(subparsers)
@@ -456,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         "score": _score,
         "serve": _serve,
         "skew": _skew,
+        "monitor": _monitor,
         "models": models_command.models,
         "report": pipeline_commands.report,
         "compile": pipeline_commands.compile_pipeline,

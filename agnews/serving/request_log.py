@@ -12,6 +12,7 @@ import dataclasses
 import os
 import queue
 import random
+import secrets
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -98,6 +99,9 @@ class RequestLog:
         tf.io.gfile.makedirs(directory)
         self._queue: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()  # None: stop
         self._sequence = 0  # files opened
+        # In every file name: two logs of one process (servers in threads, a restart within a
+        # second) never write the same file.
+        self._token = secrets.token_hex(4)
         self._thread = threading.Thread(target=self._write, name="request-log", daemon=True)
         self._thread.start()
 
@@ -141,6 +145,6 @@ class RequestLog:
             os.path.join(
                 self.directory,
                 f"prediction_log-{time.strftime('%Y%m%dT%H%M%S')}"
-                f"-{os.getpid()}-{self._sequence:05d}{SUFFIX}",
+                f"-{os.getpid()}-{self._token}-{self._sequence:05d}{SUFFIX}",
             )
         )

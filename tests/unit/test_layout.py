@@ -21,6 +21,7 @@ NO_TFX_MODULES = (
     "agnews.predict",
     "agnews.skew",
     "agnews.registry",
+    "agnews.monitor",
     "agnews.models_command",
     "agnews.serving.server",
     # agnews score, with what its Beam job imports when it runs.
