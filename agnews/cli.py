@@ -14,6 +14,7 @@ import dataclasses
 import os
 import sys
 import warnings
+from pathlib import Path
 
 # TensorFlow's C++ info and warning lines (dozens per model load in TFMA) and Google client
 # libraries' Python-version notices drown the useful output.
@@ -25,7 +26,7 @@ from agnews import console, models_command, pipeline_commands  # noqa: E402
 from agnews.exit_codes import ExitCode  # noqa: E402
 from components import quiet, settings  # noqa: E402
 from components.artifacts import ACCEPTED, rejected_counts  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
+from pipeline.config import MONITOR_THRESHOLDS_FILE, PipelineConfig  # noqa: E402
 
 
 def _add_predict_parser(subparsers) -> None:
@@ -455,6 +456,11 @@ def _add_monitor_parser(subparsers) -> None:
         default=defaults.serving_dir,
         help="Base directory of the served versions, for their vocabulary (default: %(default)s).",
     )
+    parser.add_argument(
+        "--thresholds",
+        default=str(MONITOR_THRESHOLDS_FILE),
+        help="The thresholds file (default: %(default)s).",
+    )
     parser.add_argument("--webhook", help="POST the alerts as JSON to this URL.")
     parser.add_argument(
         "--export-span",
@@ -469,7 +475,13 @@ def _monitor(args) -> int:
     report_dir = args.report_dir or os.path.join(args.logs, "monitor")
     try:
         result = monitor.run(
-            args.logs, report_dir, args.metadata_path, args.model, args.webhook, args.export_span
+            args.logs,
+            report_dir,
+            args.metadata_path,
+            args.model,
+            args.webhook,
+            args.export_span,
+            Path(args.thresholds),
         )
     except monitor.MonitorError as error:
         return console.fail("monitor", error)
@@ -495,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_skew_parser(subparsers)
     _add_monitor_parser(subparsers)
     models_command.add_models_parser(subparsers)
+    models_command.add_card_parser(subparsers)
     pipeline_commands.add_report_parser(subparsers)
     pipeline_commands.add_compile_parser(subparsers)
     return parser
@@ -512,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         "skew": _skew,
         "monitor": _monitor,
         "models": models_command.models,
+        "card": models_command.card,
         "report": pipeline_commands.report,
         "compile": pipeline_commands.compile_pipeline,
     }

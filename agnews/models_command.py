@@ -70,6 +70,46 @@ def add_models_parser(subparsers) -> None:
     bless.add_argument("--reason", required=True, help="Recorded in the history.")
 
 
+def add_card_parser(subparsers) -> None:
+    defaults = PipelineConfig()
+    parser = subparsers.add_parser(
+        "card",
+        help="Write a pushed version's model card (Markdown and HTML) if missing; print its path.",
+    )
+    parser.add_argument("version", type=int, metavar="VERSION")
+    parser.add_argument(
+        "--metadata-path",
+        default=defaults.metadata_path,
+        help="ML Metadata sqlite file of the runs (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--serving-dir",
+        default=defaults.serving_dir,
+        help="Pusher's base directory of versions (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--pipeline-name", default=defaults.pipeline_name, help="(default: %(default)s)"
+    )
+    parser.add_argument("--force", action="store_true", help="Write it again even if it exists.")
+
+
+def card(args) -> int:
+    from agnews import model_card
+
+    if not os.path.exists(args.metadata_path):
+        return console.fail(
+            "card", f"no ML Metadata store at {args.metadata_path}: run `agnews run` first"
+        )
+    try:
+        path = model_card.write_card(
+            args.metadata_path, args.pipeline_name, args.serving_dir, args.version, args.force
+        )
+    except model_card.CardError as error:
+        return console.fail("card", error)
+    print(path)
+    return ExitCode.OK
+
+
 def models(args) -> int:
     from agnews import registry
 

@@ -33,9 +33,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 from agnews.serving.model_config import write_atomically
 from agnews.serving.request_log import SUFFIX
 from components import features, text
-from pipeline.config import SCHEMA_DIR
+from pipeline.config import MONITOR_THRESHOLDS_FILE
 
-THRESHOLDS_FILE = SCHEMA_DIR / "monitor.ini"
 STATE_FILE_NAME = "monitor_state.json"
 REPORT_PREFIX = "monitor-"
 EXPORT_FILE_NAME = "requests.csv"
@@ -81,7 +80,7 @@ class Result:
         return [check for check in self.checks if check.alert]
 
 
-def read_thresholds(path: Path = THRESHOLDS_FILE) -> tuple[int, dict[str, float]]:
+def read_thresholds(path: Path = MONITOR_THRESHOLDS_FILE) -> tuple[int, dict[str, float]]:
     """(min_rows, measure -> threshold) from schemas/monitor.ini."""
     parser = configparser.ConfigParser()
     if not parser.read(path):
@@ -239,7 +238,7 @@ def run(
     model_dir: str,
     webhook: str | None = None,
     export_dir: str | None = None,
-    thresholds_file: Path = THRESHOLDS_FILE,
+    thresholds_file: Path = MONITOR_THRESHOLDS_FILE,
 ) -> Result | None:
     """One monitor run: None when no log file is new; else the window's checks, written to a
     dated report (and posted to `webhook` when one alerts)."""

@@ -96,7 +96,7 @@ def run(args) -> int:
     print(run_log.profile_line(log, config.metadata_path, config.pipeline_name))
     if not summary.trained:
         return ExitCode.OK
-    protected = _register(config) if summary.pushed else set()
+    protected = _register(config, summary.pushed_to) if summary.pushed else set()
     if args.keep is not None:
         _prune(summary, config, args.keep, protected)
     return ExitCode.OK if summary.pushed or not args.require_push else ExitCode.NOT_PUSHED
@@ -153,10 +153,11 @@ def _print_summary(summary, config: PipelineConfig, log_path: str) -> None:
         print(_push_outcome("Baseline", summary.baseline, config))
 
 
-def _register(config: PipelineConfig) -> set[int]:
-    """Registers the pushed version (agnews.registry) and says which alias it got; returns the
-    versions holding an alias, which --keep never deletes."""
-    from agnews import registry
+def _register(config: PipelineConfig, pushed_to: str) -> set[int]:
+    """Registers the version this run pushed to `pushed_to` (agnews.registry), says which alias
+    it got and writes its model card; returns the versions holding an alias, which --keep never
+    deletes."""
+    from agnews import model_card, registry
 
     book = registry.model_registry(config.metadata_path, config.pipeline_name, config.serving_dir)
     book.sync(config.new_version_alias)
@@ -171,6 +172,11 @@ def _register(config: PipelineConfig) -> set[int]:
             else ""
         )
     )
+    version = int(os.path.basename(pushed_to.rstrip("/")))
+    card = model_card.write_card(
+        config.metadata_path, config.pipeline_name, config.serving_dir, version
+    )
+    print(f"Model card: {card}")
     return set(aliases.values())
 
 

@@ -144,6 +144,10 @@ class Registry:
             ]
         }
 
+    def push(self, version: int):
+        """The PushedModel artifact of a registered or pushed version (KeyError if none)."""
+        return self._pushes()[version]
+
     def changes(self) -> list[Change]:
         """Every change, oldest first."""
         executions = self.store.get_executions_by_context(

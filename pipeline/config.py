@@ -16,6 +16,7 @@ from components import features, settings
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SAMPLE_DATA_DIR = PROJECT_DIR / "data" / "ag_news_sample"
 SCHEMA_DIR = PROJECT_DIR / "schemas"
+MONITOR_THRESHOLDS_FILE = SCHEMA_DIR / "monitor.ini"  # `agnews monitor`'s, beside the schema
 TFDS_PREFIX = "tfds:"
 # The registry aliases a new version may get (agnews.serving.model_config's labels).
 NEW_VERSION_ALIASES = ("canary", "stable")

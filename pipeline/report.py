@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -251,6 +252,12 @@ def _accuracy_row(name: str, overall: dict[str, float] | None, note: str) -> lis
 def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
     """The outputs of the newest run that evaluated a model, all from that one run."""
     run_id = metadata.latest_run_id(store, pipeline_name, with_node=node_ids.MODEL_NODES.evaluator)
+    return run_outputs(store, pipeline_name, run_id)
+
+
+def run_outputs(store, pipeline_name: str, run_id: int | None) -> dict[str, Any]:
+    """The artifacts the report (and a model card) read, all from run `run_id`: None where the
+    run made none."""
     wanted = {
         "examples": (node_ids.EXAMPLE_GEN, "Examples"),
         "model_run": (node_ids.MODEL_NODES.trainer, "ModelRun"),
@@ -262,6 +269,8 @@ def _latest_outputs(store, pipeline_name: str) -> dict[str, object]:
         ),
         "test_evaluation": (node_ids.report_evaluator(features.TEST_SPLIT), "ModelEvaluation"),
         "pushed": (node_ids.MODEL_NODES.pusher, "PushedModel"),
+        "model": (node_ids.MODEL_NODES.trainer, "Model"),
+        "statistics": (node_ids.STATISTICS_GEN, "ExampleStatistics"),
     }
     return {
         name: metadata.output_in_run(store, pipeline_name, run_id, node, type_name)
