@@ -171,12 +171,11 @@ def gather(
                 holdout.baseline.get(report.ACCURACY),
             ),
         )
-    confusion = evaluation.confusion
+    recall, precision = evaluation.per_class["recall"], evaluation.per_class["precision"]
     per_class = [
-        Figure(
-            name,
-            float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None,
-            int(confusion[i].sum()),
+        (
+            Figure(name, recall[i], int(evaluation.confusion[i].sum())),
+            Figure(name, precision[i], int(evaluation.confusion[:, i].sum())),
         )
         for i, name in enumerate(features.LABEL_NAMES)
     ]

@@ -53,9 +53,31 @@ class Evaluation:
     """One TFMA evaluation: metrics per slice ('' = overall) and the confusion matrix."""
 
     metrics: dict[str, dict[str, float]]  # slice -> metric name -> value
-    per_class: dict[str, dict[int, float]]  # metric name -> class id -> value (overall)
     confusion: np.ndarray  # [actual, predicted] example counts
     baseline: dict[str, float] = dataclasses.field(default_factory=dict)  # TFMA's baseline, overall
+
+    @property
+    def per_class(self) -> dict[str, dict[int, float | None]]:
+        """Precision, recall and F1 of each class (metric -> class id -> value; None where
+        undefined), from the confusion matrix, the predicted class being the top one. TFMA's
+        Keras Precision/Recall with class_id and top_k read the integer labels wrongly (recall
+        1.0 for every class of a model that predicted one class), so they are not computed."""
+        true, predicted, right = (
+            self.confusion.sum(1),
+            self.confusion.sum(0),
+            self.confusion.diagonal(),
+        )
+        found: dict[str, dict[int, float | None]] = {"precision": {}, "recall": {}, "f1_score": {}}
+        for i in range(features.NUM_CLASSES):
+            precision = right[i] / predicted[i] if predicted[i] else None
+            recall = right[i] / true[i] if true[i] else None
+            found["precision"][i], found["recall"][i] = precision, recall
+            found["f1_score"][i] = (
+                2 * precision * recall / (precision + recall)
+                if precision is not None and recall is not None and precision + recall
+                else None
+            )
+        return found
 
 
 def _slice_name(slice_key) -> str:
@@ -77,7 +99,6 @@ def load_evaluation(uri: str) -> Evaluation:
     import tensorflow_model_analysis as tfma
 
     metrics: dict[str, dict[str, float]] = collections.defaultdict(dict)
-    per_class: dict[str, dict[int, float]] = collections.defaultdict(dict)
     baseline: dict[str, float] = {}
     for for_slice in tfma.load_metrics(uri):
         name = _slice_name(for_slice.slice_key)
@@ -89,10 +110,7 @@ def load_evaluation(uri: str) -> Evaluation:
                 if not name and not key.sub_key.HasField("class_id"):
                     baseline[key.name] = item.value.double_value.value
                 continue
-            if key.sub_key.HasField("class_id"):
-                if not name:
-                    per_class[key.name][key.sub_key.class_id.value] = item.value.double_value.value
-            else:
+            if not key.sub_key.HasField("class_id"):
                 metrics[name][key.name] = item.value.double_value.value
     confusion = np.zeros((features.NUM_CLASSES, features.NUM_CLASSES))
     for for_slice in tfma.load_plots(uri):
@@ -110,7 +128,7 @@ def load_evaluation(uri: str) -> Evaluation:
                     confusion[entry.actual_class_id, entry.predicted_class_id] = (
                         entry.num_weighted_examples
                     )
-    return Evaluation(dict(metrics), dict(per_class), confusion, baseline)
+    return Evaluation(dict(metrics), confusion, baseline)
 
 
 def _cache_path(cache_dir: Path, artifact) -> Path:
@@ -169,13 +187,7 @@ def cached_evaluation(artifact, cache_dir: Path) -> Evaluation:
     if path.exists():
         cached = json.loads(path.read_text())
         return Evaluation(
-            cached["metrics"],
-            {
-                name: {int(k): v for k, v in values.items()}
-                for name, values in cached["per_class"].items()
-            },
-            np.array(cached["confusion"]),
-            cached.get("baseline", {}),
+            cached["metrics"], np.array(cached["confusion"]), cached.get("baseline", {})
         )
     evaluation = load_evaluation(artifact.uri)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +195,6 @@ def cached_evaluation(artifact, cache_dir: Path) -> Evaluation:
         json.dumps(
             {
                 "metrics": evaluation.metrics,
-                "per_class": evaluation.per_class,
                 "confusion": evaluation.confusion.tolist(),
                 "baseline": evaluation.baseline,
             }

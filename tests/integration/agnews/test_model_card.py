@@ -17,7 +17,9 @@ from components import features
 from pipeline import metadata, node_ids, report
 from tests.helpers.serving import newest
 
-PER_CLASS = "Per class (eval split, recall = the share of the class's examples classified as it):"
+PER_CLASS = (
+    "| class | recall | standard error | examples | precision | standard error | classified as it |"
+)
 
 
 @pytest.fixture
@@ -71,11 +73,12 @@ def test_the_run_wrote_the_card_and_its_figures_equal_their_sources(first_run, c
         evaluation.metrics[""][report.ACCURACY], abs=1e-6
     )
     for class_id, class_name in enumerate(features.LABEL_NAMES):
-        recall = confusion[class_id, class_id] / confusion[class_id].sum()
-        assert _row(card, class_name, section=PER_CLASS)[1:4:2] == [
-            f"{recall:.4f}",
-            f"{confusion[class_id].sum():.0f}",
-        ]
+        right = confusion[class_id, class_id]
+        row = _row(card, class_name, section=PER_CLASS)
+        assert row[1] == f"{right / confusion[class_id].sum():.4f}"
+        assert row[3] == f"{confusion[class_id].sum():.0f}"
+        predicted = confusion[:, class_id].sum()
+        assert row[4] == (f"{right / predicted:.4f}" if predicted else "–")
 
     statistics = tfdv.load_stats_binary(
         os.path.join(outputs["statistics"].uri, "Split-train", "FeatureStats.pb")
