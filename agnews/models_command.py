@@ -14,16 +14,10 @@ from agnews.serving import model_config
 from pipeline.config import PipelineConfig
 
 
-def add_models_parser(subparsers) -> None:
+def _add_registry_arguments(parser) -> None:
+    """Where the registry is: the store, the serving directory and the pipeline, with
+    `agnews run`'s defaults."""
     defaults = PipelineConfig()
-    parser = subparsers.add_parser(
-        "models",
-        help="The model registry: list versions and aliases, promote, roll back, bless.",
-        description="Pushed versions and their aliases (stable: requests without a version; "
-        "canary: a share of them with `agnews serve --canary-percent`). A pipeline push is "
-        "registered as canary (the first one as stable) by `agnews run`, or by any `agnews "
-        "models` command for pushes made by another orchestrator.",
-    )
     parser.add_argument(
         "--metadata-path",
         default=defaults.metadata_path,
@@ -37,6 +31,18 @@ def add_models_parser(subparsers) -> None:
     parser.add_argument(
         "--pipeline-name", default=defaults.pipeline_name, help="(default: %(default)s)"
     )
+
+
+def add_models_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="The model registry: list versions and aliases, promote, roll back, bless.",
+        description="Pushed versions and their aliases (stable: requests without a version; "
+        "canary: a share of them with `agnews serve --canary-percent`). A pipeline push is "
+        "registered as canary (the first one as stable) by `agnews run`, or by any `agnews "
+        "models` command for pushes made by another orchestrator.",
+    )
+    _add_registry_arguments(parser)
     actions = parser.add_subparsers(dest="models_action", required=True)
     listing = actions.add_parser("list", help="Every registered version, newest first.")
     listing.add_argument(
@@ -71,25 +77,12 @@ def add_models_parser(subparsers) -> None:
 
 
 def add_card_parser(subparsers) -> None:
-    defaults = PipelineConfig()
     parser = subparsers.add_parser(
         "card",
         help="Write a pushed version's model card (Markdown and HTML) if missing; print its path.",
     )
     parser.add_argument("version", type=int, metavar="VERSION")
-    parser.add_argument(
-        "--metadata-path",
-        default=defaults.metadata_path,
-        help="ML Metadata sqlite file of the runs (default: %(default)s).",
-    )
-    parser.add_argument(
-        "--serving-dir",
-        default=defaults.serving_dir,
-        help="Pusher's base directory of versions (default: %(default)s).",
-    )
-    parser.add_argument(
-        "--pipeline-name", default=defaults.pipeline_name, help="(default: %(default)s)"
-    )
+    _add_registry_arguments(parser)
     parser.add_argument("--force", action="store_true", help="Write it again even if it exists.")
 
 
