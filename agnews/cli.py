@@ -531,9 +531,26 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
+    except Exception as error:
+        if not _caused_by_ctrl_c(error):
+            raise
     except KeyboardInterrupt:
-        print(f"agnews {args.command}: interrupted.", file=sys.stderr)
-        return ExitCode.INTERRUPTED
+        pass
+    print(f"agnews {args.command}: interrupted.", file=sys.stderr)
+    return ExitCode.INTERRUPTED
+
+
+def _caused_by_ctrl_c(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in the error's chain: Beam re-raises one that hits a
+    DoFn as a RuntimeError('KeyboardInterrupt [while running STEP]') raised while handling it."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 if __name__ == "__main__":

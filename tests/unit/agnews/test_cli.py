@@ -184,3 +184,30 @@ def test_no_grpc_and_a_grpc_port_are_refused_together(capsys):
         cli.build_parser().parse_args(["serve", "--no-grpc", "--grpc-port", "9000"])
     assert stopped.value.code == 2  # argparse's usage error
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_ctrl_c_inside_a_beam_stage_is_an_interruption_not_a_traceback(monkeypatch, capsys):
+    """Beam re-raises a KeyboardInterrupt that hits a DoFn as a RuntimeError (CI saw `agnews run`
+    exit 1 with a traceback when Ctrl-C landed in Transform's analysis)."""
+    import apache_beam as beam
+
+    def interrupted(_):
+        raise KeyboardInterrupt
+
+    def predict_in_beam(_args):
+        with beam.Pipeline() as pipeline:
+            _ = pipeline | beam.Create([1]) | beam.Map(interrupted)
+        return ExitCode.OK
+
+    monkeypatch.setattr(cli, "_predict", predict_in_beam)
+    assert cli.main(["predict", "x"]) == ExitCode.INTERRUPTED
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "agnews predict: interrupted."
+
+
+def test_other_errors_still_raise(monkeypatch):
+    def broken(_args):
+        raise RuntimeError("not an interruption")
+
+    monkeypatch.setattr(cli, "_predict", broken)
+    with pytest.raises(RuntimeError, match="not an interruption"):
+        cli.main(["predict", "x"])
