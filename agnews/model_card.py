@@ -75,11 +75,10 @@ def _run_of(book: registry.Registry, version: int, entry: registry.Entry) -> int
     if blessed and blessed[0]:
         return blessed[0]
     push = book.push(version)
-    run_type = book.store.get_context_type(metadata.RUN_CONTEXT_TYPE).id
-    runs = [c.id for c in book.store.get_contexts_by_artifact(push.id) if c.type_id == run_type]
-    if not runs:
+    run = metadata.run_of_artifact(book.store, push.id)
+    if run is None:
         raise CardError(f"version {version}'s push is in no pipeline run of the store")
-    return max(runs)
+    return run.id
 
 
 def _accuracy_thresholds(evaluator) -> dict:

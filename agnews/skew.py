@@ -45,17 +45,12 @@ def training_statistics(
     ]
     if not pushed:
         raise LookupError(f"no run in {metadata_path} pushed version {version}")
-    run_type = store.get_context_type(metadata.RUN_CONTEXT_TYPE).id
-    runs = [c for c in store.get_contexts_by_artifact(pushed[-1].id) if c.type_id == run_type]
-    statistics_nodes = {
-        c.id
-        for c in store.get_contexts_by_type("node")
-        if c.name.endswith(f".{node_ids.STATISTICS_GEN}")
-    }
-    for artifact in store.get_artifacts_by_context(runs[-1].id) if runs else []:
-        if artifact.type == "ExampleStatistics" and statistics_nodes & {
-            c.id for c in store.get_contexts_by_artifact(artifact.id)
-        }:
+    run = metadata.run_of_artifact(store, pushed[-1].id)
+    for artifact in store.get_artifacts_by_context(run.id) if run else []:
+        if (
+            artifact.type == "ExampleStatistics"
+            and metadata.producing_node(store, artifact.id) == node_ids.STATISTICS_GEN
+        ):
             path = os.path.join(artifact.uri, f"Split-{features.TRAIN_SPLIT}", "FeatureStats.pb")
             return artifact.uri, tfdv.load_stats_binary(path)
     raise LookupError(

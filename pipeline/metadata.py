@@ -3,12 +3,18 @@ the report and the tests."""
 
 from __future__ import annotations
 
+from ml_metadata import errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.artifacts import PUSHED_PROPERTY
 
 RUN_CONTEXT_TYPE = "pipeline_run"  # TFX's context of one run of a pipeline
+NODE_CONTEXT_TYPE = "node"  # TFX's context of one node of a pipeline, named PIPELINE.NODE_ID
+# The same under TFX's legacy drivers (AirflowDagRunner's), which also record each execution's
+# node id as its component_id property instead of in a "node" context.
+LEGACY_RUN_CONTEXT_TYPE = "run"
+LEGACY_NODE_ID_PROPERTY = "component_id"
 # TFX associates every execution with its run, so the newest one in scope names the newest run;
 # a few more are read in case a store holds executions outside any run (written by hand).
 _NEWEST_EXECUTIONS = 10
@@ -32,7 +38,7 @@ def latest_output(
     store: metadata_store.MetadataStore, pipeline_name: str, node_id: str, type_name: str
 ):
     """The newest artifact of `type_name` around pipeline node `node_id` in MLMD, or None."""
-    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
+    context = store.get_context_by_type_and_name(NODE_CONTEXT_TYPE, f"{pipeline_name}.{node_id}")
     if context is None:
         return None
     type_id = store.get_artifact_type(type_name).id
@@ -40,10 +46,47 @@ def latest_output(
     return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
+def _context_type_ids(store: metadata_store.MetadataStore, *names: str) -> set[int]:
+    return {t.id for t in store.get_context_types() if t.name in names}
+
+
+def run_of_artifact(store: metadata_store.MetadataStore, artifact_id: int):
+    """The newest pipeline run context that `artifact_id` is in, under either layout (local and
+    Kubeflow runs, or Airflow's), or None."""
+    run_types = _context_type_ids(store, RUN_CONTEXT_TYPE, LEGACY_RUN_CONTEXT_TYPE)
+    try:
+        contexts = store.get_contexts_by_artifact(artifact_id)
+    except errors.NotFoundError:  # what ml-metadata answers for an artifact in no context
+        return None
+    runs = [c for c in contexts if c.type_id in run_types]
+    return max(runs, key=lambda c: c.id, default=None)
+
+
+def producing_node(store: metadata_store.MetadataStore, artifact_id: int) -> str | None:
+    """The id of the node whose execution output `artifact_id`, under either layout, or None."""
+    producers = [
+        e.execution_id
+        for e in store.get_events_by_artifact_ids([artifact_id])
+        if e.type == metadata_store_pb2.Event.OUTPUT
+    ]
+    if not producers:
+        return None
+    node_types = _context_type_ids(store, NODE_CONTEXT_TYPE)
+    try:
+        contexts = store.get_contexts_by_execution(producers[0])
+    except errors.NotFoundError:
+        contexts = []
+    for context in contexts:
+        if context.type_id in node_types:
+            return context.name.rsplit(".", 1)[-1]
+    (execution,) = store.get_executions_by_id(producers[:1])
+    return execution.properties[LEGACY_NODE_ID_PROPERTY].string_value or None
+
+
 def _scope(store: metadata_store.MetadataStore, pipeline_name: str, with_node: str | None):
     """The pipeline's context, or with `with_node` that node's."""
     return store.get_context_by_type_and_name(
-        "pipeline" if with_node is None else "node",
+        "pipeline" if with_node is None else NODE_CONTEXT_TYPE,
         pipeline_name if with_node is None else f"{pipeline_name}.{with_node}",
     )
 
@@ -97,7 +140,7 @@ def execution_in_run(
     store: metadata_store.MetadataStore, pipeline_name: str, run_id: int, node_id: str
 ):
     """Node `node_id`'s execution in run `run_id` (its last, if several), or None."""
-    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
+    node = store.get_context_by_type_and_name(NODE_CONTEXT_TYPE, f"{pipeline_name}.{node_id}")
     if node is None:
         return None
     return _last_in_run(store, node, {e.id: e for e in store.get_executions_by_context(run_id)})
@@ -111,7 +154,7 @@ def executions_in_run(
     in_run = {e.id: e for e in store.get_executions_by_context(run_id)}
     found = {
         node.name[len(prefix) :]: execution
-        for node in store.get_contexts_by_type("node")
+        for node in store.get_contexts_by_type(NODE_CONTEXT_TYPE)
         if node.name.startswith(prefix)
         for execution in [_last_in_run(store, node, in_run)]
         if execution is not None
@@ -215,7 +258,7 @@ def inputs(store, execution_id: int | None, key: str) -> list[int]:
 def pushes(store: metadata_store.MetadataStore, pipeline_name: str, pusher_node: str) -> list:
     """The PushedModel artifacts node `pusher_node` of `pipeline_name` output that pushed
     (TFX's Pusher records the ones that did not too), oldest first."""
-    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{pusher_node}")
+    node = store.get_context_by_type_and_name(NODE_CONTEXT_TYPE, f"{pipeline_name}.{pusher_node}")
     if node is None:
         return []
     pushed_model = store.get_artifact_type("PushedModel").id  # TFX registered it with the node

@@ -70,3 +70,63 @@ def test_a_nodes_execution_in_a_run_is_its_own_in_that_run(tmp_path):
     assert metadata.execution_in_run(store, "p", runs[1], "Trainer") is None
     assert metadata.execution_in_run(store, "p", runs[1], "Gen").id > by_node["Gen"].id
     assert metadata.execution_in_run(store, "p", runs[1], "Nope") is None
+
+
+def _output(store, execution_type: int, contexts: list[int], **properties: str) -> int:
+    """An artifact output by a new execution (with `properties`) in `contexts`."""
+    artifact_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Stats"))
+    execution = metadata_store_pb2.Execution(type_id=execution_type)
+    for name, value in properties.items():
+        execution.properties[name].string_value = value
+    [artifact] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=artifact_type)])
+    [execution_id] = store.put_executions([execution])
+    store.put_events(
+        [
+            metadata_store_pb2.Event(
+                artifact_id=artifact,
+                execution_id=execution_id,
+                type=metadata_store_pb2.Event.OUTPUT,
+            )
+        ]
+    )
+    store.put_attributions_and_associations(
+        [metadata_store_pb2.Attribution(context_id=c, artifact_id=artifact) for c in contexts],
+        [metadata_store_pb2.Association(context_id=c, execution_id=execution_id) for c in contexts],
+    )
+    return artifact
+
+
+def test_an_artifacts_run_and_producer_under_both_of_tfxs_layouts(tmp_path):
+    """Local and Kubeflow runs name the node in a `node` context; Airflow's legacy drivers in
+    the execution's component_id property, and call the run context `run`."""
+    store, runs = _store_with_runs(tmp_path / "m.sqlite", [["Gen"], ["Gen"]])
+    node_type = store.get_context_type(metadata.NODE_CONTEXT_TYPE).id
+    [node_id] = store.put_contexts(
+        [metadata_store_pb2.Context(type_id=node_type, name="p.StatisticsGen")]
+    )
+    ir_execution_type = store.put_execution_type(metadata_store_pb2.ExecutionType(name="ir"))
+    ir = _output(store, ir_execution_type, [node_id, runs[1]])
+    assert metadata.run_of_artifact(store, ir).id == runs[1]
+    assert metadata.producing_node(store, ir) == "StatisticsGen"
+
+    legacy_execution_type = store.put_execution_type(
+        metadata_store_pb2.ExecutionType(
+            name="legacy",
+            properties={metadata.LEGACY_NODE_ID_PROPERTY: metadata_store_pb2.STRING},
+        )
+    )
+    run_type = store.put_context_type(
+        metadata_store_pb2.ContextType(name=metadata.LEGACY_RUN_CONTEXT_TYPE)
+    )
+    [legacy_run] = store.put_contexts([metadata_store_pb2.Context(type_id=run_type, name="p.r")])
+    legacy = _output(
+        store,
+        legacy_execution_type,
+        [legacy_run],
+        **{metadata.LEGACY_NODE_ID_PROPERTY: "StatisticsGen"},
+    )
+    assert metadata.run_of_artifact(store, legacy).id == legacy_run
+    assert metadata.producing_node(store, legacy) == "StatisticsGen"
+
+    orphan = _output(store, ir_execution_type, [])
+    assert metadata.run_of_artifact(store, orphan) is None
