@@ -51,7 +51,7 @@ test-unit: setup  ## tests/unit: no pipeline run, a few minutes: the loop for a 
 test: setup  ## Unit and integration tests: real pipeline runs on tiny data, the server on real sockets.
 	$(VENV)/bin/pytest $(XDIST) $(ARGS)
 
-test-airflow: .venv-airflow/.synced  ## The pipeline as an Airflow 2 DAG, run by `airflow dags test`.
+test-airflow: .venv-airflow/.synced  ## The pipeline and the monitor as Airflow 2 DAGs, run by `airflow dags test`.
 	.venv-airflow/bin/pytest -m airflow $(ARGS)
 
 test-image: setup  ## The Dockerfile's install steps run into a fresh venv, then the compiled KFP tasks in it (uv, ~2-4 min).

@@ -20,7 +20,7 @@ from tfx.dsl.components.base import base_driver
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
 from pipeline import beam_packaging, run_lock
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import DEPLOYED_CONFIG_VARIABLE, PipelineConfig, load_deployed_config
 from pipeline.metadata import sqlite_connection_config
 from pipeline.pipeline import create_pipeline
 
@@ -65,14 +65,8 @@ base_driver.BaseDriver._prepare_output_artifacts = _named_per_component(
 def _deployed_config() -> PipelineConfig:
     """The config at AGNEWS_CONFIG. It must say test_split: without it, building the pipeline
     would list the data directory at every parse."""
-    path = os.environ.get("AGNEWS_CONFIG", "")
-    if not os.path.isabs(path):
-        raise ValueError(
-            f"AGNEWS_CONFIG must be the absolute path of a config file (agnews run "
-            f"--print-config > FILE), not {path!r}: each Airflow process has its own "
-            "working directory."
-        )
-    config = load_config(path)
+    config = load_deployed_config()
+    path = os.environ[DEPLOYED_CONFIG_VARIABLE]
     if config.test_split is None or config.spans is None:
         raise ValueError(
             f'{path} must say "test_split" and "spans": true or false (whether the '

@@ -21,7 +21,16 @@ TFDS_PREFIX = "tfds:"
 # The registry aliases a new version may get (agnews.serving.model_config's labels).
 NEW_VERSION_ALIASES = ("canary", "stable")
 # The settings that name files or directories: load_config makes them absolute.
-PATH_FIELDS = ("data", "pipeline_root", "metadata_path", "serving_dir", "schema_dir", "score")
+PATH_FIELDS = (
+    "data",
+    "pipeline_root",
+    "metadata_path",
+    "serving_dir",
+    "schema_dir",
+    "score",
+    "monitor_logs",
+    "monitor_export_span",
+)
 
 
 @dataclasses.dataclass
@@ -81,6 +90,13 @@ class PipelineConfig:
     # Batch scoring: a directory of rows to score (CSV, labelled or not, or TFRecords of
     # tf.Examples) with the blessed model (BulkInferrer); None scores nothing.
     score: str | None = None
+    # The monitoring DAG (airflow_monitor_dag.py) runs `agnews monitor` over the server's
+    # --log-requests directory on its own schedule; None: no monitoring DAG. An alert is also
+    # POSTed to the webhook; with export_span each window's requests become a span there.
+    monitor_logs: str | None = None
+    monitor_schedule: str = "@hourly"
+    monitor_webhook: str | None = None
+    monitor_export_span: str | None = None
 
     def __post_init__(self):
         """Refuses an unknown registry alias, and a baseline push that could push nothing (no
@@ -185,6 +201,22 @@ def load_config(path: str | None = None, **overrides) -> PipelineConfig:
             k: _absolute(getattr(config, k), os.getcwd()) for k in PATH_FIELDS if getattr(config, k)
         },
     )
+
+
+DEPLOYED_CONFIG_VARIABLE = "AGNEWS_CONFIG"  # the config file's path, for the Airflow DAGs
+
+
+def load_deployed_config() -> PipelineConfig:
+    """The config at the absolute path in AGNEWS_CONFIG, as the Airflow DAG files read it: each
+    Airflow process (scheduler, workers) has its own working directory."""
+    path = os.environ.get(DEPLOYED_CONFIG_VARIABLE, "")
+    if not os.path.isabs(path):
+        raise ValueError(
+            f"{DEPLOYED_CONFIG_VARIABLE} must be the absolute path of a config file (agnews run "
+            f"--print-config > FILE), not {path!r}: each Airflow process has its own "
+            "working directory."
+        )
+    return load_config(path)
 
 
 def _absolute(value: str, base: str) -> str:

@@ -1,5 +1,6 @@
 """Talking to `agnews serve` as clients do, and laying out served model directories."""
 
+import csv
 import json
 import shutil
 import time
@@ -7,10 +8,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+from agnews.serving.request_log import RequestLog
+from agnews.serving.store import AVAILABLE, Version
 from components import features
+from tests.helpers.data import sample_lines
 
 ROW = {"title": "Stocks slide as oil climbs", "description": "Wall Street fell."}
 
@@ -100,3 +105,28 @@ def save_failing_version(version_dir) -> None:
     tf.saved_model.save(
         module, str(version_dir), signatures={features.SERVING_DEFAULT: module.serve}
     )
+
+
+def unseen_rows(trained_on: int) -> list[tuple[str, str, str]]:
+    """(title, description, label name) of the sample rows after the first `trained_on`, the
+    rows a run on sample_lines(trained_on) did not train on."""
+    return [
+        (title, description, features.LABEL_NAMES[int(label) - 1])
+        for label, title, description in csv.reader(
+            line.decode() for line in sample_lines(3000)[trained_on:]
+        )
+    ]
+
+
+def replay_requests(logs_dir, version: int, rows) -> None:
+    """One window of request logs: `rows` written by the server's RequestLog as answered by
+    `version` (with their labels as a right model would answer)."""
+    log = RequestLog(str(logs_dir), sample_rate=1.0)
+    served = Version("agnews", version, "", AVAILABLE)
+    for title, description, label in rows:
+        log.maybe_log(
+            served,
+            {features.TITLE_KEY: [title], features.DESCRIPTION_KEY: [description]},
+            {features.LABEL_NAME_KEY: np.array([label.encode()], dtype=object)},
+        )
+    log.close()

@@ -8,41 +8,13 @@ import http.server
 import json
 import threading
 
-import numpy as np
 import pytest
 
 from agnews import cli, monitor
 from agnews.exit_codes import ExitCode
-from agnews.serving.request_log import RequestLog
-from agnews.serving.store import AVAILABLE, Version
-from components import features
-from tests.helpers.data import sample_lines
-from tests.helpers.serving import newest
+from tests.helpers.serving import newest, replay_requests, unseen_rows
 
 WINDOW = 250  # rows per window: above schemas/monitor.ini's min_rows
-
-
-def _rows() -> list[tuple[str, str, str]]:
-    """(title, description, label name) of the sample rows the first run did not train on."""
-    return [
-        (title, description, features.LABEL_NAMES[int(label) - 1])
-        for label, title, description in csv.reader(
-            line.decode() for line in sample_lines(3000)[300:]
-        )
-    ]
-
-
-def _replay(logs_dir, version: int, rows) -> None:
-    """One window: `rows` logged by the server's RequestLog as answered by `version`."""
-    log = RequestLog(str(logs_dir), sample_rate=1.0)
-    served = Version("agnews", version, "", AVAILABLE)
-    for title, description, label in rows:
-        log.maybe_log(
-            served,
-            {features.TITLE_KEY: [title], features.DESCRIPTION_KEY: [description]},
-            {features.LABEL_NAME_KEY: np.array([label.encode()], dtype=object)},
-        )
-    log.close()
 
 
 class _Webhook(http.server.BaseHTTPRequestHandler):
@@ -102,16 +74,16 @@ def _shifted_vocabulary(rows):
 def test_only_the_shifted_window_alerts(first_run, tmp_path, capsys, webhook, shift, alerted):
     root, _ = first_run
     version = int(newest(root / "serving"))
-    rows, (url, received) = _rows(), webhook
+    rows, (url, received) = unseen_rows(300), webhook
     logs = tmp_path / "logs"
     normal = [rows[i * WINDOW : (i + 1) * WINDOW] for i in range(2)]
     for window in normal:
-        _replay(logs, version, window)
+        replay_requests(logs, version, window)
         assert _monitor(first_run, logs, "--webhook", url) == ExitCode.OK, capsys.readouterr()
     assert _monitor(first_run, logs) == ExitCode.OK  # nothing new: nothing read twice
     assert "No new request logs" in capsys.readouterr().out
 
-    _replay(logs, version, shift(rows[2 * WINDOW :])[:WINDOW])
+    replay_requests(logs, version, shift(rows[2 * WINDOW :])[:WINDOW])
     export = tmp_path / "export"
     code = _monitor(first_run, logs, "--webhook", url, "--export-span", str(export))
     out = capsys.readouterr().out
@@ -133,7 +105,7 @@ def test_only_the_shifted_window_alerts(first_run, tmp_path, capsys, webhook, sh
 def test_a_window_below_min_rows_is_reported_not_judged(first_run, tmp_path, capsys):
     root, _ = first_run
     logs = tmp_path / "logs"
-    _replay(logs, int(newest(root / "serving")), _shifted_class_mix(_rows())[:50])
+    replay_requests(logs, int(newest(root / "serving")), _shifted_class_mix(unseen_rows(300))[:50])
     assert _monitor(first_run, logs) == ExitCode.OK
     (report,) = (logs / "monitor").glob("monitor-*.md")
     assert "Not judged: 50 rows, fewer than min_rows = 200." in report.read_text()

@@ -15,6 +15,7 @@ from pipeline.config import PROJECT_DIR, SAMPLE_DATA_DIR, SCHEMA_DIR, PipelineCo
 from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR, compile_pipeline
 from pipeline.pipeline import create_pipeline
 from tests.helpers.data import sample_lines
+from tests.helpers.serving import replay_requests, unseen_rows
 
 
 def local_graph(config: PipelineConfig, span_lineage: bool = True) -> dict[str, set[str]]:
@@ -143,11 +144,13 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
         "spans": True,
         "schedule": "@daily",
         "window": 1,
+        "monitor_logs": "logs",
     }
     config_file.write_text(json.dumps(settings))
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "agnews_dag.py").symlink_to(PROJECT_DIR / "pipeline" / "airflow_dag.py")
+    (dags / "agnews_monitor_dag.py").symlink_to(PROJECT_DIR / "pipeline" / "airflow_monitor_dag.py")
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
@@ -271,6 +274,24 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
         if e.type == e.OUTPUT and e.path.steps[0].key == "model"
     ]
     assert metadata.inputs(store, second.id, "base_model") == first_model
+    assert list(elsewhere.iterdir()) == []
+
+    # The monitoring DAG beside it, on the server's request logs of the served version: a window
+    # of the same news passes, against the training statistics of the Airflow run that pushed
+    # it; a Sports-only window alerts, which fails the task (never retried).
+    logs, served = project / "logs", int(versions[-1].name)
+    rows = unseen_rows(600)
+    replay_requests(logs, served, rows[:250])
+    output = run("dags", "test", "agnews_monitor", "2024-01-04")
+    (report,) = (logs / "monitor").glob("monitor-*.json")
+    window = json.loads(report.read_text())
+    assert window["window"]["rows"] == 250
+    assert window["reference"].startswith(f"version {served}'s training statistics")
+    assert not any(check["alert"] for check in window["checks"]), window["checks"]
+    replay_requests(logs, served, [row for row in rows[250:] if row[2] == "Sports"][:250])
+    output = run("dags", "test", "agnews_monitor", "2024-01-05", ok=False)
+    assert "ALERT: class_mix infinity_norm vs_training" in output
+    assert len(list((logs / "monitor").glob("monitor-*.json"))) == 2
     assert list(elsewhere.iterdir()) == []
 
 
