@@ -531,11 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except Exception as error:
+    except BaseException as error:  # Ctrl-C itself, or an error it caused
         if not _caused_by_ctrl_c(error):
             raise
-    except KeyboardInterrupt:
-        pass
     print(f"agnews {args.command}: interrupted.", file=sys.stderr)
     return ExitCode.INTERRUPTED
 
