@@ -257,19 +257,40 @@ def inputs(store, execution_id: int | None, key: str) -> list[int]:
 
 def pushes(store: metadata_store.MetadataStore, pipeline_name: str, pusher_node: str) -> list:
     """The PushedModel artifacts node `pusher_node` of `pipeline_name` output that pushed
-    (TFX's Pusher records the ones that did not too), oldest first."""
+    (TFX's Pusher records the ones that did not too), oldest first, under either layout (local
+    and Kubeflow runs, or Airflow's)."""
     node = store.get_context_by_type_and_name(NODE_CONTEXT_TYPE, f"{pipeline_name}.{pusher_node}")
-    if node is None:
+    outputs = store.get_artifacts_by_context(node.id) if node else []
+    outputs += _legacy_node_outputs(store, pipeline_name, pusher_node)
+    if not outputs:
         return []
     pushed_model = store.get_artifact_type("PushedModel").id  # TFX registered it with the node
     return sorted(
-        (
-            artifact
-            for artifact in store.get_artifacts_by_context(node.id)
+        {
+            artifact.id: artifact
+            for artifact in outputs
             if artifact.type_id == pushed_model
             and artifact.custom_properties[PUSHED_PROPERTY].int_value
-        ),
+        }.values(),
         key=lambda artifact: artifact.id,
+    )
+
+
+def _legacy_node_outputs(store: metadata_store.MetadataStore, pipeline_name: str, node_id: str):
+    """What node `node_id` of `pipeline_name` output under TFX's legacy drivers (Airflow's),
+    which have no node context: the pipeline's executions whose component_id names the node."""
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline is None or not _context_type_ids(store, LEGACY_RUN_CONTEXT_TYPE):
+        return []
+    executions = store.get_executions_by_context(
+        pipeline.id,
+        list_options=metadata_store.ListOptions(
+            filter_query=f"properties.{LEGACY_NODE_ID_PROPERTY}.string_value = '{node_id}'"
+        ),
+    )
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    return store.get_artifacts_by_id(
+        [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
     )
 
 

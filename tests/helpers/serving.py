@@ -1,20 +1,27 @@
 """Talking to `agnews serve` as clients do, and laying out served model directories."""
 
+import contextlib
 import csv
 import json
+import re
 import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
+import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2
 
 from agnews.serving.request_log import RequestLog
 from agnews.serving.store import AVAILABLE, Version
 from components import features
+from pipeline.config import PROJECT_DIR
 from tests.helpers.data import sample_lines
 
 ROW = {"title": "Stocks slide as oil climbs", "description": "Wall Street fell."}
@@ -70,6 +77,55 @@ def wait_for(condition, timeout=60.0):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serving_registry(model_dir, metadata_path, *flags: str, poll_s: float = 0.5):
+    """`agnews serve --from-registry FLAGS` of model_dir's registry in metadata_path, in its own
+    process: yields (REST url, gRPC port, the process), then stops it."""
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "agnews.cli", "serve", "--from-registry"),
+            *("--model", str(model_dir), "--metadata-path", str(metadata_path)),
+            *("--rest-port", "0", "--grpc-port", "0"),
+            *("--file-system-poll-wait-seconds", str(poll_s), *flags),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT_DIR,
+    )
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"REST http://127\.0\.0\.1:(\d+)/.* gRPC 127\.0\.0\.1:(\d+)", line)
+        assert found, (line, server.stderr.read() if server.poll() is not None else "")
+        yield f"http://127.0.0.1:{found[1]}", int(found[2]), server
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def served_by(url: str, requests: int = 1, path: str = "") -> Counter:
+    """How many of `requests` REST predictions to agnews`path` (naming no version by default)
+    each version answered (0 for a failed request)."""
+    counts: Counter = Counter()
+    for _ in range(requests):
+        status, body = call(f"{url}/v1/models/agnews{path}:predict", {"instances": [ROW]})
+        counts[int(body["model_spec"]["version"]) if status == 200 else 0] += 1
+    return counts
+
+
+def grpc_label_state(port: int, label: str) -> tuple[int, str]:
+    """(version, state) that gRPC's GetModelStatus gives for a version label of agnews."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name, request.model_spec.version_label = "agnews", label
+        (status,) = (
+            model_service_pb2_grpc.ModelServiceStub(channel)
+            .GetModelStatus(request, timeout=60)
+            .model_version_status
+        )
+        return status.version, get_model_status_pb2.ModelVersionStatus.State.Name(status.state)
 
 
 TITLES = ["Stocks slide as oil climbs", "Mets win the pennant", "New chip doubles battery life"]

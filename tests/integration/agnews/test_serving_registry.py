@@ -5,45 +5,38 @@ the registry records it. A real server process, real REST and gRPC clients on 12
 first version is the first run's real push, later ones are copies (or a broken model) recorded as
 Pusher records its pushes."""
 
-import contextlib
 import json
-import re
 import shutil
-import subprocess
-import sys
 import urllib.request
-from collections import Counter
 
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
 from tensorflow_serving.apis import (
-    get_model_status_pb2,
-    model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
 
 from agnews import cli
 from agnews.exit_codes import ExitCode
 from agnews.serving import model_config
-from pipeline.config import PROJECT_DIR
 from tests.helpers.metadata import record_push
 from tests.helpers.serving import (
-    ROW,
     call,
     copy_served_model,
+    grpc_label_state,
     newest,
     predict_request,
     push_copy,
     save_failing_version,
+    served_by,
+    serving_registry,
     state,
     wait_for,
 )
 
 CANARY_PERCENT = 25
 REQUESTS = 200
-POLL_S = 0.5
 
 
 @pytest.fixture
@@ -67,56 +60,6 @@ def _push(registry, version: int, make=push_copy) -> None:
     assert cli.main([*flags, "list"]) == ExitCode.OK
 
 
-@contextlib.contextmanager
-def _serving_registry(registry, *flags: str):
-    """`agnews serve --from-registry FLAGS` in its own process: yields (REST url, gRPC port,
-    the process), then stops it."""
-    model_dir, metadata_path, _, _ = registry
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "agnews.cli", "serve", "--from-registry"),
-            *("--model", str(model_dir), "--metadata-path", str(metadata_path)),
-            *("--rest-port", "0", "--grpc-port", "0"),
-            *("--file-system-poll-wait-seconds", str(POLL_S), *flags),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=PROJECT_DIR,
-    )
-    try:
-        line = server.stdout.readline()
-        found = re.search(r"REST http://127\.0\.0\.1:(\d+)/.* gRPC 127\.0\.0\.1:(\d+)", line)
-        assert found, (line, server.stderr.read() if server.poll() is not None else "")
-        yield f"http://127.0.0.1:{found[1]}", int(found[2]), server
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-
-
-def _served_by(url: str, requests: int = 1) -> Counter:
-    """How many of `requests` REST predictions naming no version each version answered (0 for
-    a failed request)."""
-    counts = Counter()
-    for _ in range(requests):
-        status, body = call(f"{url}/v1/models/agnews:predict", {"instances": [ROW]})
-        counts[int(body["model_spec"]["version"]) if status == 200 else 0] += 1
-    return counts
-
-
-def _grpc_state(port: int, label: str) -> tuple[int, str]:
-    """(version, state) that gRPC's GetModelStatus gives for a version label."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name, request.model_spec.version_label = "agnews", label
-        (status,) = (
-            model_service_pb2_grpc.ModelServiceStub(channel)
-            .GetModelStatus(request, timeout=60)
-            .model_version_status
-        )
-        return status.version, get_model_status_pb2.ModelVersionStatus.State.Name(status.state)
-
-
 def _listed(flags, capsys) -> dict[int, dict]:
     capsys.readouterr()
     assert cli.main([*flags, "list", "--json"]) == ExitCode.OK
@@ -128,27 +71,27 @@ def test_promote_and_rollback_reach_a_running_server_and_canary_takes_its_share(
     for version in (first + 1, first + 2):  # two later pushes: each canary in its turn
         _push(registry, version)
     canary = first + 2
-    with _serving_registry(registry, "--canary-percent", str(CANARY_PERCENT)) as (url, port, _):
-        assert _grpc_state(port, "stable") == (first, "AVAILABLE")
-        assert _grpc_state(port, "canary") == (canary, "AVAILABLE")
+    with serving_registry(*registry[:2], "--canary-percent", str(CANARY_PERCENT)) as (url, port, _):
+        assert grpc_label_state(port, "stable") == (first, "AVAILABLE")
+        assert grpc_label_state(port, "canary") == (canary, "AVAILABLE")
         labels = {"stable": str(first), "canary": str(canary)}
         assert call(f"{url}/v1/models/agnews")[1]["version_labels"] == labels
 
         # Requests naming no version: stable, and canary for its share (a binomial 99% interval).
-        counts = _served_by(url, REQUESTS)
+        counts = served_by(url, REQUESTS)
         assert set(counts) == {first, canary}
         low, high = stats.binom.interval(0.99, REQUESTS, CANARY_PERCENT / 100)
         assert low <= counts[canary] <= high, counts
 
         assert cli.main([*flags, "promote", str(canary), "--to", "stable", "--reason", "ok"]) == 0
-        wait_for(lambda: _served_by(url, 20) == {canary: 20}, timeout=30)
-        assert _grpc_state(port, "stable") == (canary, "AVAILABLE")
+        wait_for(lambda: served_by(url, 20) == {canary: 20}, timeout=30)
+        assert grpc_label_state(port, "stable") == (canary, "AVAILABLE")
         wait_for(lambda: state(url, first) == "END")  # no longer served: unloaded
 
         assert cli.main([*flags, "rollback", "--reason", "bad answers"]) == 0
         # The version rolled back to was unloaded: it loads again, then takes all traffic.
-        wait_for(lambda: _served_by(url, 20) == {first: 20}, timeout=120)
-        assert _grpc_state(port, "stable") == (first, "AVAILABLE")
+        wait_for(lambda: served_by(url, 20) == {first: 20}, timeout=120)
+        assert grpc_label_state(port, "stable") == (first, "AVAILABLE")
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             assert stub.Predict(predict_request(), timeout=60).model_spec.version.value == first
@@ -164,16 +107,16 @@ def test_a_canary_that_errors_is_taken_out_and_the_registry_records_it(registry,
     _push(registry, broken, make=lambda d, v: save_failing_version(d / str(v)))
     window = 10
     serve_flags = ("--canary-percent", "50", "--canary-max-error-rate", "0.2")
-    with _serving_registry(registry, *serve_flags, "--canary-error-window", str(window)) as (
+    with serving_registry(*registry[:2], *serve_flags, "--canary-error-window", str(window)) as (
         url,
         _,
         server,
     ):
-        counts = _served_by(url, 100)
+        counts = served_by(url, 100)
         # Each of the canary's calls failed until `window` of them had: then it was out.
         assert counts == {0: window, first: 100 - window}, counts
         wait_for(lambda: state(url, broken) == "END", timeout=60)  # unloaded after the rollback
-        assert _served_by(url, 20) == {first: 20}
+        assert served_by(url, 20) == {first: 20}
         with urllib.request.urlopen(f"{url}/monitoring/prometheus/metrics", timeout=60) as answer:
             families = {f.name: f for f in text_string_to_metric_families(answer.read().decode())}
         calls = {

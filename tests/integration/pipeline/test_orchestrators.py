@@ -276,13 +276,31 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
     assert metadata.inputs(store, second.id, "base_model") == first_model
     assert list(elsewhere.iterdir()) == []
 
+    # The registry reads Airflow's pushes too (TFX's legacy layout: no node contexts): the first
+    # `agnews models` command registers both, the newest stable, as the server served it.
+    listed = subprocess.run(
+        [
+            *(sys.executable, "-m", "agnews.cli", "models"),
+            *("--metadata-path", str(config.metadata_path), "--serving-dir", config.serving_dir),
+            *("list", "--json"),
+        ],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout.splitlines()
+    aliases = {entry["version"]: entry["aliases"] for entry in map(json.loads, listed)}
+    assert aliases == {int(versions[0].name): [], int(versions[1].name): ["stable"]}, listed
+
     # The monitoring DAG beside it, on the server's request logs of the served version: a window
     # of the same news passes, against the training statistics of the Airflow run that pushed
     # it; a Sports-only window alerts, which fails the task (never retried).
     logs, served = project / "logs", int(versions[-1].name)
     rows = unseen_rows(600)
     replay_requests(logs, served, rows[:250])
-    output = run("dags", "test", "agnews_monitor", "2024-01-04")
+    run("dags", "test", "agnews_monitor", "2024-01-04")
     (report,) = (logs / "monitor").glob("monitor-*.json")
     window = json.loads(report.read_text())
     assert window["window"]["rows"] == 250

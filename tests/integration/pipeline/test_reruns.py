@@ -15,7 +15,13 @@ from agnews.exit_codes import ExitCode
 from components import features, settings, warm_start
 from pipeline import metadata, node_ids
 from tests.helpers.cli import run_pipeline_on_sample
-from tests.helpers.serving import version_dirs
+from tests.helpers.serving import (
+    grpc_label_state,
+    served_by,
+    serving_registry,
+    version_dirs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lifecycle
 
@@ -120,16 +126,24 @@ def test_a_worse_candidate_is_not_blessed_nor_pushed(rerun_root, capsys):
 
 def test_an_operator_blesses_the_refused_candidate_and_the_override_is_recorded(rerun_root, capsys):
     """After the worse candidate above: `agnews models bless` pushes it anyway, the servability
-    gate's copy (warmup requests included), as a new canary version, its user and reason in the
-    registry's history and the Model it pushed in its lineage. The same run twice, and a model
+    gate's copy (warmup requests included), as a new canary version that a running
+    `agnews serve --from-registry` takes in within a poll, its user and reason in the registry's
+    history and the Model it pushed in its lineage. The same run twice, and a model
     the Evaluator blessed, are refused."""
     root, _ = rerun_root
     serving = root / "serving"
     flags = ["models", "--metadata-path", str(root / "metadata.sqlite")]
     flags += ["--serving-dir", str(serving)]
     before = {p.name for p in version_dirs(serving)}
-    assert cli.main([*flags, "bless", "--reason", "the demo needs it"]) == ExitCode.OK
-    (new,) = {p.name for p in version_dirs(serving)} - before
+    with serving_registry(serving, root / "metadata.sqlite") as (url, port, _):
+        (stable,) = map(int, before)
+        assert grpc_label_state(port, "stable") == (stable, "AVAILABLE")
+        assert cli.main([*flags, "bless", "--reason", "the demo needs it"]) == ExitCode.OK
+        (new,) = {p.name for p in version_dirs(serving)} - before
+        # The running server loads it within a poll, as canary; stable still answers the rest.
+        wait_for(lambda: served_by(url, 3, "/labels/canary") == {int(new): 3}, timeout=120)
+        assert grpc_label_state(port, "canary") == (int(new), "AVAILABLE")
+        assert served_by(url, 3) == {stable: 3}
     assert f"as version {new}." in capsys.readouterr().out
     assert (serving / new / "assets.extra" / "tf_serving_warmup_requests").is_file()
     (answer,) = predict.predict(str(serving / new), ["Stocks slide"], [""])

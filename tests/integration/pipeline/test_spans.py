@@ -1,6 +1,8 @@
 """A pipeline that lives: `agnews run` on a directory of spans, run after run, as a scheduler
 would (real processes, one ML Metadata store): a cold first span, a warm-started window of two
-spans, a drifted span refused then accepted, and a rerun with nothing new."""
+spans, a drifted span refused then accepted while a server follows the registry (the third
+push reaches it as canary; a promotion and a rollback each within a poll), and a rerun with
+nothing new."""
 
 import csv
 import gzip
@@ -11,12 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from agnews import cli
 from agnews.exit_codes import ExitCode
 from components import features
 from pipeline import metadata, node_ids
 from tests.helpers.cli import AGNEWS, run_args
 from tests.helpers.data import sample_lines
-from tests.helpers.serving import version_dirs
+from tests.helpers.serving import (
+    grpc_label_state,
+    served_by,
+    serving_registry,
+    state,
+    version_dirs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lifecycle
 
@@ -114,26 +124,10 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     }
     assert spans == {1, 2}
 
-    # Span 3: nearly all Sports. The run stops before Transform; nothing new is served.
-    sports = [line for line in lines[2 * ROWS_PER_SPAN :] if _label(line) == 2]
-    _write_span(data, 3, sports[: ROWS_PER_SPAN - 10] + lines[-10:])
-    drifted = _run(tmp_path)
-    assert drifted.returncode == ExitCode.STOPPED, drifted.stdout[-3000:] + drifted.stderr[-3000:]
-    assert f"{features.LABEL_KEY}: infinity_norm" in drifted.stderr
-    assert "Traceback" not in drifted.stderr and "--accept-drift" in drifted.stderr
-    assert len([p.name for p in version_dirs(serving)]) == 2
-    assert (
-        len(
-            store.get_executions_by_context(
-                store.get_context_by_type_and_name("node", "agnews.Trainer").id
-            )
-        )
-        == 2
-    )
-
-    accepted = _run(tmp_path, "--accept-drift")
-    assert accepted.returncode == ExitCode.OK, accepted.stdout[-3000:] + accepted.stderr[-3000:]
-    assert "Trained on spans 1, 2, 3." in accepted.stdout
+    # From here a server follows the registry, as production does, while the schedule goes on.
+    with serving_registry(serving, tmp_path / "metadata.sqlite") as (url, port, _):
+        _drifted_span_refused_then_accepted(tmp_path, lines, store)
+        _the_third_push_reaches_the_server_and_the_registry_moves_it(tmp_path, url, port)
     versions = [p.name for p in version_dirs(serving)]
 
     again = _run(tmp_path, "--accept-drift")
@@ -152,3 +146,49 @@ def test_spans_window_drift_and_nothing_new(tmp_path):
     both_pushed = _run(tmp_path, "--accept-drift", "--push-baseline", baseline=True)
     assert "Nothing new to train on" in both_pushed.stdout
     assert len(version_dirs(baseline_serving)) == 1
+
+
+def _drifted_span_refused_then_accepted(root: Path, lines: list[bytes], store) -> None:
+    """Span 3: nearly all Sports. The run stops before Transform, nothing new is served; with
+    --accept-drift it trains on spans 1-3 and pushes a third version."""
+    sports = [line for line in lines[2 * ROWS_PER_SPAN :] if _label(line) == 2]
+    _write_span(root / "data", 3, sports[: ROWS_PER_SPAN - 10] + lines[-10:])
+    drifted = _run(root)
+    assert drifted.returncode == ExitCode.STOPPED, drifted.stdout[-3000:] + drifted.stderr[-3000:]
+    assert f"{features.LABEL_KEY}: infinity_norm" in drifted.stderr
+    assert "Traceback" not in drifted.stderr and "--accept-drift" in drifted.stderr
+    assert len([p.name for p in version_dirs(root / "serving")]) == 2
+    assert (
+        len(
+            store.get_executions_by_context(
+                store.get_context_by_type_and_name("node", "agnews.Trainer").id
+            )
+        )
+        == 2
+    )
+
+    accepted = _run(root, "--accept-drift")
+    assert accepted.returncode == ExitCode.OK, accepted.stdout[-3000:] + accepted.stderr[-3000:]
+    assert "Trained on spans 1, 2, 3." in accepted.stdout
+
+
+def _the_third_push_reaches_the_server_and_the_registry_moves_it(root: Path, url, port) -> None:
+    """Three runs pushed three versions: the first is stable, each later one canary in its turn
+    (the second is no longer served). The third reached the running server as canary; a
+    promotion and a rollback each reach it within a poll, over REST and gRPC."""
+    first, second, third = (int(p.name) for p in version_dirs(root / "serving"))
+    wait_for(lambda: state(url, third) == "AVAILABLE", timeout=120)
+    wait_for(lambda: state(url, second) in (None, "END"), timeout=60)
+    assert grpc_label_state(port, "stable") == (first, "AVAILABLE")
+    assert grpc_label_state(port, "canary") == (third, "AVAILABLE")
+    assert served_by(url, 5, "/labels/canary") == {third: 5}
+    assert served_by(url, 5) == {first: 5}  # no --canary-percent: canary takes only asked-for calls
+    models = ["models", "--metadata-path", str(root / "metadata.sqlite")]
+    models += ["--serving-dir", str(root / "serving")]
+
+    assert cli.main([*models, "promote", str(third), "--to", "stable", "--reason", "good"]) == 0
+    wait_for(lambda: served_by(url, 5) == {third: 5}, timeout=30)
+    assert grpc_label_state(port, "stable") == (third, "AVAILABLE")
+    assert cli.main([*models, "rollback", "--reason", "complaints"]) == 0
+    wait_for(lambda: served_by(url, 5) == {first: 5}, timeout=120)
+    assert grpc_label_state(port, "stable") == (first, "AVAILABLE")

@@ -4,6 +4,7 @@ associated with its node's and its run's."""
 
 from ml_metadata.proto import metadata_store_pb2
 
+from components.artifacts import PUSHED_PROPERTY
 from pipeline import metadata
 
 
@@ -72,13 +73,18 @@ def test_a_nodes_execution_in_a_run_is_its_own_in_that_run(tmp_path):
     assert metadata.execution_in_run(store, "p", runs[1], "Nope") is None
 
 
-def _output(store, execution_type: int, contexts: list[int], **properties: str) -> int:
-    """An artifact output by a new execution (with `properties`) in `contexts`."""
-    artifact_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Stats"))
+def _output(
+    store, execution_type: int, contexts: list[int], type_name="Stats", pushed=0, **properties: str
+) -> int:
+    """An artifact of `type_name` (with Pusher's `pushed` property) output by a new execution
+    (with `properties`) in `contexts`."""
+    artifact_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name=type_name))
     execution = metadata_store_pb2.Execution(type_id=execution_type)
     for name, value in properties.items():
         execution.properties[name].string_value = value
-    [artifact] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=artifact_type)])
+    artifact = metadata_store_pb2.Artifact(type_id=artifact_type)
+    artifact.custom_properties[PUSHED_PROPERTY].int_value = pushed
+    [artifact] = store.put_artifacts([artifact])
     [execution_id] = store.put_executions([execution])
     store.put_events(
         [
@@ -130,3 +136,23 @@ def test_an_artifacts_run_and_producer_under_both_of_tfxs_layouts(tmp_path):
 
     orphan = _output(store, ir_execution_type, [])
     assert metadata.run_of_artifact(store, orphan) is None
+
+    # Pusher's pushes, under both layouts; a push that did not happen is none.
+    pipeline = store.get_context_by_type_and_name("pipeline", "p").id
+    [pusher_node] = store.put_contexts(
+        [metadata_store_pb2.Context(type_id=node_type, name="p.Pusher")]
+    )
+    pushed = [
+        _output(store, ir_execution_type, [pipeline, pusher_node, runs[0]], "PushedModel", 1),
+        _output(
+            store,
+            legacy_execution_type,
+            [pipeline, legacy_run],
+            "PushedModel",
+            1,
+            **{metadata.LEGACY_NODE_ID_PROPERTY: "Pusher"},
+        ),
+    ]
+    _output(store, ir_execution_type, [pipeline, pusher_node, runs[1]], "PushedModel", 0)
+    assert [a.id for a in metadata.pushes(store, "p", "Pusher")] == pushed
+    assert metadata.pushes(store, "p", "baseline_pusher") == []
