@@ -15,7 +15,7 @@ ARGS ?=
 WORKERS ?= 2
 XDIST := -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: setup lint run test test-unit test-airflow test-gcs test-image test-lifecycle bench bench-tools clean
+.PHONY: setup lint run test test-unit test-airflow test-gcs test-image test-lifecycle test-db db db-stop bench bench-tools clean
 
 .tools/bin/uv:
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
@@ -62,6 +62,18 @@ test-lifecycle: setup  ## The pipeline over several spans (window, drift gate, w
 
 test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (root, Go, openssl).
 	bash .ci/gcs-emulator $(VENV)/bin/pytest -m gcs $(ARGS)
+
+test-db: setup  ## ML Metadata on a throwaway MariaDB server (installed from Debian's packages when missing: root).
+	$(VENV)/bin/pytest -m db $(ARGS)
+
+# A throwaway MariaDB server for --metadata-uri, its data and password under $(DB_DIR).
+DB_DIR ?= .db
+DB_PORT ?= 3307
+db:  ## Start a throwaway MariaDB server (DB_DIR, DB_PORT): prints the --metadata-uri to give.
+	tools/mariadb start $(DB_DIR) $(DB_PORT)
+
+db-stop:  ## Stop the server `make db` started.
+	tools/mariadb stop $(DB_DIR)
 
 bench: setup  ## Benchmarks (bench/results/): trainer vs the lesson, accuracy over seeds (~45 min), ingest + Transform, serving (REST and gRPC under wrk/ghz), CLI, batch scoring, warm start, Transform's analyzer cache.
 	$(VENV)/bin/python bench/train_vs_seed.py

@@ -26,6 +26,7 @@ from agnews import console, models_command, pipeline_commands  # noqa: E402
 from agnews.exit_codes import ExitCode  # noqa: E402
 from components import quiet, settings  # noqa: E402
 from components.artifacts import ACCEPTED, rejected_counts  # noqa: E402
+from pipeline import metadata_connection  # noqa: E402
 from pipeline.config import MONITOR_THRESHOLDS_FILE, PipelineConfig  # noqa: E402
 
 
@@ -239,6 +240,7 @@ def _add_serve_parser(subparsers) -> None:
         help="With --from-registry: the ML Metadata store holding the registry "
         "(default: %(default)s).",
     )
+    console.add_metadata_server_arguments(parser)
     parser.add_argument(
         "--pipeline-name",
         default=PipelineConfig().pipeline_name,
@@ -380,7 +382,9 @@ def _registry_rollback(args):
         if model_name != settings.SERVING_MODEL_NAME:
             return
         registry.model_registry(
-            args.metadata_path, args.pipeline_name, args.model_base_path
+            console.metadata_address(args, args.metadata_path),
+            args.pipeline_name,
+            args.model_base_path,
         ).take_out_canary(
             version,
             f"agnews serve: {error_rate:.0%} of its last {args.canary_error_window} calls failed "
@@ -402,19 +406,19 @@ def _add_skew_parser(subparsers) -> None:
         default=os.path.dirname(PipelineConfig().metadata_path),
         help="Directory holding the runs' metadata.sqlite (default: %(default)s).",
     )
+    console.add_metadata_server_arguments(parser)
 
 
 def _skew(args) -> int:
     from agnews import skew
 
+    address = console.metadata_address(args, os.path.join(args.run_dir, "metadata.sqlite"))
     logged = skew.logged_statistics(args.logs)
     if not logged:
         return console.fail("skew", f"no request logs (*.tfrecord) in {args.logs}")
     for (model_name, version), (rows, served) in sorted(logged.items()):
         try:
-            uri, train = skew.training_statistics(
-                os.path.join(args.run_dir, "metadata.sqlite"), version
-            )
+            uri, train = skew.training_statistics(address, version)
         except LookupError as error:
             print(f"agnews skew: {model_name} version {version}: {error}", file=sys.stderr)
             return ExitCode.STOPPED
@@ -451,6 +455,7 @@ def _add_monitor_parser(subparsers) -> None:
         default=defaults.metadata_path,
         help="ML Metadata store of the runs (default: %(default)s).",
     )
+    console.add_metadata_server_arguments(parser)
     parser.add_argument(
         "--model",
         default=defaults.serving_dir,
@@ -477,7 +482,7 @@ def _monitor(args) -> int:
         result = monitor.run(
             args.logs,
             report_dir,
-            args.metadata_path,
+            console.metadata_address(args, args.metadata_path),
             args.model,
             args.webhook,
             args.export_span,
@@ -529,8 +534,11 @@ def main(argv: list[str] | None = None) -> int:
         "report": pipeline_commands.report,
         "compile": pipeline_commands.compile_pipeline,
     }
+    metadata_connection.use_password_file(getattr(args, "metadata_password_file", None))
     try:
         return commands[args.command](args)
+    except metadata_connection.MetadataStoreError as error:
+        return console.fail(args.command, error)
     except BaseException as error:  # Ctrl-C itself, or an error it caused
         if not _caused_by_ctrl_c(error):
             raise

@@ -8,6 +8,7 @@ import sys
 
 from agnews.exit_codes import ExitCode
 from components.artifacts import BLANK_LINE, rejected_counts
+from pipeline import metadata_connection
 
 
 def fail(command: str, error: object) -> ExitCode:
@@ -41,3 +42,31 @@ def rejected_rows(rows: dict[str, int], rejected_rows_file: str | None) -> str:
         )
         + (f"; {blank} blank line{'s' if blank != 1 else ''} skipped" if blank else "")
     )
+
+
+def add_metadata_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """--metadata-uri and --metadata-password-file, for every command that reads or writes ML
+    Metadata."""
+    parser.add_argument(
+        "--metadata-uri",
+        metavar="mysql://USER@HOST[:PORT]/DATABASE",
+        help="ML Metadata on a MySQL/MariaDB server instead of the sqlite file; the password "
+        f"from ${metadata_connection.PASSWORD_VARIABLE} or --metadata-password-file.",
+    )
+    parser.add_argument(
+        "--metadata-password-file",
+        metavar="FILE",
+        help="The ML Metadata server's password, on the file's first line.",
+    )
+
+
+def metadata_address(args: argparse.Namespace, sqlite_path: str) -> str:
+    """Where the command's ML Metadata is: --metadata-uri's server, else the sqlite file."""
+    if args.metadata_uri is None:
+        return sqlite_path
+    if not metadata_connection.is_server(args.metadata_uri):
+        raise metadata_connection.MetadataAddressError(
+            f"--metadata-uri {args.metadata_uri}: expected mysql://USER@HOST[:PORT]/DATABASE "
+            "(a sqlite file is --metadata-path)"
+        )
+    return args.metadata_uri

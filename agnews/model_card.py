@@ -115,10 +115,10 @@ def _accuracy(evaluation, slice_name: str = "") -> tuple[float | None, int]:
 
 
 def gather(
-    metadata_path: str, pipeline_name: str, serving_dir: str, version: int, cache_dir: Path
+    metadata_address: str, pipeline_name: str, serving_dir: str, version: int, cache_dir: Path
 ) -> dict:
     """Everything the card shows, read from ML Metadata, TFDV and TFMA."""
-    book = registry.model_registry(metadata_path, pipeline_name, serving_dir)
+    book = registry.model_registry(metadata_address, pipeline_name, serving_dir)
     book.sync()
     entry = {e.version: e for e in book.entries()}.get(version)
     if entry is None:
@@ -220,18 +220,24 @@ def gather(
 
 
 def write_card(
-    metadata_path: str, pipeline_name: str, serving_dir: str, version: int, force: bool = False
+    metadata_address: str,
+    run_dir: str,
+    pipeline_name: str,
+    serving_dir: str,
+    version: int,
+    force: bool = False,
 ) -> str:
     """Writes the version's card (Markdown and HTML) unless it exists (or `force`); returns the
-    Markdown file's path. TFMA's and TFDV's results are read through the report's cache."""
+    Markdown file's path. TFMA's and TFDV's results are read through the report's cache in
+    `run_dir`."""
     import tensorflow as tf
 
     directory = card_dir(serving_dir, version)
     path = os.path.join(directory, f"{CARD_FILE_NAME}.md")
     if tf.io.gfile.exists(path) and not force:
         return path
-    cache_dir = Path(os.path.dirname(os.path.abspath(metadata_path))) / report.REPORT_DIR_NAME
-    data = gather(metadata_path, pipeline_name, serving_dir, version, cache_dir)
+    cache_dir = Path(run_dir) / report.REPORT_DIR_NAME
+    data = gather(metadata_address, pipeline_name, serving_dir, version, cache_dir)
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=jinja2.select_autoescape(["html"]),

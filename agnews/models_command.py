@@ -11,6 +11,7 @@ import os
 from agnews import console
 from agnews.exit_codes import ExitCode
 from agnews.serving import model_config
+from pipeline import metadata_connection
 from pipeline.config import PipelineConfig
 
 
@@ -23,6 +24,7 @@ def _add_registry_arguments(parser) -> None:
         default=defaults.metadata_path,
         help="ML Metadata sqlite file of the runs (default: %(default)s).",
     )
+    console.add_metadata_server_arguments(parser)
     parser.add_argument(
         "--serving-dir",
         default=defaults.serving_dir,
@@ -86,16 +88,28 @@ def add_card_parser(subparsers) -> None:
     parser.add_argument("--force", action="store_true", help="Write it again even if it exists.")
 
 
+def _store_address(args) -> str:
+    """Where the registry's ML Metadata is (MetadataStoreError for a sqlite file that no run
+    made yet)."""
+    address = console.metadata_address(args, args.metadata_path)
+    if not metadata_connection.is_server(address) and not os.path.exists(address):
+        raise metadata_connection.MetadataStoreError(
+            f"no ML Metadata store at {address}: run `agnews run` first"
+        )
+    return address
+
+
 def card(args) -> int:
     from agnews import model_card
 
-    if not os.path.exists(args.metadata_path):
-        return console.fail(
-            "card", f"no ML Metadata store at {args.metadata_path}: run `agnews run` first"
-        )
     try:
         path = model_card.write_card(
-            args.metadata_path, args.pipeline_name, args.serving_dir, args.version, args.force
+            _store_address(args),
+            os.path.dirname(os.path.abspath(args.metadata_path)),
+            args.pipeline_name,
+            args.serving_dir,
+            args.version,
+            args.force,
         )
     except model_card.CardError as error:
         return console.fail("card", error)
@@ -106,11 +120,7 @@ def card(args) -> int:
 def models(args) -> int:
     from agnews import registry
 
-    if not os.path.exists(args.metadata_path):
-        return console.fail(
-            "models", f"no ML Metadata store at {args.metadata_path}: run `agnews run` first"
-        )
-    book = registry.model_registry(args.metadata_path, args.pipeline_name, args.serving_dir)
+    book = registry.model_registry(_store_address(args), args.pipeline_name, args.serving_dir)
     for version in book.sync():
         print(f"Registered version {version} (pushed by the pipeline).")
     try:

@@ -161,14 +161,14 @@ def summarize(paths: list[str], rows: list[tuple[str, str, str, str]], model_dir
     )
 
 
-def training_reference(metadata_path: str, window: Window) -> tuple[str, Window | None]:
+def training_reference(metadata_address: str, window: Window) -> tuple[str, Window | None]:
     """(what it is, the training data's figures as a Window) for the version that answered most
     of the window: its run's train-split statistics (label mix, mean lengths)."""
     from agnews import skew  # TFDV: only when there is a window to compare
 
     version = int(max(window.versions, key=lambda v: window.versions[v]).split(":")[1])
     try:
-        uri, statistics = skew.training_statistics(metadata_path, version)
+        uri, statistics = skew.training_statistics(metadata_address, version)
     except LookupError as error:
         return f"none ({error})", None
     by_name = {tuple(f.path.step): f for f in statistics.datasets[0].features}
@@ -234,7 +234,7 @@ def export_span(directory: str, rows: list[tuple[str, str, str, str]]) -> str:
 def run(
     logs_dir: str,
     report_dir: str,
-    metadata_path: str,
+    metadata_address: str,
     model_dir: str,
     webhook: str | None = None,
     export_dir: str | None = None,
@@ -257,7 +257,7 @@ def run(
         raise MonitorError(f"the new log files hold no requests: {', '.join(paths)}")
     window = summarize(paths, rows, model_dir)
     judged = window.rows >= min_rows
-    reference, training = training_reference(metadata_path, window)
+    reference, training = training_reference(metadata_address, window)
     checks = compare(window, training, "vs_training", thresholds, judged) if training else []
     if state["previous"]:
         previous = Window(**state["previous"])

@@ -13,6 +13,7 @@ from agnews import console
 from agnews.exit_codes import ExitCode
 from components import features, quiet, settings
 from components.artifacts import ACCEPTED, rejected_counts
+from pipeline import metadata_connection
 from pipeline.config import NEW_VERSION_ALIASES, PipelineConfig, load_config
 
 
@@ -68,6 +69,7 @@ def run(args) -> int:
     if getattr(args, "print_config", False):
         print(config.to_json())
         return ExitCode.OK
+    metadata_connection.check(config.metadata_address)  # before anything is written
     from components import trainer
     from pipeline import run_lock
 
@@ -83,7 +85,9 @@ def run(args) -> int:
     trainer.distribution_strategy()  # settled before any component runs a TensorFlow op
     quiet.drop_tfx_notices()
     try:
-        with run_lock.exclusive(config.metadata_path, config.pipeline_root):
+        with run_lock.exclusive(
+            config.metadata_address, config.pipeline_root, config.pipeline_name
+        ):
             summary, log = _run_pipeline(config, args.verbose)
     except run_lock.RunInProgress as error:
         print(f"agnews run refused: {error}", file=sys.stderr)
@@ -93,7 +97,7 @@ def run(args) -> int:
     _print_summary(summary, config, log.path)
     from pipeline import run_log
 
-    print(run_log.profile_line(log, config.metadata_path, config.pipeline_name))
+    print(run_log.profile_line(log, config.metadata_address, config.pipeline_name))
     if not summary.trained:
         return ExitCode.OK
     protected = _register(config, summary.pushed_to) if summary.pushed else set()
@@ -117,7 +121,7 @@ def _run_pipeline(config: PipelineConfig, verbose: bool):
     log = None
     try:
         with run_log.quiet_run(
-            config.run_dir, config.metadata_path, config.pipeline_name, verbose
+            config.run_dir, config.metadata_address, config.pipeline_name, verbose
         ) as log:
             return local_runner.run(config), log
     except stops as error:
@@ -159,7 +163,9 @@ def _register(config: PipelineConfig, pushed_to: str) -> set[int]:
     deletes."""
     from agnews import model_card, registry
 
-    book = registry.model_registry(config.metadata_path, config.pipeline_name, config.serving_dir)
+    book = registry.model_registry(
+        config.metadata_address, config.pipeline_name, config.serving_dir
+    )
     book.sync(config.new_version_alias)
     aliases = book.aliases()
     print(
@@ -174,7 +180,7 @@ def _register(config: PipelineConfig, pushed_to: str) -> set[int]:
     )
     version = int(os.path.basename(pushed_to.rstrip("/")))
     card = model_card.write_card(
-        config.metadata_path, config.pipeline_name, config.serving_dir, version
+        config.metadata_address, config.run_dir, config.pipeline_name, config.serving_dir, version
     )
     print(f"Model card: {card}")
     return set(aliases.values())
@@ -267,8 +273,9 @@ def add_report_parser(subparsers) -> None:
         nargs="?",
         default=os.path.dirname(PipelineConfig().metadata_path),
         metavar="RUN",
-        help="Directory holding metadata.sqlite (default: %(default)s).",
+        help="Directory holding metadata.sqlite, and the report (default: %(default)s).",
     )
+    console.add_metadata_server_arguments(parser)
 
 
 def report(args) -> int:
@@ -276,9 +283,12 @@ def report(args) -> int:
     try:
         _print_report(
             args.run_dir,
-            PipelineConfig(metadata_path=os.path.join(args.run_dir, "metadata.sqlite")),
+            PipelineConfig(
+                metadata_path=os.path.join(args.run_dir, "metadata.sqlite"),
+                metadata_uri=args.metadata_uri,
+            ),
         )
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         return console.fail("report", error)
     return ExitCode.OK
 
@@ -332,6 +342,7 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     )
     option("--pipeline-root", help=f"TFX artifacts (default: {d.pipeline_root}).")
     option("--metadata-path", help=f"MLMD sqlite file (default: {d.metadata_path}).")
+    console.add_metadata_server_arguments(parser)
     option("--serving-dir", help=f"Pusher's TF Serving base directory (default: {d.serving_dir}).")
     option(
         "--new-version-alias",
@@ -455,6 +466,8 @@ def _push_outcome(subject: str, push, config: PipelineConfig) -> str:
 def _print_report(run_dir: str, config: PipelineConfig) -> None:
     from pipeline import report
 
-    report_path, headline = report.write_report(run_dir, config.pipeline_name, config.metadata_path)
+    report_path, headline = report.write_report(
+        run_dir, config.pipeline_name, config.metadata_address
+    )
     print(headline)
     print(f"Report: {report_path}")

@@ -35,7 +35,7 @@ from components.artifacts import (
     PUSHED_VERSION_PROPERTY,
     STAMPED_MODEL_DIR,
 )
-from pipeline import metadata
+from pipeline import metadata, metadata_connection, run_lock
 from pipeline.node_ids import MODEL_NODES
 
 STABLE, CANARY = model_config.STABLE, model_config.CANARY
@@ -86,11 +86,21 @@ class Entry:
     history: list[Change]
 
 
+# How long a registry change waits for another one on a server store (each takes milliseconds).
+_CHANGE_WAIT_S = 60
+
+
 @contextlib.contextmanager
-def _changing(metadata_path: str):
+def _changing(metadata_address: str):
     """Serializes registry changes on one store (a short blocking lock, unlike the run lock: a
-    rollback must go through while a pipeline run is in progress)."""
-    with open(f"{metadata_path}.registry.lock", "a+") as handle:
+    rollback must go through while a pipeline run is in progress): a file lock beside a sqlite
+    store, the server's named lock on a server store (changes come from any host)."""
+    server = metadata_connection.metadata_server(metadata_address)
+    if server is not None:
+        with run_lock.server_lock(server, "registry", "another registry change", _CHANGE_WAIT_S):
+            yield
+        return
+    with open(f"{metadata_address}.registry.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -101,15 +111,15 @@ class Registry:
 
     def __init__(
         self,
-        metadata_path: str,
+        metadata_address: str,
         pipeline_name: str,
         serving_dir: str,
         model_name: str,
         pusher_node: str,
     ):
-        self.metadata_path, self.pipeline_name = metadata_path, pipeline_name
+        self.metadata_address, self.pipeline_name = metadata_address, pipeline_name
         self.serving_dir, self.model_name, self.pusher_node = serving_dir, model_name, pusher_node
-        self.store = metadata.open_store(metadata_path)
+        self.store = metadata.open_store(metadata_address)
         self._change_type = self.store.put_execution_type(
             metadata_store_pb2.ExecutionType(name=CHANGE_TYPE, properties=_CHANGE_PROPERTIES),
             can_add_fields=True,
@@ -191,7 +201,7 @@ class Registry:
         `new_alias`. On the registry's first sync the newest push becomes `stable` instead (what a
         server following the newest version served until then) and older ones get no alias.
         Returns the versions registered."""
-        with _changing(self.metadata_path):
+        with _changing(self.metadata_address):
             registered = {change.version for change in self.changes()}
             new = [v for v in sorted(self._pushes()) if v not in registered]
             first_sync_newest = new[-1] if new and not registered else None
@@ -209,7 +219,7 @@ class Registry:
 
     def promote(self, version: int, alias: str, reason: str) -> Change:
         """Gives `version` the alias (taking it from the version that held it)."""
-        with _changing(self.metadata_path):
+        with _changing(self.metadata_address):
             if alias not in ALIASES:
                 raise RegistryError(f"unknown alias {alias!r}: use one of {', '.join(ALIASES)}")
             self._check_servable(version)
@@ -222,7 +232,7 @@ class Registry:
     def rollback(self, reason: str) -> Change:
         """Moves `stable` back to the version that held it before the current one (skipping
         versions rolled back from and versions no longer on disk)."""
-        with _changing(self.metadata_path):
+        with _changing(self.metadata_address):
             changes = self.changes()
             current = self.aliases(changes).get(STABLE)
             rolled_back = {c.previous for c in changes if c.action == ROLLBACK}
@@ -246,7 +256,7 @@ class Registry:
     def take_out_canary(self, version: int, reason: str) -> Change | None:
         """Removes the canary alias from `version` (an automatic rollback: the server found it
         erroring); None when `version` is no longer the canary (an operator moved it first)."""
-        with _changing(self.metadata_path):
+        with _changing(self.metadata_address):
             if self.aliases().get(CANARY) != version:
                 return None
             change = self._record(AUTO_ROLLBACK, version, "", _user(), reason)
@@ -262,7 +272,7 @@ class Registry:
         and for a run already blessed."""
         from agnews.versions import copy_version
 
-        with _changing(self.metadata_path):
+        with _changing(self.metadata_address):
             run = run or metadata.latest_run_id(
                 self.store, self.pipeline_name, with_node=MODEL_NODES.evaluator
             )
@@ -372,11 +382,15 @@ class Registry:
         return path
 
 
-def model_registry(metadata_path: str, pipeline_name: str, serving_dir: str) -> Registry:
+def model_registry(metadata_address: str, pipeline_name: str, serving_dir: str) -> Registry:
     """The registry of the pipeline's model (Pusher's pushes, served as settings'
     SERVING_MODEL_NAME): what `agnews run`, `agnews models` and `agnews serve` use."""
     return Registry(
-        metadata_path, pipeline_name, serving_dir, settings.SERVING_MODEL_NAME, MODEL_NODES.pusher
+        metadata_address,
+        pipeline_name,
+        serving_dir,
+        settings.SERVING_MODEL_NAME,
+        MODEL_NODES.pusher,
     )
 
 

@@ -34,17 +34,17 @@ class FeatureSkew:
 
 
 def training_statistics(
-    metadata_path: str, version: int
+    metadata_address: str, version: int
 ) -> tuple[str, statistics_pb2.DatasetFeatureStatisticsList]:
     """(URI, train split statistics) of StatisticsGen in the run whose Pusher pushed `version`."""
-    store = metadata.open_store(metadata_path)
+    store = metadata.open_store(metadata_address)
     pushed = [
         a
         for a in store.get_artifacts_by_type("PushedModel")
         if a.custom_properties[PUSHED_VERSION_PROPERTY].string_value == str(version)
     ]
     if not pushed:
-        raise LookupError(f"no run in {metadata_path} pushed version {version}")
+        raise LookupError(f"no run in {metadata_address} pushed version {version}")
     run = metadata.run_of_artifact(store, pushed[-1].id)
     for artifact in store.get_artifacts_by_context(run.id) if run else []:
         if (
@@ -54,7 +54,7 @@ def training_statistics(
             path = os.path.join(artifact.uri, f"Split-{features.TRAIN_SPLIT}", "FeatureStats.pb")
             return artifact.uri, tfdv.load_stats_binary(path)
     raise LookupError(
-        f"the run that pushed version {version} has no StatisticsGen output in {metadata_path}"
+        f"the run that pushed version {version} has no StatisticsGen output in {metadata_address}"
     )
 
 

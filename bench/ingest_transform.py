@@ -23,7 +23,7 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from pipeline import node_ids
 from pipeline.config import PipelineConfig
-from pipeline.metadata import sqlite_connection_config
+from pipeline.metadata_connection import connection_config
 from pipeline.pipeline import create_pipeline
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
@@ -45,7 +45,7 @@ def ingest_and_transform_seconds(
         beam_args=beam_args,
         enable_cache=False,
     )
-    metadata = sqlite_connection_config(str(work / "m.sqlite"))
+    metadata = connection_config(str(work / "m.sqlite"))
     LocalDagRunner().run(create_pipeline(config, metadata, through_transform_only=True))
     store = metadata_store.MetadataStore(metadata)
     seconds = {}

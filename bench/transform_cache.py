@@ -40,7 +40,7 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from train_vs_seed import DEFAULT_DATA
 
 from components.artifacts import ACCEPTED, read_summary
-from pipeline import metadata, node_ids, run_log
+from pipeline import metadata, metadata_connection, node_ids, run_log
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
@@ -68,7 +68,7 @@ def run_span(config: PipelineConfig, span: int, enable_cache: bool) -> dict:
     LocalDagRunner().run(
         create_pipeline(
             config,
-            metadata.sqlite_connection_config(config.metadata_path),
+            metadata_connection.connection_config(config.metadata_path),
             through_transform_only=True,
         )
     )

@@ -21,7 +21,7 @@ from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, Airfl
 
 from pipeline import beam_packaging, run_lock
 from pipeline.config import DEPLOYED_CONFIG_VARIABLE, PipelineConfig, load_deployed_config
-from pipeline.metadata import sqlite_connection_config
+from pipeline.metadata_connection import connection_config
 from pipeline.pipeline import create_pipeline
 
 
@@ -105,8 +105,11 @@ DAG = AirflowDagRunner(
             "max_active_tasks": 1,
         }
     )
-).run(create_pipeline(_config, sqlite_connection_config(_config.metadata_path)))
+).run(create_pipeline(_config, connection_config(_config.metadata_address)))
 for _task in DAG.tasks:
     _task.python_callable = run_lock.held_while(
-        _task.python_callable, _config.metadata_path, _config.pipeline_root
+        _task.python_callable,
+        _config.metadata_address,
+        _config.pipeline_root,
+        _config.pipeline_name,
     )

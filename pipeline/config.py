@@ -12,6 +12,7 @@ import posixpath
 from pathlib import Path
 
 from components import features, settings
+from pipeline import metadata_connection
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SAMPLE_DATA_DIR = PROJECT_DIR / "data" / "ag_news_sample"
@@ -39,6 +40,10 @@ class PipelineConfig:
     data: str = str(SAMPLE_DATA_DIR)
     pipeline_root: str = "artifacts/pipeline"
     metadata_path: str = "artifacts/metadata.sqlite"
+    # ML Metadata on a MySQL/MariaDB server instead of the sqlite file at metadata_path
+    # (mysql://USER@HOST[:PORT]/DATABASE; the password never here: see metadata_connection).
+    # The run directory (report, logs) stays metadata_path's directory.
+    metadata_uri: str | None = None
     serving_dir: str = "artifacts/serving/agnews"
     schema_dir: str = str(SCHEMA_DIR)
     # Whether `data` has test files: None looks (local runs); compiling for a cluster whose
@@ -99,8 +104,16 @@ class PipelineConfig:
     monitor_export_span: str | None = None
 
     def __post_init__(self):
-        """Refuses an unknown registry alias, and a baseline push that could push nothing (no
-        baseline is trained) or could push to no directory of its own."""
+        """Refuses a metadata_uri that names no server, an unknown registry alias, and a baseline
+        push that could push nothing (no baseline is trained) or could push to no directory of
+        its own."""
+        if self.metadata_uri is not None and not metadata_connection.metadata_server(
+            self.metadata_uri
+        ):
+            raise ValueError(
+                f"metadata_uri (--metadata-uri) {self.metadata_uri}: expected "
+                "mysql://USER@HOST[:PORT]/DATABASE (a sqlite file is metadata_path)"
+            )
         if self.new_version_alias not in NEW_VERSION_ALIASES:
             raise ValueError(
                 f"new_version_alias must be one of {', '.join(NEW_VERSION_ALIASES)}, not "
@@ -132,6 +145,11 @@ class PipelineConfig:
             "text": self.text,
             "ngrams": model in settings.NGRAM_MODELS,
         }
+
+    @property
+    def metadata_address(self) -> str:
+        """Where ML Metadata is: metadata_uri's server, else the sqlite file at metadata_path."""
+        return self.metadata_uri or self.metadata_path
 
     @property
     def run_dir(self) -> str:

@@ -1,4 +1,5 @@
-"""Runs the pipeline on this machine with LocalDagRunner, MLMD on sqlite and caching on."""
+"""Runs the pipeline on this machine with LocalDagRunner, ML Metadata on sqlite (or a server) and
+caching on."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from components.artifacts import (
     read_summary,
 )
 from components.servability import REASON_PROPERTY
-from pipeline import beam_packaging, metadata
+from pipeline import beam_packaging, metadata, metadata_connection
 from pipeline.config import PipelineConfig
 from pipeline.node_ids import (
     BASELINE_NODES,
@@ -59,14 +60,14 @@ def run(config: PipelineConfig) -> RunSummary:
     os.makedirs(config.run_dir, exist_ok=True)
     config = for_beam_workers(config)
     LocalDagRunner().run(
-        create_pipeline(config, metadata.sqlite_connection_config(config.metadata_path))
+        create_pipeline(config, metadata_connection.connection_config(config.metadata_address))
     )
-    summary = summarize(config.metadata_path, config.pipeline_name)
+    summary = summarize(config.metadata_address, config.pipeline_name)
     if config.score:
         from pipeline import scores
 
         summary.scores_file, summary.scores_note = scores.write_pipeline_scores(
-            config.run_dir, config.pipeline_name, config.metadata_path
+            config.run_dir, config.pipeline_name, config.metadata_address
         )
     return summary
 
@@ -80,10 +81,10 @@ def for_beam_workers(config: PipelineConfig) -> PipelineConfig:
     )
 
 
-def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
+def summarize(metadata_address: str, pipeline_name: str) -> RunSummary:
     """What ExampleGen, the gates, the Evaluators and Pushers output in the newest run recorded
     in MLMD (the metrics themselves are read by pipeline.report)."""
-    store = metadata.open_store(metadata_path)
+    store = metadata.open_store(metadata_address)
     run_id = metadata.latest_run_id(store, pipeline_name)
     latest = functools.partial(metadata.output_in_run, store, pipeline_name, run_id)
     model = latest(MODEL_NODES.trainer, "Model")

@@ -1,5 +1,5 @@
-"""ML Metadata on sqlite, read with ml_metadata alone (no TFX import), for the run summary,
-the report and the tests."""
+"""ML Metadata (a sqlite file or a server: metadata_connection), read with ml_metadata alone (no
+TFX import), for the run summary, the report, the registry and the tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.artifacts import PUSHED_PROPERTY
+from pipeline import metadata_connection
 
 RUN_CONTEXT_TYPE = "pipeline_run"  # TFX's context of one run of a pipeline
 NODE_CONTEXT_TYPE = "node"  # TFX's context of one node of a pipeline, named PIPELINE.NODE_ID
@@ -20,18 +21,13 @@ LEGACY_NODE_ID_PROPERTY = "component_id"
 _NEWEST_EXECUTIONS = 10
 
 
-def sqlite_connection_config(path: str) -> metadata_store_pb2.ConnectionConfig:
-    """The same connection config as TFX's `sqlite_metadata_connection_config`."""
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-    )
-    return config
-
-
-def open_store(path: str) -> metadata_store.MetadataStore:
-    return metadata_store.MetadataStore(sqlite_connection_config(path))
+def open_store(address: str) -> metadata_store.MetadataStore:
+    """The store at `address`: a sqlite file's path or a mysql:// server (metadata_connection)."""
+    try:
+        return metadata_store.MetadataStore(metadata_connection.connection_config(address))
+    except RuntimeError:  # all ml-metadata says of a server it cannot use: find out why
+        metadata_connection.check(address)
+        raise
 
 
 def latest_output(

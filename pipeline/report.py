@@ -36,7 +36,7 @@ from components.artifacts import (  # noqa: E402
     read_summary,
     rejected_counts,
 )
-from pipeline import metadata, node_ids  # noqa: E402
+from pipeline import metadata, metadata_connection, node_ids  # noqa: E402
 
 REPORT_DIR_NAME = "report"  # <run dir>/report/
 REPORT_FILE_NAME = "report.md"
@@ -379,17 +379,17 @@ def _plot_history(rows: list[dict], path: Path) -> None:
 
 
 def write_report(
-    run_dir: str, pipeline_name: str = "agnews", metadata_path: str | None = None
+    run_dir: str, pipeline_name: str = "agnews", metadata_address: str | None = None
 ) -> tuple[Path, str]:
-    """Writes `<run_dir>/report/` from the newest run in `<run_dir>/metadata.sqlite`;
-    returns the report path and its headline table."""
-    metadata_path = metadata_path or os.path.join(run_dir, "metadata.sqlite")
-    if not os.path.exists(metadata_path):
-        raise FileNotFoundError(f"No ML Metadata at {metadata_path}: run `agnews run` first.")
-    store = metadata.open_store(metadata_path)
+    """Writes `<run_dir>/report/` from the newest run in `metadata_address` (default:
+    `<run_dir>/metadata.sqlite`); returns the report path and its headline table."""
+    metadata_address = metadata_address or os.path.join(run_dir, "metadata.sqlite")
+    if not metadata_connection.is_server(metadata_address) and not os.path.exists(metadata_address):
+        raise FileNotFoundError(f"No ML Metadata at {metadata_address}: run `agnews run` first.")
+    store = metadata.open_store(metadata_address)
     outputs = _latest_outputs(store, pipeline_name)
     if outputs["evaluation"] is None:
-        raise FileNotFoundError(f"The runs recorded in {metadata_path} have no evaluation yet.")
+        raise FileNotFoundError(f"The runs recorded in {metadata_address} have no evaluation yet.")
     out_dir = Path(run_dir) / REPORT_DIR_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
 

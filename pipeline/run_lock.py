@@ -1,10 +1,13 @@
 """One `agnews run` at a time per ML Metadata store and pipeline root.
 
-Two runs on the same sqlite file and artifact tree would interleave MLMD writes and could
-give two executions the same artifact directory. Each run holds an exclusive lock (flock) on
-`<metadata_path>.lock` and `<pipeline_root>/.agnews-run.lock`; the kernel releases it when the
-process ends, even by `kill -9`, so a crashed run never blocks the next one. Under Airflow,
-where each task is its own process, each task holds the lock while it runs (`held_while`).
+Two runs on the same store and artifact tree would interleave MLMD writes and could give two
+executions the same artifact directory. On a sqlite store each run holds an exclusive lock
+(flock) on `<metadata_path>.lock`; on a server store (--metadata-uri) the server's named lock of
+the pipeline (MySQL's GET_LOCK), which stops a run from any host, while other pipelines on the
+same server run; and, when it is local, on `<pipeline_root>/.agnews-run.lock`. The kernel or the
+server releases each when the holder ends, even by `kill -9`, so a crashed run never blocks the
+next one. Under Airflow, where each task is its own process, each task holds the lock while it
+runs (`held_while`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import os
+
+from pipeline import metadata_connection
+
+# MySQL's limit on a lock name's length.
+_MAX_LOCK_NAME = 64
 
 
 class RunInProgress(RuntimeError):
@@ -20,15 +29,20 @@ class RunInProgress(RuntimeError):
 
 
 def lock_files(metadata_path: str, pipeline_root: str) -> list[str]:
-    """The local lock files (a remote pipeline root, e.g. gs://, has none)."""
+    """The local lock files (a server store, or a remote pipeline root such as gs://, has
+    none)."""
     paths = [f"{metadata_path}.lock", os.path.join(pipeline_root, ".agnews-run.lock")]
     return [path for path in paths if "://" not in path]
 
 
 @contextlib.contextmanager
-def exclusive(metadata_path: str, pipeline_root: str):
-    """Holds every lock for the block, or raises RunInProgress naming the holder's pid."""
+def exclusive(metadata_path: str, pipeline_root: str, pipeline_name: str):
+    """Holds every lock for the block, or raises RunInProgress naming the holder."""
     with contextlib.ExitStack() as held:
+        server = metadata_connection.metadata_server(metadata_path)
+        if server is not None:
+            holder = f"another agnews run of {pipeline_name}"
+            held.enter_context(server_lock(server, f"run.{pipeline_name}", holder))
         for path in lock_files(metadata_path, pipeline_root):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             handle = held.enter_context(open(path, "a+"))
@@ -49,14 +63,49 @@ def exclusive(metadata_path: str, pipeline_root: str):
         yield
 
 
-def held_while(function, metadata_path: str, pipeline_root: str):
+@contextlib.contextmanager
+def server_lock(server, name: str, holder: str, wait_s: int = 0):
+    """The server's named lock `name` (in the server's database), held by a connection of its
+    own for the block: the server releases it when that connection ends, with the process or
+    its host. Waits up to `wait_s` for it, then raises RunInProgress naming where the holder
+    connects from."""
+    lock = lock_name(server, name)
+    connection = metadata_connection.connect(server)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(%s, %s)", (lock, wait_s))
+            (got,) = cursor.fetchone()
+            if got != 1:
+                cursor.execute(
+                    "SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = IS_USED_LOCK(%s)",
+                    (lock,),
+                )
+                found = cursor.fetchone()
+                raise RunInProgress(
+                    f"{holder} (connected from {found[0] if found else 'a host now gone'}) holds "
+                    f"the lock {lock} on the ML Metadata server {server}: wait for it to finish"
+                )
+        yield
+    finally:
+        connection.close()
+
+
+def lock_name(server, name: str) -> str:
+    """`name` in the server's database, within MySQL's length limit (a hash ends a long one)."""
+    full = f"agnews.{server.database}.{name}"
+    if len(full) <= _MAX_LOCK_NAME:
+        return full
+    return full[: _MAX_LOCK_NAME - 17] + "." + hashlib.sha256(full.encode()).hexdigest()[:16]
+
+
+def held_while(function, metadata_path: str, pipeline_root: str, pipeline_name: str):
     """`function` run under `exclusive`: for an orchestrator whose steps are separate processes,
     so that no step writes the store while an `agnews run` (or another step) does. Taking the lock
     also creates the metadata directory, when a step first runs."""
 
     @functools.wraps(function)
     def locked(*args, **kwargs):
-        with exclusive(metadata_path, pipeline_root):
+        with exclusive(metadata_path, pipeline_root, pipeline_name):
             return function(*args, **kwargs)
 
     return locked

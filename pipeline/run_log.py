@@ -97,10 +97,10 @@ def training_seconds(store, pipeline_name: str, run_id: int) -> list[float]:
     return read_history(model_run.uri).get(EPOCH_SECONDS_KEY, []) if model_run else []
 
 
-def profile_line(log: RunLog, metadata_path: str, pipeline_name: str) -> str:
+def profile_line(log: RunLog, metadata_address: str, pipeline_name: str) -> str:
     """The run's wall and CPU seconds so far, and the share of them the model's epochs took."""
     wall, cpu = log.seconds()
-    store = metadata.open_store(metadata_path)
+    store = metadata.open_store(metadata_address)
     run_id = metadata.latest_run_id(store, pipeline_name)
     epochs = training_seconds(store, pipeline_name, run_id) if run_id else []
     training = (
@@ -115,9 +115,11 @@ def profile_line(log: RunLog, metadata_path: str, pipeline_name: str) -> str:
     )
 
 
-def record_cpu_seconds(metadata_path: str, pipeline_name: str, node: str, seconds: float) -> None:
+def record_cpu_seconds(
+    metadata_address: str, pipeline_name: str, node: str, seconds: float
+) -> None:
     """Sets CPU_SECONDS_PROPERTY on the node's execution in the newest run."""
-    store = metadata.open_store(metadata_path)
+    store = metadata.open_store(metadata_address)
     run_id = metadata.latest_run_id(store, pipeline_name)
     execution = metadata.execution_in_run(store, pipeline_name, run_id, node) if run_id else None
     if execution is not None:
@@ -130,9 +132,9 @@ def gates(node_id) -> set[str]:
     return {node_id(node_ids.MODEL_NODES), node_id(node_ids.BASELINE_NODES)}
 
 
-def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str:
+def describe_component(metadata_address: str, run_dir: str, pipeline_name: str, node: str) -> str:
     """`cached`, `skipped` or `ran`, and what the node's output says, from ML Metadata."""
-    store = metadata.open_store(metadata_path)
+    store = metadata.open_store(metadata_address)
     run_id = metadata.latest_run_id(store, pipeline_name)
     execution = metadata.execution_in_run(store, pipeline_name, run_id, node) if run_id else None
     if execution is None:
@@ -148,11 +150,11 @@ def describe_component(metadata_path: str, pipeline_name: str, node: str) -> str
             )
             + ")"
         )
-    figure = _figure(store, metadata_path, pipeline_name, run_id, node)
+    figure = _figure(store, run_dir, pipeline_name, run_id, node)
     return f"{state:<6} {figure}".rstrip()
 
 
-def _figure(store, metadata_path: str, pipeline_name: str, run_id: int, node: str) -> str:
+def _figure(store, run_dir: str, pipeline_name: str, run_id: int, node: str) -> str:
     """The figure that matters in what `node` output in run `run_id`; "" when there is none."""
 
     def output(type_name: str):
@@ -170,9 +172,7 @@ def _figure(store, metadata_path: str, pipeline_name: str, run_id: int, node: st
     elif node == node_ids.DRIFT_GATE:
         from pipeline import report
 
-        cache_dir = (
-            Path(metadata_path).resolve().parent / report.REPORT_DIR_NAME / report.DRIFT_DIR_NAME
-        )
+        cache_dir = Path(run_dir).resolve() / report.REPORT_DIR_NAME / report.DRIFT_DIR_NAME
         figure = "; ".join(report.cached_drift(store, pipeline_name, run_id, cache_dir))
     elif node == node_ids.SPAN_WINDOW:
         spans = sorted(
@@ -198,7 +198,7 @@ def _figure(store, metadata_path: str, pipeline_name: str, run_id: int, node: st
 
 @contextlib.contextmanager
 def quiet_run(
-    run_dir: str, metadata_path: str, pipeline_name: str, verbose: bool = False
+    run_dir: str, metadata_address: str, pipeline_name: str, verbose: bool = False
 ) -> Iterator[RunLog]:
     """Sends the libraries' logs (Python logging and file descriptor 2, where TensorFlow's C++
     logs write) to `<run_dir>/logs/run-<time>.log` while the block runs, and prints a line per
@@ -211,8 +211,8 @@ def quiet_run(
     )
     absl_logger, root = logging.getLogger("absl"), logging.getLogger()
     lines = _ComponentLines(
-        functools.partial(describe_component, metadata_path, pipeline_name),
-        functools.partial(record_cpu_seconds, metadata_path, pipeline_name),
+        functools.partial(describe_component, metadata_address, run_dir, pipeline_name),
+        functools.partial(record_cpu_seconds, metadata_address, pipeline_name),
     )
     # Through absl's verbosity flag, not the logger's level: TensorFlow resets the logger to
     # the flag's value (autotrackable.py silences absl around each save).

@@ -68,7 +68,7 @@ def header() -> str:
 
 
 def write_pipeline_scores(
-    run_dir: str, pipeline_name: str, metadata_path: str
+    run_dir: str, pipeline_name: str, metadata_address: str
 ) -> tuple[str | None, str]:
     """The newest BulkInferrer result as `<run_dir>/report/scores.csv` (the same rows as
     `agnews score` writes); returns (its path, or None when there is nothing to convert; a
@@ -78,7 +78,7 @@ def write_pipeline_scores(
     from pipeline import metadata
     from pipeline.report import REPORT_DIR_NAME
 
-    store = metadata.open_store(metadata_path)
+    store = metadata.open_store(metadata_address)
     output = functools.partial(
         metadata.output_in_run, store, pipeline_name, metadata.latest_run_id(store, pipeline_name)
     )

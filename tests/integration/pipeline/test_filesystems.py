@@ -14,7 +14,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from agnews import predict, versions
 from agnews.exit_codes import ExitCode
 from components import artifacts, features, rows, servability, validation
-from pipeline import local_runner, metadata
+from pipeline import local_runner, metadata_connection
 from tests.helpers.data import sample_lines
 
 # Set by the emulator's script; the gcs tests run only under it (make test-gcs, -m gcs).
@@ -237,7 +237,7 @@ def test_example_validator_anomalies_stop_the_run_on_gcs(tmp_path):
                 pipeline_name="contract",
                 pipeline_root=f"{root}/pipeline",
                 components=[example_gen, schema_gen, statistics_gen, example_validator, gate],
-                metadata_connection_config=metadata.sqlite_connection_config(
+                metadata_connection_config=metadata_connection.connection_config(
                     str(tmp_path / "m.sqlite")
                 ),
             )

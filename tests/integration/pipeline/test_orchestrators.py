@@ -241,7 +241,7 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
     assert sorted(p.name for p in project.iterdir()) == ["agnews.json"]
 
     # Each task holds `agnews run`'s lock: while another run holds it, the task is refused.
-    with run_lock.exclusive(config.metadata_path, config.pipeline_root):
+    with run_lock.exclusive(config.metadata_path, config.pipeline_root, config.pipeline_name):
         output = run(
             "tasks", "test", "agnews", "FileBasedExampleGen", "2024-01-01", timeout=600, ok=False
         )

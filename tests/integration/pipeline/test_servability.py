@@ -7,7 +7,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from agnews.versions import WARMUP_FILE, load_warm, warmup_requests
 from components import features, rows, servability
-from pipeline import local_runner, metadata
+from pipeline import local_runner, metadata, metadata_connection
 from tests.helpers.serving import newest, version_dirs
 
 
@@ -113,7 +113,7 @@ def test_a_broken_candidate_is_not_pushed_and_the_run_says_why(first_run, tmp_pa
             pipeline_name="agnews",
             pipeline_root=str(tmp_path / "root"),
             components=[model, raw, gate, pusher],
-            metadata_connection_config=metadata.sqlite_connection_config(metadata_path),
+            metadata_connection_config=metadata_connection.connection_config(metadata_path),
         )
     )
 

@@ -10,7 +10,7 @@ from tfx.orchestration.pipeline import Pipeline
 
 from components import rows, validation
 from pipeline.config import PipelineConfig
-from pipeline.metadata import sqlite_connection_config
+from pipeline.metadata_connection import connection_config
 from pipeline.pipeline import PREPROCESSING_FN, create_pipeline
 
 
@@ -37,7 +37,7 @@ def test_label_outside_the_domain_stops_the_run_before_transform(tmp_path):
         preprocessing_fn=PREPROCESSING_FN,
     )
     transform.add_upstream_node(gate)
-    metadata = sqlite_connection_config(str(tmp_path / "m.sqlite"))
+    metadata = connection_config(str(tmp_path / "m.sqlite"))
     with pytest.raises(validation.DataContractError) as raised:
         LocalDagRunner().run(
             Pipeline(
