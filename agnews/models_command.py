@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 
 from agnews import console
 from agnews.exit_codes import ExitCode
@@ -121,8 +122,10 @@ def models(args) -> int:
     from agnews import registry
 
     book = registry.model_registry(_store_address(args), args.pipeline_name, args.serving_dir)
+    # With --json, stdout is JSON lines only: what the registry took in goes to stderr.
+    notes = sys.stderr if getattr(args, "json", False) else sys.stdout
     for version in book.sync():
-        print(f"Registered version {version} (pushed by the pipeline).")
+        print(f"Registered version {version} (pushed by the pipeline).", file=notes)
     try:
         if args.models_action == "promote":
             change = book.promote(args.version, args.alias, args.reason)

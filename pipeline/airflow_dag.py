@@ -3,7 +3,8 @@
 Put this file (or a symlink to it) in Airflow's dags folder, in an environment with
 `uv sync --extra airflow`. Settings come from the JSON file at the absolute path AGNEWS_CONFIG
 (the fields `agnews run --print-config` shows; relative paths in it are taken from its
-directory); MLMD is the sqlite file at its metadata_path.
+directory); MLMD is the sqlite file at its metadata_path, or the server its metadata_uri names
+(the password from the workers' $AGNEWS_METADATA_PASSWORD or $AGNEWS_METADATA_PASSWORD_FILE).
 
 Airflow parses this file every 30 s or so, and again in each task: building the DAG reads the
 config file and nothing else. The data are read, and directories created, when a task runs.
@@ -94,7 +95,7 @@ _config = _deployed_config()
 
 # The Airflow DAG object, found by Airflow's DagBag under the pipeline name, run on the
 # config's `schedule` (e.g. "@daily"; each run ingests the newest span). One run, and one
-# task, at a time: they share one sqlite MLMD store, and each task holds `agnews run`'s lock.
+# task, at a time: they share one MLMD store, and each task holds `agnews run`'s lock.
 DAG = AirflowDagRunner(
     AirflowPipelineConfig(
         airflow_dag_config={

@@ -32,6 +32,8 @@ def monitor_command(config: PipelineConfig) -> list[str]:
     """The `agnews monitor` command line for the config's logs, store and served versions."""
     command = [sys.executable, "-m", "agnews.cli", "monitor", "--logs", str(config.monitor_logs)]
     command += ["--metadata-path", config.metadata_path, "--model", config.serving_dir]
+    if config.metadata_uri:  # the password: from the worker's environment, never the command
+        command += ["--metadata-uri", config.metadata_uri]
     if config.monitor_webhook:
         command += ["--webhook", config.monitor_webhook]
     if config.monitor_export_span:

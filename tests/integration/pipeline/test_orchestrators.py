@@ -291,6 +291,7 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
         timeout=600,
         check=True,
     ).stdout.splitlines()
+    # Every stdout line is JSON (the registration notes went to stderr).
     aliases = {entry["version"]: entry["aliases"] for entry in map(json.loads, listed)}
     assert aliases == {int(versions[0].name): [], int(versions[1].name): ["stable"]}, listed
 

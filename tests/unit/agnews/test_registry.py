@@ -129,10 +129,17 @@ def test_the_models_command_lists_promotes_and_refuses_in_one_line(paths, capsys
     assert cli.main(["models", *flags, "promote", "200", "--to", "stable", "--reason", "ok"]) == 0
     out = capsys.readouterr().out
     assert "Registered version 200" in out and "Version 200 is now stable" in out
+    record_push(*paths, 300)  # registered by the listing: a note on stderr, JSON on stdout
     assert cli.main(["models", *flags, "list", "--json"]) == ExitCode.OK
-    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(e["version"], e["aliases"]) for e in listed] == [(200, ["stable"]), (100, [])]
-    assert listed[0]["history"][-1]["reason"] == "ok"
+    printed = capsys.readouterr()
+    listed = [json.loads(line) for line in printed.out.splitlines()]
+    assert "Registered version 300" in printed.err
+    assert [(e["version"], e["aliases"]) for e in listed] == [
+        (300, ["canary"]),
+        (200, ["stable"]),
+        (100, []),
+    ]
+    assert listed[1]["history"][-1]["reason"] == "ok"
     assert cli.main(["models", *flags, "promote", "7", "--to", "canary", "--reason", "x"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "version 7 was not pushed" in err
