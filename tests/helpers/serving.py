@@ -80,16 +80,12 @@ def wait_for(condition, timeout=60.0):
 
 
 @contextlib.contextmanager
-def serving_registry(model_dir, metadata_path, *flags: str, poll_s: float = 0.5):
-    """`agnews serve --from-registry FLAGS` of model_dir's registry in metadata_path, in its own
-    process: yields (REST url, gRPC port, the process), then stops it."""
+def serving_process(*flags: str):
+    """`agnews serve FLAGS` on free ports in its own process: yields (REST url, gRPC port, the
+    process), then stops it if it still runs."""
     server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "agnews.cli", "serve", "--from-registry"),
-            *("--model", str(model_dir), "--metadata-path", str(metadata_path)),
-            *("--rest-port", "0", "--grpc-port", "0"),
-            *("--file-system-poll-wait-seconds", str(poll_s), *flags),
-        ],
+        [sys.executable, "-m", "agnews.cli", "serve", "--rest-port", "0", "--grpc-port", "0"]
+        + list(flags),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -101,8 +97,18 @@ def serving_registry(model_dir, metadata_path, *flags: str, poll_s: float = 0.5)
         assert found, (line, server.stderr.read() if server.poll() is not None else "")
         yield f"http://127.0.0.1:{found[1]}", int(found[2]), server
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+def serving_registry(model_dir, metadata_path, *flags: str, poll_s: float = 0.5):
+    """`agnews serve --from-registry FLAGS` of model_dir's registry in metadata_path (see
+    serving_process)."""
+    return serving_process(
+        *("--from-registry", "--model", str(model_dir), "--metadata-path", str(metadata_path)),
+        *("--file-system-poll-wait-seconds", str(poll_s), *flags),
+    )
 
 
 def served_by(url: str, requests: int = 1, path: str = "") -> Counter:

@@ -6,8 +6,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -22,7 +20,6 @@ from agnews import predict, versions
 from agnews.serving.request_log import read_logs
 from agnews.serving.server import ServeOptions, running_in_thread
 from components import features, settings
-from pipeline.config import PROJECT_DIR
 from tests.helpers.serving import (
     ROW,
     TITLES,
@@ -31,6 +28,7 @@ from tests.helpers.serving import (
     newest,
     predict_request,
     push_copy,
+    serving_process,
     state,
     wait_for,
 )
@@ -258,31 +256,12 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(first_run, tmp_pat
     """Requests sent before SIGTERM wait in a 1 s batch window when it arrives: every one of them
     is answered, new connections are refused, and the process exits 0."""
     model_dir = copy_served_model(first_run, tmp_path)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agnews.cli",
-            "serve",
-            "--model",
-            str(model_dir),
-            "--rest-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--batch-timeout-ms",
-            "1000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=PROJECT_DIR,
-    )
-    try:
-        line = server.stdout.readline()
-        found = re.search(r"REST http://127\.0\.0\.1:(\d+)/.* gRPC 127\.0\.0\.1:(\d+)", line)
-        assert found, (line, server.stderr.read() if server.poll() is not None else "")
-        rest_port, grpc_port = map(int, found.groups())
+    with serving_process("--model", str(model_dir), "--batch-timeout-ms", "1000") as (
+        url,
+        grpc_port,
+        server,
+    ):
+        rest_port = int(url.rsplit(":", 1)[1])
         sent, answers = threading.Barrier(17), []
 
         def ask(i):
@@ -319,6 +298,3 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(first_run, tmp_pat
         with pytest.raises(ConnectionRefusedError):
             http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10).connect()
         assert "Traceback" not in server.stderr.read()
-    finally:
-        if server.poll() is None:
-            server.kill()

@@ -177,6 +177,18 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
         )
         return done.stdout + done.stderr
 
+    def python(*args) -> str:
+        """stdout of this environment's Python with ARGS, as Airflow's workers run it."""
+        return subprocess.run(
+            [sys.executable, *args],
+            env=env,
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        ).stdout
+
     def import_errors(ok=False):
         """The DAG file's import errors, read from Airflow's JSON output: its table output
         wraps messages at the terminal's width, which differs from host to host."""
@@ -211,24 +223,15 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
     assert sorted(p.name for p in project.iterdir()) == ["agnews.json"]
     assert list(elsewhere.iterdir()) == []
     shown = json.loads(
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import json, pipeline.airflow_dag as m; print(json.dumps({"
-                "'graph': {t.task_id: sorted(t.upstream_task_ids) for t in m.DAG.tasks}, "
-                "'max_active_runs': m.DAG.max_active_runs, "
-                "'max_active_tasks': m.DAG.max_active_tasks, "
-                "'schedule': m.DAG.schedule_interval}))",
-            ],
-            env=env,
-            cwd=elsewhere,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=True,
+        python(
+            "-c",
+            "import json, pipeline.airflow_dag as m; print(json.dumps({"
+            "'graph': {t.task_id: sorted(t.upstream_task_ids) for t in m.DAG.tasks}, "
+            "'max_active_runs': m.DAG.max_active_runs, "
+            "'max_active_tasks': m.DAG.max_active_tasks, "
+            "'schedule': m.DAG.schedule_interval}))",
         )
-        .stdout.strip()
+        .strip()
         .splitlines()[-1]
     )
     config = load_config(str(config_file))
@@ -278,19 +281,10 @@ def test_airflow_dag_runs_to_a_pushed_model(tmp_path):
 
     # The registry reads Airflow's pushes too (TFX's legacy layout: no node contexts): the first
     # `agnews models` command registers both, the newest stable, as the server served it.
-    listed = subprocess.run(
-        [
-            *(sys.executable, "-m", "agnews.cli", "models"),
-            *("--metadata-path", str(config.metadata_path), "--serving-dir", config.serving_dir),
-            *("list", "--json"),
-        ],
-        env=env,
-        cwd=elsewhere,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    ).stdout.splitlines()
+    listed = python(
+        *("-m", "agnews.cli", "models", "--metadata-path", config.metadata_path),
+        *("--serving-dir", config.serving_dir, "list", "--json"),
+    ).splitlines()
     # Every stdout line is JSON (the registration notes went to stderr).
     aliases = {entry["version"]: entry["aliases"] for entry in map(json.loads, listed)}
     assert aliases == {int(versions[0].name): [], int(versions[1].name): ["stable"]}, listed
