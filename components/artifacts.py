@@ -19,6 +19,10 @@ BLANK_LINE = "blank_line"
 HISTORY_FILE_NAME = "history.json"
 EPOCH_SECONDS_KEY = "epoch_seconds"
 WARM_START_FILE_NAME = "warm_start.json"  # what the model started from (components.warm_start)
+# Keras's BackupAndRestore state while the Trainer trains (deleted when training ends): a
+# restarted Trainer execution (same artifacts: a retried Kubeflow task, a rescheduled Vertex AI
+# replica) resumes from the last finished epoch.
+TRAINING_BACKUP_DIR_NAME = "training_backup"
 # In an InfraBlessing: the blessed model, warmup requests included, that Pusher pushes (TFX's
 # path_utils.stamped_model_path, named here for readers that import no TFX).
 STAMPED_MODEL_DIR = "stamped_model"

@@ -17,7 +17,12 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.public import tfxio
 
 from components import features, model, signatures, warm_start
-from components.artifacts import EPOCH_SECONDS_KEY, HISTORY_FILE_NAME, WARM_START_FILE_NAME
+from components.artifacts import (
+    EPOCH_SECONDS_KEY,
+    HISTORY_FILE_NAME,
+    TRAINING_BACKUP_DIR_NAME,
+    WARM_START_FILE_NAME,
+)
 from components.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EMBEDDING_DROPOUT,
@@ -34,6 +39,10 @@ SHUFFLE_BUFFER = 10_000
 _READ_BATCH = 256
 # Token-count edges of the length buckets: AG News title + description is mostly 20-60 tokens.
 BUCKET_BOUNDARIES = (12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 80, 96, 128)
+
+
+class ReplicaLostError(RuntimeError):
+    """A training replica stopped answering during multi-worker training."""
 
 
 class ClusterSetupError(RuntimeError):
@@ -226,6 +235,12 @@ def build_classifier(
 
 
 def run_fn(fn_args: FnArgs) -> None:
+    """Trains and exports the model. Keras's BackupAndRestore keeps the state of the last
+    finished epoch in the ModelRun artifact while it trains, so a Trainer execution restarted
+    with the same artifacts (a replica rescheduled on Vertex AI, a retried task) redoes at most
+    one epoch; its history then holds the epochs it ran itself. A replica lost during
+    multi-worker training fails every other one (ReplicaLostError) instead of leaving it
+    waiting."""
     strategy = distribution_strategy()  # first: no TensorFlow op may run before it
     print(f"Training on {strategy.num_replicas_in_sync} replica(s): {_kind(strategy)}")
     config = fn_args.custom_config or {}
@@ -252,14 +267,27 @@ def run_fn(fn_args: FnArgs) -> None:
     classifier.summary(print_fn=logging.info)  # in the run's log file, not on the console
     print(warm_start.describe(start))
     timer = EpochTimer()
-    history = fit(
-        classifier,
-        train,
-        evaluation,
-        epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
-        patience=int(config.get("patience", DEFAULT_PATIENCE)),
-        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir), timer],
-    )
+    backup_dir = os.path.join(fn_args.model_run_dir, TRAINING_BACKUP_DIR_NAME)
+    if tf.io.gfile.exists(backup_dir) and tf.io.gfile.listdir(backup_dir):
+        print(f"Resuming from the backup of the last finished epoch in {backup_dir}")
+    try:
+        history = fit(
+            classifier,
+            train,
+            evaluation,
+            epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
+            patience=int(config.get("patience", DEFAULT_PATIENCE)),
+            callbacks=[
+                tf.keras.callbacks.BackupAndRestore(backup_dir),
+                tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+                timer,
+            ],
+        )
+    except tf.errors.UnavailableError as error:  # MultiWorkerMirroredStrategy's health check
+        raise ReplicaLostError(
+            f"a training replica stopped answering ({error.message.splitlines()[0]}): restart "
+            f"the Trainer's replicas; they resume from the last finished epoch in {backup_dir}"
+        ) from None
     with _export_dirs(strategy, fn_args) as (serving_model_dir, model_run_dir):
         with tf.io.gfile.GFile(os.path.join(model_run_dir, HISTORY_FILE_NAME), "w") as handle:
             json.dump(
@@ -273,6 +301,9 @@ def run_fn(fn_args: FnArgs) -> None:
             json.dump(start, handle)
         signatures.export_serving_model(classifier, tf_transform_output, serving_model_dir)
         warm_start.record_kind(serving_model_dir, model_name)
+    # Keras deleted its checkpoint, not the folder; every worker is done with it by now.
+    if strategy.extended.should_checkpoint and tf.io.gfile.exists(backup_dir):
+        tf.io.gfile.rmtree(backup_dir)
 
 
 @contextlib.contextmanager

@@ -11,15 +11,17 @@ import subprocess
 import sys
 
 from agnews.exit_codes import ExitCode
+from components.artifacts import TRAINING_BACKUP_DIR_NAME
 from tests.helpers.cli import agnews_subprocess
 from tests.helpers.data import transform_outputs
 
-# argv: the artifacts' URIs (JSON) and whether to start TensorFlow on a CPU split into two
-# logical devices before the Trainer runs (TF's stand-in for two GPUs; under LocalDagRunner
-# TensorFlow has run long before the Trainer). Keras 2 comes from the environment, as in the image.
+# argv: the artifacts' URIs (JSON), whether to start TensorFlow on a CPU split into two logical
+# devices before the Trainer runs (TF's stand-in for two GPUs; under LocalDagRunner TensorFlow has
+# run long before the Trainer), and the epochs. Keras 2 comes from the environment, as in the
+# image.
 RUN_TRAINER = r"""
 import json, sys
-uris, split_cpu = json.loads(sys.argv[1]), sys.argv[2] == "1"
+uris, split_cpu, epochs = json.loads(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
 if split_cpu:
     import tensorflow as tf
     cpu, = tf.config.list_physical_devices("CPU")
@@ -47,8 +49,13 @@ GenericExecutor().Do(
     {"run_fn": "components.trainer.run_fn",
      "train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
      "eval_args": proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"])),
-     "custom_config": json.dumps({"epochs": 1, "batch_size": 32})})
+     "custom_config": json.dumps({"epochs": epochs, "batch_size": 32, "patience": epochs})})
 """
+
+
+# How soon a worker whose peer died must fail: MultiWorkerMirroredStrategy checks its peers every
+# 30 s and gives each check 10 s (TF 2.16), plus start-up.
+REPLICA_LOSS_S = 240
 
 
 def _free_port() -> int:
@@ -57,14 +64,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start_trainer(uris: dict, tmp_dir, split_cpu: bool = False, tf_config: dict | None = None):
-    tmp_dir.mkdir()
+def _start_trainer(
+    uris: dict, tmp_dir, split_cpu: bool = False, tf_config: dict | None = None, epochs: int = 1
+):
+    tmp_dir.mkdir(exist_ok=True)
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TMPDIR": str(tmp_dir)}
+    env["PYTHONUNBUFFERED"] = "1"  # each line as it is printed: a test may wait for one
     env.pop("TF_CONFIG", None)
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
     return subprocess.Popen(
-        [sys.executable, "-c", RUN_TRAINER, json.dumps(uris), str(int(split_cpu))],
+        [sys.executable, "-c", RUN_TRAINER, json.dumps(uris), str(int(split_cpu)), str(epochs)],
         env=env,
         text=True,
         stdout=subprocess.PIPE,
@@ -101,27 +111,53 @@ def _predicted_labels(model_dir: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines()[1:]]
 
 
-def test_two_workers_train_one_model_through_the_trainer_executor(first_run, tmp_path):
-    uris = _uris(first_run, tmp_path)
-    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
-    processes = [
-        _start_trainer(
-            uris,
-            tmp_path / f"tmp{index}",
-            tf_config={"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}},
-        )
-        for index in range(2)
+def _worker_configs(count: int) -> list[dict]:
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(count)]
+    return [
+        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        for index in range(count)
     ]
-    outputs = [_finish(process) for process in processes]
+
+
+def test_two_workers_train_one_model_and_resume_it_after_losing_one(first_run, tmp_path):
+    """Two workers, two epochs; worker 1 is killed as the second epoch starts: worker 0 fails
+    with a clear error within REPLICA_LOSS_S (MultiWorkerMirroredStrategy's health check), not a
+    hang. The same command again on both (the same artifacts, as a retried task) resumes from
+    the first epoch's backup, trains the second epoch on one model (the same all-reduced losses
+    in both) that the chief exports, and deletes the backup."""
+    uris, configs = _uris(first_run, tmp_path), _worker_configs(2)
+    processes = [
+        _start_trainer(uris, tmp_path / f"tmp{i}", tf_config=configs[i], epochs=2) for i in (0, 1)
+    ]
+    seen = []
+    for line in processes[1].stdout:
+        seen.append(line)
+        if line.startswith("Epoch 2/2"):
+            processes[1].kill()
+            break
+    assert seen[-1].startswith("Epoch 2/2"), "".join(seen)[-3000:]
+    output, _ = processes[0].communicate(timeout=REPLICA_LOSS_S)
+    assert processes[0].returncode != 0
+    assert "ReplicaLostError: a training replica stopped answering" in output, output[-3000:]
+    backup = tmp_path / "model_run" / TRAINING_BACKUP_DIR_NAME
+    assert backup.is_dir()
+
+    restarted = [
+        _start_trainer(uris, tmp_path / f"restart{i}", tf_config=configs[i], epochs=2)
+        for i in (0, 1)
+    ]
+    outputs = [_finish(process) for process in restarted]
     for output in outputs:
         assert "Training on 2 replica(s): MultiWorkerMirroredStrategy" in output
-    # Both workers ran the same steps on one model: the same all-reduced losses in the epoch line.
+        assert "Resuming from the backup of the last finished epoch" in output
+        assert re.findall(r"^Epoch (\d)/2$", output, flags=re.MULTILINE) == ["2"]
     losses = [re.findall(r" - (?:val_)?loss: ([0-9.]+)", output) for output in outputs]
     assert len(losses[0]) == 2 and losses[0] == losses[1]
+    assert not backup.exists()  # deleted once training ended
     # The chief (worker 0) exported the model and its history; worker 1's scratch copy is gone.
     assert glob.glob(f"{uris['model']}/Format-Serving/saved_model.pb")
     assert json.loads((tmp_path / "model_run" / "history.json").read_text())["loss"]
-    assert os.listdir(tmp_path / "tmp1") == []
+    assert os.listdir(tmp_path / "restart1") == []
     labels = _predicted_labels(f"{uris['model']}/Format-Serving")
     assert len(labels) == 2 and set(labels) <= {"World", "Sports", "Business", "Sci/Tech"}
 
