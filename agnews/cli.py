@@ -26,7 +26,7 @@ from agnews import console, models_command, pipeline_commands  # noqa: E402
 from agnews.exit_codes import ExitCode  # noqa: E402
 from components import quiet, settings  # noqa: E402
 from components.artifacts import ACCEPTED, rejected_counts  # noqa: E402
-from pipeline import metadata_connection  # noqa: E402
+from pipeline import metadata_connection, run_lock  # noqa: E402
 from pipeline.config import MONITOR_THRESHOLDS_FILE, PipelineConfig  # noqa: E402
 
 
@@ -374,7 +374,11 @@ def _serve(args) -> int:
 
 def _registry_rollback(args):
     """What `serve --from-registry` does when it takes an erroring canary out: the registry
-    records an automatic rollback (and rewrites the config, so the version is unloaded)."""
+    records an automatic rollback (and rewrites the config, so the version is unloaded). The
+    store is checked now, at start-up: the record is made on the serving path, where an error
+    would only be logged."""
+    address = console.metadata_address(args, args.metadata_path)
+    metadata_connection.check(address)
 
     def record(model_name: str, version: int, error_rate: float) -> None:
         from agnews import registry
@@ -382,7 +386,7 @@ def _registry_rollback(args):
         if model_name != settings.SERVING_MODEL_NAME:
             return
         registry.model_registry(
-            console.metadata_address(args, args.metadata_path),
+            address,
             args.pipeline_name,
             args.model_base_path,
         ).take_out_canary(
@@ -537,8 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     metadata_connection.use_password_file(getattr(args, "metadata_password_file", None))
     try:
         return commands[args.command](args)
-    except metadata_connection.MetadataStoreError as error:
-        return console.fail(args.command, error)
+    except (metadata_connection.MetadataStoreError, run_lock.RunInProgress) as error:
+        return console.fail(args.command, error)  # a lock `run` itself did not take: exit 1
     except BaseException as error:  # Ctrl-C itself, or an error it caused
         if not _caused_by_ctrl_c(error):
             raise

@@ -268,7 +268,8 @@ def run_fn(fn_args: FnArgs) -> None:
     print(warm_start.describe(start))
     timer = EpochTimer()
     backup_dir = os.path.join(fn_args.model_run_dir, TRAINING_BACKUP_DIR_NAME)
-    if tf.io.gfile.exists(backup_dir) and tf.io.gfile.listdir(backup_dir):
+    # Keras keeps the checkpoint in backup_dir/chief (other workers' scratch beside it).
+    if tf.train.latest_checkpoint(os.path.join(backup_dir, "chief")):
         print(f"Resuming from the backup of the last finished epoch in {backup_dir}")
     try:
         history = fit(
@@ -284,9 +285,12 @@ def run_fn(fn_args: FnArgs) -> None:
             ],
         )
     except tf.errors.UnavailableError as error:  # MultiWorkerMirroredStrategy's health check
+        if cluster_size() == 1:
+            raise
         raise ReplicaLostError(
-            f"a training replica stopped answering ({error.message.splitlines()[0]}): restart "
-            f"the Trainer's replicas; they resume from the last finished epoch in {backup_dir}"
+            f"a training replica stopped answering ({(error.message or '').strip()[:300]}): "
+            "run the Trainer's replicas again with the same artifacts (retry the job): they "
+            f"resume from the last finished epoch in {backup_dir}"
         ) from None
     with _export_dirs(strategy, fn_args) as (serving_model_dir, model_run_dir):
         with tf.io.gfile.GFile(os.path.join(model_run_dir, HISTORY_FILE_NAME), "w") as handle:

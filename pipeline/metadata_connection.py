@@ -58,8 +58,9 @@ def metadata_server(address: str) -> MetadataServer | None:
         return None
     parsed = urllib.parse.urlsplit(address)
     if parsed.password is not None:
+        masked = address.replace(f":{parsed.password}@", ":***@", 1)
         raise MetadataAddressError(
-            f"{address.replace(parsed.password, '***')}: no password in --metadata-uri (it would "
+            f"{masked}: no password in --metadata-uri (it would "
             f"show in process lists and logs): set ${PASSWORD_VARIABLE} or give "
             "--metadata-password-file"
         )

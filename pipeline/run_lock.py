@@ -5,8 +5,9 @@ executions the same artifact directory. On a sqlite store each run holds an excl
 (flock) on `<metadata_path>.lock`; on a server store (--metadata-uri) the server's named lock of
 the pipeline (MySQL's GET_LOCK), which stops a run from any host, while other pipelines on the
 same server run; and, when it is local, on `<pipeline_root>/.agnews-run.lock`. The kernel or the
-server releases each when the holder ends, even by `kill -9`, so a crashed run never blocks the
-next one. Under Airflow, where each task is its own process, each task holds the lock while it
+server releases each when the holder ends, even by `kill -9` (a server lock also once its
+holder's host vanished: LOCK_IDLE_TIMEOUT_S), so a crashed run never blocks the next one. Under
+Airflow, where each task is its own process, each task holds the lock while it
 runs (`held_while`).
 """
 
@@ -17,11 +18,17 @@ import fcntl
 import functools
 import hashlib
 import os
+import sys
+import threading
 
 from pipeline import metadata_connection
 
 # MySQL's limit on a lock name's length.
 _MAX_LOCK_NAME = 64
+# A server lock's connection is pinged this often, and dropped by the server (releasing the lock)
+# after this long without one: how soon a holder whose host vanished stops blocking others.
+LOCK_PING_S = 30.0
+LOCK_IDLE_TIMEOUT_S = 300
 
 
 class RunInProgress(RuntimeError):
@@ -85,9 +92,36 @@ def server_lock(server, name: str, holder: str, wait_s: int = 0):
                     f"{holder} (connected from {found[0] if found else 'a host now gone'}) holds "
                     f"the lock {lock} on the ML Metadata server {server}: wait for it to finish"
                 )
-        yield
+            # The server drops a connection idle for this long, and with it the lock: the
+            # keeper below pings well within it, and a holder whose host vanished loses it.
+            cursor.execute("SET SESSION wait_timeout = %s", (LOCK_IDLE_TIMEOUT_S,))
+        stop = threading.Event()
+        keeper = threading.Thread(
+            target=_keep_alive, args=(connection, stop), name=f"lock {lock}", daemon=True
+        )
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
     finally:
         connection.close()
+
+
+def _keep_alive(connection, stop: threading.Event) -> None:
+    """Pings the lock's connection every LOCK_PING_S until `stop` (the only user of the
+    connection meanwhile)."""
+    while not stop.wait(LOCK_PING_S):
+        try:
+            connection.ping(reconnect=False)
+        except Exception as error:  # noqa: BLE001 (one line, never a thread's traceback)
+            print(
+                f"agnews: lost the connection holding a lock on the ML Metadata server ({error});"
+                " another run may take it",
+                file=sys.stderr,
+            )
+            return
 
 
 def lock_name(server, name: str) -> str:

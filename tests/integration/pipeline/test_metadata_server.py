@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -125,6 +126,30 @@ def test_the_run_lock_is_the_servers_per_pipeline(server, tmp_path, monkeypatch)
     assert "another agnews run of agnews" in line and "connected from 127.0.0.1:" in line, line
     assert not (tmp_path / "pipeline").exists()
     with run_lock.exclusive(uri, str(tmp_path / "elsewhere"), "agnews"):  # released: free again
+        pass
+
+
+def test_a_held_server_lock_is_kept_alive_and_a_silent_holders_expires(server, monkeypatch):
+    """The holder's connection is pinged, so the server never drops it as idle; a holder that
+    stops answering (its host gone) loses the lock once the idle time-out passes."""
+    uri, password_file = server
+    address = metadata_connection.metadata_server(uri)
+    monkeypatch.setenv(metadata_connection.PASSWORD_FILE_VARIABLE, str(password_file))
+    monkeypatch.setattr(run_lock, "LOCK_PING_S", 0.5)
+    monkeypatch.setattr(run_lock, "LOCK_IDLE_TIMEOUT_S", 2)
+    with run_lock.server_lock(address, "kept", "the holder"):
+        time.sleep(4)  # twice the idle time-out
+        with pytest.raises(run_lock.RunInProgress), run_lock.server_lock(address, "kept", "x"):
+            pass
+
+    silent = metadata_connection.connect(address)
+    with silent.cursor() as cursor:
+        cursor.execute("SELECT GET_LOCK(%s, 0)", (run_lock.lock_name(address, "silent"),))
+        cursor.execute("SET SESSION wait_timeout = 2")  # what the holder set, then went silent
+    with pytest.raises(run_lock.RunInProgress), run_lock.server_lock(address, "silent", "x"):
+        pass
+    time.sleep(4)  # the server drops the silent connection, and its lock
+    with run_lock.server_lock(address, "silent", "x"):
         pass
 
 

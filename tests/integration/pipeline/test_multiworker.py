@@ -2,6 +2,7 @@
 run_fn on the end-to-end run's Transform output, in processes of their own, as Vertex AI or a
 Kubeflow TFJob runs each training replica (same command, same output artifacts)."""
 
+import contextlib
 import glob
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 
 from agnews.exit_codes import ExitCode
 from components.artifacts import TRAINING_BACKUP_DIR_NAME
@@ -56,6 +58,8 @@ GenericExecutor().Do(
 # How soon a worker whose peer died must fail: MultiWorkerMirroredStrategy checks its peers every
 # 30 s and gives each check 10 s (TF 2.16), plus start-up.
 REPLICA_LOSS_S = 240
+# Any phase of two workers training (both started, first_run's small data) ends within this.
+TRAINING_S = 900
 
 
 def _free_port() -> int:
@@ -111,6 +115,26 @@ def _predicted_labels(model_dir: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines()[1:]]
 
 
+@contextlib.contextmanager
+def _stopped_by(seconds: float):
+    """Yields a list for the test's processes: each is killed after `seconds`, or when the block
+    ends (a failed assertion), so that no stalled worker hangs the test or outlives it."""
+    processes: list[subprocess.Popen] = []
+
+    def kill_all() -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+
+    watchdog = threading.Timer(seconds, kill_all)
+    watchdog.start()
+    try:
+        yield processes
+    finally:
+        watchdog.cancel()
+        kill_all()
+
+
 def _worker_configs(count: int) -> list[dict]:
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(count)]
     return [
@@ -126,27 +150,30 @@ def test_two_workers_train_one_model_and_resume_it_after_losing_one(first_run, t
     the first epoch's backup, trains the second epoch on one model (the same all-reduced losses
     in both) that the chief exports, and deletes the backup."""
     uris, configs = _uris(first_run, tmp_path), _worker_configs(2)
-    processes = [
-        _start_trainer(uris, tmp_path / f"tmp{i}", tf_config=configs[i], epochs=2) for i in (0, 1)
-    ]
-    seen = []
-    for line in processes[1].stdout:
-        seen.append(line)
-        if line.startswith("Epoch 2/2"):
-            processes[1].kill()
-            break
-    assert seen[-1].startswith("Epoch 2/2"), "".join(seen)[-3000:]
-    output, _ = processes[0].communicate(timeout=REPLICA_LOSS_S)
+    with _stopped_by(TRAINING_S) as processes:
+        processes += [
+            _start_trainer(uris, tmp_path / f"tmp{i}", tf_config=configs[i], epochs=2)
+            for i in (0, 1)
+        ]
+        seen = []
+        for line in processes[1].stdout:
+            seen.append(line)
+            if line.startswith("Epoch 2/2"):
+                processes[1].kill()
+                break
+        assert seen and seen[-1].startswith("Epoch 2/2"), "".join(seen)[-3000:]
+        output, _ = processes[0].communicate(timeout=REPLICA_LOSS_S)
     assert processes[0].returncode != 0
     assert "ReplicaLostError: a training replica stopped answering" in output, output[-3000:]
     backup = tmp_path / "model_run" / TRAINING_BACKUP_DIR_NAME
     assert backup.is_dir()
 
-    restarted = [
-        _start_trainer(uris, tmp_path / f"restart{i}", tf_config=configs[i], epochs=2)
-        for i in (0, 1)
-    ]
-    outputs = [_finish(process) for process in restarted]
+    with _stopped_by(TRAINING_S) as restarted:
+        restarted += [
+            _start_trainer(uris, tmp_path / f"restart{i}", tf_config=configs[i], epochs=2)
+            for i in (0, 1)
+        ]
+        outputs = [_finish(process) for process in restarted]
     for output in outputs:
         assert "Training on 2 replica(s): MultiWorkerMirroredStrategy" in output
         assert "Resuming from the backup of the last finished epoch" in output

@@ -26,7 +26,8 @@ def test_a_path_is_a_sqlite_file_and_a_mysql_uri_a_server():
 @pytest.mark.parametrize(
     "address, message",
     [
-        ("mysql://u:s3cret@h:3306/mlmd", "no password in --metadata-uri"),
+        ("mysql://u:s3cret@h:3306/mlmd", "mysql://u:***@h:3306/mlmd: no password in"),
+        ("mysql://u:@h:3306/mlmd", "mysql://u:***@h:3306/mlmd: no password in"),
         ("mysql://u@h:3306/", "expected mysql://USER@HOST[:PORT]/DATABASE"),
         ("mysql://h:3306/mlmd", "expected mysql://USER@HOST[:PORT]/DATABASE"),
         ("mysql://u@h:port/mlmd", "expected mysql://USER@HOST[:PORT]/DATABASE"),
