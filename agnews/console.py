@@ -64,9 +64,5 @@ def metadata_address(args: argparse.Namespace, sqlite_path: str) -> str:
     """Where the command's ML Metadata is: --metadata-uri's server, else the sqlite file."""
     if args.metadata_uri is None:
         return sqlite_path
-    if not metadata_connection.is_server(args.metadata_uri):
-        raise metadata_connection.MetadataAddressError(
-            f"--metadata-uri {args.metadata_uri}: expected mysql://USER@HOST[:PORT]/DATABASE "
-            "(a sqlite file is --metadata-path)"
-        )
+    metadata_connection.required_server(args.metadata_uri)
     return args.metadata_uri

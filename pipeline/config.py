@@ -107,13 +107,8 @@ class PipelineConfig:
         """Refuses a metadata_uri that names no server, an unknown registry alias, and a baseline
         push that could push nothing (no baseline is trained) or could push to no directory of
         its own."""
-        if self.metadata_uri is not None and not metadata_connection.metadata_server(
-            self.metadata_uri
-        ):
-            raise ValueError(
-                f"metadata_uri (--metadata-uri) {self.metadata_uri}: expected "
-                "mysql://USER@HOST[:PORT]/DATABASE (a sqlite file is metadata_path)"
-            )
+        if self.metadata_uri is not None:
+            metadata_connection.required_server(self.metadata_uri)  # a ValueError if not
         if self.new_version_alias not in NEW_VERSION_ALIASES:
             raise ValueError(
                 f"new_version_alias must be one of {', '.join(NEW_VERSION_ALIASES)}, not "

@@ -76,6 +76,17 @@ def metadata_server(address: str) -> MetadataServer | None:
     return MetadataServer(urllib.parse.unquote(parsed.username), parsed.hostname, port, database)
 
 
+def required_server(uri: str) -> MetadataServer:
+    """The server of a --metadata-uri (metadata_uri), which must name one."""
+    server = metadata_server(uri)
+    if server is None:
+        raise MetadataAddressError(
+            f"--metadata-uri {uri}: expected {SERVER_SCHEME}://USER@HOST[:PORT]/DATABASE (a "
+            "sqlite file is metadata_path, --metadata-path)"
+        )
+    return server
+
+
 def password() -> str:
     """The server password: $AGNEWS_METADATA_PASSWORD, else the first line of the file that
     $AGNEWS_METADATA_PASSWORD_FILE names, else none."""
