@@ -125,6 +125,7 @@ and renamed into place when complete.""",
         "--beam-arg=--direct_num_workers=2, or --beam-arg=--runner=DataflowRunner ... "
         "(repeatable).",
     )
+    console.add_portable_beam_arguments(parser)
 
 
 def _score(args) -> int:
@@ -132,13 +133,17 @@ def _score(args) -> int:
     from components import rows
     from pipeline import beam_packaging, scores
 
+    try:
+        beam_args = [*args.beam_args, *console.portable_beam_args(args)]
+    except ValueError as error:
+        return console.fail("score", error)
     quiet.drop_tfx_notices()
     try:
         summary = score.score(
             args.inputs,
             args.model,
             args.output,
-            args.beam_args,
+            beam_args,
             args.prediction_logs,
             args.max_bad_fraction,
             overwrite=args.overwrite,
@@ -398,6 +403,51 @@ def _registry_rollback(args):
     return record
 
 
+def _add_beam_worker_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "beam-worker",
+        help="A Beam SDK worker pool for runs with --beam-workers HOST:PORT.",
+        description="Serves a pool of Beam SDK workers (Beam's EXTERNAL environment) whose workers "
+        "run this environment's Python, with the agnews installed here, until SIGTERM or Ctrl-C. "
+        "Start it on each worker host, then `agnews run --beam-workers HOST:PORT`.",
+    )
+    parser.add_argument(
+        "--port", type=console.at_least_one, required=True, help="Port to serve the pool on."
+    )
+
+
+def _add_beam_job_service_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "beam-job-service",
+        help="A Beam job service for runs with --beam-job-service HOST:PORT.",
+        description="Serves Beam's portable Job API on every address of this host until SIGTERM "
+        "or Ctrl-C: it runs each job it is given on the SDK workers the job names "
+        "(--beam-workers), the part a Flink or Spark job server plays on a cluster.",
+    )
+    parser.add_argument(
+        "--port", type=console.at_least_one, required=True, help="Port to serve the Job API on."
+    )
+    parser.add_argument(
+        "--staging-dir",
+        metavar="DIR",
+        help="Where jobs' staged artifacts are kept (default: a temporary directory).",
+    )
+
+
+def _beam_worker(args) -> int:
+    from agnews import beam_cluster
+
+    beam_cluster.serve_worker_pool(args.port)
+    return ExitCode.OK
+
+
+def _beam_job_service(args) -> int:
+    from agnews import beam_cluster
+
+    beam_cluster.serve_job_service(args.port, args.staging_dir)
+    return ExitCode.OK
+
+
 def _add_skew_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "skew", help="Compare logged serving requests with the training statistics (TFDV)."
@@ -514,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_parser(subparsers)
     _add_serve_parser(subparsers)
     _add_skew_parser(subparsers)
+    _add_beam_worker_parser(subparsers)
+    _add_beam_job_service_parser(subparsers)
     _add_monitor_parser(subparsers)
     models_command.add_models_parser(subparsers)
     models_command.add_card_parser(subparsers)
@@ -522,16 +574,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that only serve Beam's APIs: TensorFlow loads in the workers they start, not in them.
+BEAM_SERVICES = ("beam-worker", "beam-job-service")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not getattr(args, "print_config", False):
-        quiet.import_tensorflow()  # every other command needs it: import it once, without its noise
+    if not getattr(args, "print_config", False) and args.command not in BEAM_SERVICES:
+        quiet.import_tensorflow()  # the other commands need it: import it once, without its noise
     commands = {
         "run": pipeline_commands.run,
         "predict": _predict,
         "score": _score,
         "serve": _serve,
         "skew": _skew,
+        "beam-worker": _beam_worker,
+        "beam-job-service": _beam_job_service,
         "monitor": _monitor,
         "models": models_command.models,
         "card": models_command.card,

@@ -8,7 +8,7 @@ import sys
 
 from agnews.exit_codes import ExitCode
 from components.artifacts import BLANK_LINE, rejected_counts
-from pipeline import metadata_connection
+from pipeline import beam_packaging, metadata_connection
 
 
 def fail(command: str, error: object) -> ExitCode:
@@ -66,3 +66,36 @@ def metadata_address(args: argparse.Namespace, sqlite_path: str) -> str:
         return sqlite_path
     metadata_connection.required_server(args.metadata_uri)
     return args.metadata_uri
+
+
+def add_portable_beam_arguments(parser: argparse.ArgumentParser) -> None:
+    """--beam-workers and --beam-job-service, for every command that runs Beam stages."""
+    parser.add_argument(
+        "--beam-workers",
+        metavar="HOST:PORT",
+        help="Run the Beam stages through Beam's portable Job API, on the SDK workers of the "
+        "`agnews beam-worker` pool at HOST:PORT (adds the --beam-arg set it stands for: "
+        "--print-config shows it).",
+    )
+    parser.add_argument(
+        "--beam-job-service",
+        metavar="HOST:PORT",
+        help="With --beam-workers: the Beam job service that runs the job (default: one started "
+        "in this process).",
+    )
+
+
+def portable_beam_args(args: argparse.Namespace) -> list[str]:
+    """The Beam options --beam-workers and --beam-job-service stand for (none without them);
+    ValueError for a job service without workers. (`run` leaves unset flags out of `args`.)"""
+    workers, job_service = (
+        getattr(args, name, None) for name in ("beam_workers", "beam_job_service")
+    )
+    if workers is None:
+        if job_service is not None:
+            raise ValueError(
+                "--beam-job-service needs --beam-workers HOST:PORT, the `agnews beam-worker` "
+                "pool whose workers run the job."
+            )
+        return []
+    return beam_packaging.portable_args(workers, job_service or beam_packaging.EMBEDDED_JOB_SERVICE)

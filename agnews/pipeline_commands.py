@@ -404,6 +404,7 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="A Beam pipeline option for every Beam-powered component, e.g. "
         "--beam-arg=--direct_num_workers=2 (repeatable).",
     )
+    console.add_portable_beam_arguments(parser)
     option(
         "--no-baseline",
         action="store_false",
@@ -427,9 +428,17 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args) -> PipelineConfig:
+    """Defaults, then --config FILE, then the flags; --beam-workers adds its Beam options to
+    the config's (or --beam-arg's)."""
     names = {f.name for f in dataclasses.fields(PipelineConfig)}
-    return load_config(
+    config = load_config(
         getattr(args, "config_file", None), **{k: v for k, v in vars(args).items() if k in names}
+    )
+    portable = console.portable_beam_args(args)
+    return (
+        dataclasses.replace(config, beam_args=[*config.beam_args, *portable])
+        if portable
+        else config
     )
 
 

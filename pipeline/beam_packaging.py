@@ -4,7 +4,9 @@ Beam pickles the ingest DoFns by reference to `components.ingest`: a worker that
 needs this package installed. Local runners (DirectRunner, the default) run in this
 interpreter and need nothing. A worker image the user names (--sdk_container_image, or the
 older --worker_harness_container_image) is trusted to carry agnews, as the pipeline image
-built from the Dockerfile does; so is a package the user ships (--extra_package, --setup_file).
+built from the Dockerfile does; so is a package the user ships (--extra_package, --setup_file)
+and a worker pool the user runs (--environment_type=EXTERNAL: `agnews beam-worker` in an
+environment where the agnews wheel is installed).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import tempfile
 
 from pipeline.config import PROJECT_DIR
 
+# portable_args' default job service: Beam's own, started in the submitting process.
+EMBEDDED_JOB_SERVICE = "embed"
+
 
 class WheelBuildError(RuntimeError):
     """The agnews wheel for remote Beam workers could not be built."""
@@ -27,9 +32,22 @@ def find_uv() -> str:
     return shutil.which("uv") or str(PROJECT_DIR / ".tools" / "bin" / "uv")
 
 
+def portable_args(worker_pool: str, job_service: str = EMBEDDED_JOB_SERVICE) -> list[str]:
+    """The Beam options of a run through Beam's portable Job API (the path Flink, Spark and
+    Dataflow share): the job service at `job_service` (HOST:PORT; `embed` starts one in this
+    process) runs the job on the SDK workers of the pool at `worker_pool` (HOST:PORT, an
+    `agnews beam-worker`)."""
+    return [
+        "--runner=PortableRunner",
+        f"--job_endpoint={job_service}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config={worker_pool}",
+    ]
+
+
 def needs_shipping(beam_args: list[str]) -> bool:
-    """A remote runner, and neither a worker image nor a package of the user's named: its workers
-    lack agnews unless it is shipped."""
+    """A remote runner, and neither a worker image, a package of the user's nor a worker pool of
+    theirs named: its workers lack agnews unless it is shipped."""
     from apache_beam.options.pipeline_options import (
         PipelineOptions,
         PortableOptions,
@@ -41,14 +59,17 @@ def needs_shipping(beam_args: list[str]) -> bool:
     options = PipelineOptions(beam_args)
     runner = options.view_as(StandardOptions).runner
     # Beam resolves runner names case-insensitively, with or without "Runner" (e.g. "direct");
-    # a portable runner's LOOPBACK workers are this very process.
-    local = (
+    # a portable runner's LOOPBACK workers are this very process. EXTERNAL workers come from a
+    # pool the user started: Beam's Python pool installs nothing staged, so a wheel shipped to
+    # it would only cost the upload.
+    environment = options.view_as(PortableOptions).environment_type
+    workers_have_agnews = (
         runner is None
         or runner.lower().removesuffix("runner").endswith("direct")
-        or options.view_as(PortableOptions).environment_type == "LOOPBACK"
+        or environment in ("LOOPBACK", "EXTERNAL")
     )
     worker, setup = options.view_as(WorkerOptions), options.view_as(SetupOptions)
-    return not local and not (
+    return not workers_have_agnews and not (
         worker.sdk_container_image
         or worker.worker_harness_container_image
         or setup.extra_packages

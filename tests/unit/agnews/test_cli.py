@@ -1,5 +1,7 @@
 """Command-line behaviour that needs no pipeline run."""
 
+import json
+
 import pytest
 
 from agnews import cli, versions
@@ -211,3 +213,31 @@ def test_other_errors_still_raise(monkeypatch):
     monkeypatch.setattr(cli, "_predict", broken)
     with pytest.raises(RuntimeError, match="not an interruption"):
         cli.main(["predict", "x"])
+
+
+def test_beam_workers_stand_for_the_portable_runners_beam_args(tmp_path):
+    config_file = tmp_path / "config.json"
+    config_file.write_text('{"beam_args": ["--max_num_workers=4"]}')
+    code, loaded, out, _ = agnews_subprocess(
+        *("run", "--config", str(config_file), "--print-config"),
+        *("--beam-workers", "workers.example:50000", "--beam-job-service", "jobs.example:8099"),
+    )
+    assert code == ExitCode.OK and "tensorflow" not in loaded
+    assert json.loads(out)["beam_args"] == [
+        "--max_num_workers=4",
+        "--runner=PortableRunner",
+        "--job_endpoint=jobs.example:8099",
+        "--environment_type=EXTERNAL",
+        "--environment_config=workers.example:50000",
+    ]
+
+
+@pytest.mark.parametrize("command", ["run", "score"])
+def test_a_job_service_without_workers_is_one_line(command, tmp_path):
+    inputs = [] if command == "run" else [str(tmp_path), "--output", str(tmp_path / "out")]
+    code, _, _, err = agnews_subprocess(command, *inputs, "--beam-job-service", "jobs.example:1")
+    assert code == ExitCode.STOPPED
+    assert err.strip() == (
+        f"agnews {command} failed: --beam-job-service needs --beam-workers HOST:PORT, the "
+        "`agnews beam-worker` pool whose workers run the job."
+    )

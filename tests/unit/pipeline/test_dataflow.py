@@ -9,6 +9,7 @@ import pytest
 from tfx.dsl.components.base.executor_spec import BeamExecutorSpec
 from tfx.utils.dependency_utils import make_beam_dependency_flags
 
+from pipeline import beam_packaging
 from pipeline.config import PipelineConfig
 from pipeline.kubeflow_runner import compile_pipeline
 from pipeline.local_runner import for_beam_workers
@@ -117,3 +118,23 @@ def test_local_runners_and_named_images_get_no_wheel(tmp_path, beam_args):
     )
     assert for_beam_workers(config).beam_args == beam_args
     assert not (tmp_path / "dist").exists()
+
+
+def test_a_portable_run_names_the_job_service_and_its_workers_and_ships_nothing(tmp_path):
+    """The worker pool (`agnews beam-worker`) runs in an environment with agnews installed:
+    Beam's Python pool installs nothing staged, so no wheel is built or uploaded for it."""
+    beam_args = beam_packaging.portable_args("workers.example:50000", "jobs.example:8099")
+    assert beam_args == [
+        "--runner=PortableRunner",
+        "--job_endpoint=jobs.example:8099",
+        "--environment_type=EXTERNAL",
+        "--environment_config=workers.example:50000",
+    ]
+    assert beam_packaging.portable_args("w:1")[1] == "--job_endpoint=embed"
+    config = PipelineConfig(
+        beam_args=beam_args, metadata_path=str(tmp_path / "metadata.sqlite"), test_split=False
+    )
+    assert for_beam_workers(config).beam_args == beam_args
+    assert not (tmp_path / "dist").exists()
+    # A portable runner whose workers are containers of Beam's default image does need agnews.
+    assert beam_packaging.needs_shipping(["--runner=PortableRunner", "--job_endpoint=j:1"])
