@@ -15,7 +15,7 @@ ARGS ?=
 WORKERS ?= 2
 XDIST := -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: setup lint run test test-unit test-airflow test-gcs test-image test-lifecycle test-db db db-stop bench bench-tools clean
+.PHONY: setup lint run test test-unit test-airflow test-gcs test-image test-lifecycle test-db test-cluster db db-stop bench bench-tools clean
 
 .tools/bin/uv:
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
@@ -65,6 +65,9 @@ test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (ro
 
 test-db: setup  ## ML Metadata on a throwaway MariaDB server (installed from Debian's packages when missing: root).
 	$(VENV)/bin/pytest -m db $(ARGS)
+
+test-cluster: setup  ## Hosts in network namespaces (root): a run and a scoring job through Beam's Job API, job service and workers on hosts of their own.
+	$(VENV)/bin/pytest -m cluster $(ARGS)
 
 # A throwaway MariaDB server for --metadata-uri, its data and password under $(DB_DIR).
 DB_DIR ?= .db

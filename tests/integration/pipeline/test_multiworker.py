@@ -1,6 +1,7 @@
 """Distributed training through the real Trainer: TFX's GenericExecutor calls the project's
 run_fn on the end-to-end run's Transform output, in processes of their own, as Vertex AI or a
-Kubeflow TFJob runs each training replica (same command, same output artifacts)."""
+Kubeflow TFJob runs each training replica (same command, same output artifacts). The two-worker
+test runs them on two hosts (network namespaces: make test-cluster)."""
 
 import contextlib
 import glob
@@ -12,10 +13,13 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from agnews.exit_codes import ExitCode
 from components.artifacts import TRAINING_BACKUP_DIR_NAME
 from tests.helpers.cli import agnews_subprocess
 from tests.helpers.data import transform_outputs
+from tests.helpers.hosts import Hosts, hosts
 
 # argv: the artifacts' URIs (JSON), whether to start TensorFlow on a CPU split into two logical
 # devices before the Trainer runs (TF's stand-in for two GPUs; under LocalDagRunner TensorFlow has
@@ -69,16 +73,30 @@ def _free_port() -> int:
 
 
 def _start_trainer(
-    uris: dict, tmp_dir, split_cpu: bool = False, tf_config: dict | None = None, epochs: int = 1
+    uris: dict,
+    tmp_dir,
+    split_cpu: bool = False,
+    tf_config: dict | None = None,
+    epochs: int = 1,
+    on: tuple[Hosts, str] | None = None,
 ):
+    """The Trainer in a process of its own; `on` (hosts, name): on that host."""
     tmp_dir.mkdir(exist_ok=True)
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TMPDIR": str(tmp_dir)}
     env["PYTHONUNBUFFERED"] = "1"  # each line as it is printed: a test may wait for one
     env.pop("TF_CONFIG", None)
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
+    command = [
+        sys.executable,
+        "-c",
+        RUN_TRAINER,
+        json.dumps(uris),
+        str(int(split_cpu)),
+        str(epochs),
+    ]
     return subprocess.Popen(
-        [sys.executable, "-c", RUN_TRAINER, json.dumps(uris), str(int(split_cpu)), str(epochs)],
+        on[0].command(on[1], command) if on else command,
         env=env,
         text=True,
         stdout=subprocess.PIPE,
@@ -135,24 +153,33 @@ def _stopped_by(seconds: float):
         kill_all()
 
 
-def _worker_configs(count: int) -> list[dict]:
-    workers = [f"127.0.0.1:{_free_port()}" for _ in range(count)]
-    return [
-        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        for index in range(count)
-    ]
+# The training hosts, and the port each worker serves TensorFlow's collectives on.
+TRAINERS, TRAINER_PORT = ["trainer-0", "trainer-1"], 2222
 
 
+@pytest.mark.cluster
 def test_two_workers_train_one_model_and_resume_it_after_losing_one(first_run, tmp_path):
-    """Two workers, two epochs; worker 1 is killed as the second epoch starts: worker 0 fails
-    with a clear error within REPLICA_LOSS_S (MultiWorkerMirroredStrategy's health check), not a
-    hang. The same command again on both (the same artifacts, as a retried task) resumes from
-    the first epoch's backup, trains the second epoch on one model (the same all-reduced losses
-    in both) that the chief exports, and deletes the backup."""
-    uris, configs = _uris(first_run, tmp_path), _worker_configs(2)
+    """Two workers on two hosts, two epochs; worker 1 is killed as the second epoch starts:
+    worker 0 fails with a clear error within REPLICA_LOSS_S (MultiWorkerMirroredStrategy's health
+    check), not a hang. The same command again on both (the same artifacts, as a retried task)
+    resumes from the first epoch's backup, trains the second epoch on one model (the same
+    all-reduced losses in both) that the chief exports, and deletes the backup."""
+    uris = _uris(first_run, tmp_path)
+    workers = [f"{name}:{TRAINER_PORT}" for name in TRAINERS]
+    configs = [
+        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        for index in range(len(workers))
+    ]
+    with hosts(TRAINERS) as made:
+        _train_lose_a_replica_and_resume(uris, configs, made, tmp_path)
+
+
+def _train_lose_a_replica_and_resume(uris, configs, made: Hosts, tmp_path) -> None:
     with _stopped_by(TRAINING_S) as processes:
         processes += [
-            _start_trainer(uris, tmp_path / f"tmp{i}", tf_config=configs[i], epochs=2)
+            _start_trainer(
+                uris, tmp_path / f"tmp{i}", tf_config=configs[i], epochs=2, on=(made, TRAINERS[i])
+            )
             for i in (0, 1)
         ]
         seen = []
@@ -170,7 +197,13 @@ def test_two_workers_train_one_model_and_resume_it_after_losing_one(first_run, t
 
     with _stopped_by(TRAINING_S) as restarted:
         restarted += [
-            _start_trainer(uris, tmp_path / f"restart{i}", tf_config=configs[i], epochs=2)
+            _start_trainer(
+                uris,
+                tmp_path / f"restart{i}",
+                tf_config=configs[i],
+                epochs=2,
+                on=(made, TRAINERS[i]),
+            )
             for i in (0, 1)
         ]
         outputs = [_finish(process) for process in restarted]
