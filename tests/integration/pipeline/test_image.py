@@ -16,6 +16,7 @@ from components.artifacts import ACCEPTED, read_summary
 from pipeline.beam_packaging import find_uv
 from pipeline.config import PROJECT_DIR, PipelineConfig
 from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR, compile_pipeline
+from tests.helpers.kubeflow import container_argv, executor_input
 
 IMAGE = "registry.example/agnews-pipeline:test"
 
@@ -102,52 +103,9 @@ def _build_image_python(workdir: Path, venv: Path) -> None:
         assert done.returncode == 0, f"{step}:\n{done.stderr[-3000:]}"
 
 
-def _executor_input(spec: dict, task: str, workdir: Path, outputs: Path) -> dict:
-    """What KFP passes as `{{$}}` (ExecutorInput JSON) to `task`: its constant parameters, with
-    the image's project directory at `workdir`, and fresh output artifacts under `outputs`."""
-
-    def local(value: dict) -> dict:
-        text = value.get("stringValue", "")
-        return (
-            {"stringValue": str(workdir) + text[len(IMAGE_PROJECT_DIR) :]}
-            if text.startswith(IMAGE_PROJECT_DIR + "/")
-            else value
-        )
-
-    parameters = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
-    component = spec["components"][task]
-    return {
-        "inputs": {
-            "parameters": {
-                name: local(p["runtimeValue"]["constantValue"]) for name, p in parameters.items()
-            }
-        },
-        "outputs": {
-            "artifacts": {
-                key: {
-                    "artifacts": [
-                        {
-                            "name": f"{task}-{key}",
-                            "type": output["artifactType"],
-                            "uri": str(outputs / task / key),
-                            "metadata": {},
-                        }
-                    ]
-                }
-                for key, output in component["outputDefinitions"]["artifacts"].items()
-            },
-            "outputFile": str(outputs / task / "executor_output.json"),
-        },
-    }
-
-
-def _run_container(container: dict, executor_input: dict, workdir: Path, env: dict) -> None:
-    """One container command line of the IR, `{{$}}` filled in, run where the image runs it."""
-    argv = [
-        *container["command"],
-        *(json.dumps(executor_input) if arg == "{{$}}" else arg for arg in container["args"]),
-    ]
-    assert argv[0] == "python"  # resolved on PATH, as in the image
+def _run_container(container: dict, filled_in: dict, workdir: Path, env: dict) -> None:
+    """One container command line of the IR, run where the image runs it."""
+    argv = container_argv(container, filled_in)
     done = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(argv[:3])}:\n{done.stderr[-4000:]}"
 
@@ -175,7 +133,7 @@ def test_the_image_environment_runs_the_compiled_tasks(tmp_path):
     executors = spec["deploymentSpec"]["executors"]
     env = _image_env(venv)
 
-    schema_input = _executor_input(spec, "ImportSchemaGen", workdir, outputs)
+    schema_input = executor_input(spec, "ImportSchemaGen", workdir, outputs)
     _run_container(executors["ImportSchemaGen_executor"]["container"], schema_input, workdir, env)
     assert (outputs / "ImportSchemaGen" / "schema" / "schema.pbtxt").read_text() == (
         PROJECT_DIR / "schemas" / "schema.pbtxt"
@@ -183,7 +141,7 @@ def test_the_image_environment_runs_the_compiled_tasks(tmp_path):
 
     # ExampleGen: KFP runs its driver (span and fingerprint), then our ingest executor.
     example_gen = executors["FileBasedExampleGen_executor"]["container"]
-    examples_input = _executor_input(spec, "FileBasedExampleGen", workdir, outputs)
+    examples_input = executor_input(spec, "FileBasedExampleGen", workdir, outputs)
     _run_container(example_gen["lifecycle"]["preCacheCheck"], examples_input, workdir, env)
     _run_container(example_gen, examples_input, workdir, env)
     examples = outputs / "FileBasedExampleGen" / "examples"

@@ -1,7 +1,8 @@
 """Distributed training through the real Trainer: TFX's GenericExecutor calls the project's
 run_fn on the end-to-end run's Transform output, in processes of their own, as Vertex AI or a
 Kubeflow TFJob runs each training replica (same command, same output artifacts). The two-worker
-test runs them on two hosts (network namespaces: make test-cluster)."""
+test runs the Trainer task's own container command from the compiled Kubeflow IR on two hosts
+(network namespaces: make test-cluster)."""
 
 import contextlib
 import glob
@@ -12,14 +13,18 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from agnews.exit_codes import ExitCode
 from components.artifacts import TRAINING_BACKUP_DIR_NAME
+from pipeline.config import PROJECT_DIR, PipelineConfig
+from pipeline.kubeflow_runner import compile_pipeline
 from tests.helpers.cli import agnews_subprocess
-from tests.helpers.data import transform_outputs
+from tests.helpers.data import newest_output, transform_outputs
 from tests.helpers.hosts import Hosts, hosts
+from tests.helpers.kubeflow import container_argv, executor_input
 
 # argv: the artifacts' URIs (JSON), whether to start TensorFlow on a CPU split into two logical
 # devices before the Trainer runs (TF's stand-in for two GPUs; under LocalDagRunner TensorFlow has
@@ -79,15 +84,18 @@ def _start_trainer(
     tf_config: dict | None = None,
     epochs: int = 1,
     on: tuple[Hosts, str] | None = None,
+    container: list[str] | None = None,
 ):
-    """The Trainer in a process of its own; `on` (hosts, name): on that host."""
+    """The Trainer in a process of its own (RUN_TRAINER, or a `container` command line run by
+    the environment's `python` as the image's PATH has it); `on` (hosts, name): on that host."""
     tmp_dir.mkdir(exist_ok=True)
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TMPDIR": str(tmp_dir)}
     env["PYTHONUNBUFFERED"] = "1"  # each line as it is printed: a test may wait for one
     env.pop("TF_CONFIG", None)
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    command = [
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    command = container or [
         sys.executable,
         "-c",
         RUN_TRAINER,
@@ -157,28 +165,63 @@ def _stopped_by(seconds: float):
 TRAINERS, TRAINER_PORT = ["trainer-0", "trainer-1"], 2222
 
 
+def _trainer_task(first_run, tmp_path, epochs: int) -> tuple[list[str], dict, Path]:
+    """(the Trainer task's container command line from the compiled Kubeflow IR, the URIs of its
+    artifacts, its executor output file): its ExecutorInput names first_run's Transform outputs
+    and schema as KFP would (the task upstream produced them) and `epochs`."""
+    root, _ = first_run
+    ir = compile_pipeline(PipelineConfig(test_split=False), str(tmp_path / "ir.json"))
+    spec = json.loads(Path(ir).read_text())["pipelineSpec"]
+    examples, graph = transform_outputs(root)
+    filled_in = executor_input(
+        spec,
+        "Trainer",
+        PROJECT_DIR,
+        tmp_path / "outputs",
+        artifacts={
+            "examples": {"uri": examples.uri, "metadata": {"split_names": '["train", "eval"]'}},
+            "transform_graph": {"uri": graph, "metadata": {}},
+            "schema": {"uri": newest_output(root, "ImportSchemaGen", "schema"), "metadata": {}},
+        },
+        custom_config={"epochs": epochs, "batch_size": 32, "patience": epochs},
+    )
+    outputs = filled_in["outputs"]
+    uris = {key: found["artifacts"][0]["uri"] for key, found in outputs["artifacts"].items()}
+    container = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
+    return container_argv(container, filled_in), uris, Path(outputs["outputFile"])
+
+
 @pytest.mark.cluster
-def test_two_workers_train_one_model_and_resume_it_after_losing_one(first_run, tmp_path):
-    """Two workers on two hosts, two epochs; worker 1 is killed as the second epoch starts:
-    worker 0 fails with a clear error within REPLICA_LOSS_S (MultiWorkerMirroredStrategy's health
-    check), not a hang. The same command again on both (the same artifacts, as a retried task)
-    resumes from the first epoch's backup, trains the second epoch on one model (the same
-    all-reduced losses in both) that the chief exports, and deletes the backup."""
-    uris = _uris(first_run, tmp_path)
+def test_two_hosts_run_the_kubeflow_trainer_task_lose_one_and_resume(first_run, tmp_path):
+    """The Trainer task's container command from the compiled Kubeflow IR on two hosts, with
+    TF_CONFIG naming them (as Vertex AI's worker pools and a TFJob run it), two epochs; worker 1
+    is killed as the second epoch starts: worker 0 fails with a clear error within
+    REPLICA_LOSS_S (MultiWorkerMirroredStrategy's health check), not a hang. The same command
+    again on both (the same artifacts, as a retried task) resumes from the first epoch's backup,
+    trains the second epoch on one model (the same all-reduced losses in both) that the chief
+    exports where the task's output artifact, the one Pusher is given, points, and deletes the
+    backup."""
+    container, uris, reported = _trainer_task(first_run, tmp_path, epochs=2)
     workers = [f"{name}:{TRAINER_PORT}" for name in TRAINERS]
     configs = [
         {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         for index in range(len(workers))
     ]
     with hosts(TRAINERS) as made:
-        _train_lose_a_replica_and_resume(uris, configs, made, tmp_path)
+        _train_lose_a_replica_and_resume(uris, configs, made, container, tmp_path)
+    exported = json.loads(reported.read_text())["artifacts"]["model"]["artifacts"][0]["uri"]
+    assert exported == uris["model"]
 
 
-def _train_lose_a_replica_and_resume(uris, configs, made: Hosts, tmp_path) -> None:
+def _train_lose_a_replica_and_resume(uris, configs, made: Hosts, container, tmp_path) -> None:
     with _stopped_by(TRAINING_S) as processes:
         processes += [
             _start_trainer(
-                uris, tmp_path / f"tmp{i}", tf_config=configs[i], epochs=2, on=(made, TRAINERS[i])
+                uris,
+                tmp_path / f"tmp{i}",
+                tf_config=configs[i],
+                on=(made, TRAINERS[i]),
+                container=container,
             )
             for i in (0, 1)
         ]
@@ -192,7 +235,7 @@ def _train_lose_a_replica_and_resume(uris, configs, made: Hosts, tmp_path) -> No
         output, _ = processes[0].communicate(timeout=REPLICA_LOSS_S)
     assert processes[0].returncode != 0
     assert "ReplicaLostError: a training replica stopped answering" in output, output[-3000:]
-    backup = tmp_path / "model_run" / TRAINING_BACKUP_DIR_NAME
+    backup = Path(uris["model_run"], TRAINING_BACKUP_DIR_NAME)
     assert backup.is_dir()
 
     with _stopped_by(TRAINING_S) as restarted:
@@ -201,8 +244,8 @@ def _train_lose_a_replica_and_resume(uris, configs, made: Hosts, tmp_path) -> No
                 uris,
                 tmp_path / f"restart{i}",
                 tf_config=configs[i],
-                epochs=2,
                 on=(made, TRAINERS[i]),
+                container=container,
             )
             for i in (0, 1)
         ]
@@ -216,7 +259,7 @@ def _train_lose_a_replica_and_resume(uris, configs, made: Hosts, tmp_path) -> No
     assert not backup.exists()  # deleted once training ended
     # The chief (worker 0) exported the model and its history; worker 1's scratch copy is gone.
     assert glob.glob(f"{uris['model']}/Format-Serving/saved_model.pb")
-    assert json.loads((tmp_path / "model_run" / "history.json").read_text())["loss"]
+    assert json.loads(Path(uris["model_run"], "history.json").read_text())["loss"]
     assert os.listdir(tmp_path / "restart1") == []
     labels = _predicted_labels(f"{uris['model']}/Format-Serving")
     assert len(labels) == 2 and set(labels) <= {"World", "Sports", "Business", "Sci/Tech"}

@@ -1,0 +1,75 @@
+"""Running tasks of the compiled KFP v2 IR as Kubeflow / Vertex AI runs them: the task's own
+container command line, `{{$}}` filled in with the ExecutorInput JSON KFP would pass."""
+
+import json
+from pathlib import Path
+
+from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR
+
+
+def executor_input(
+    spec: dict,
+    task: str,
+    workdir: Path,
+    outputs: Path,
+    artifacts: dict[str, dict] | None = None,
+    custom_config: dict | None = None,
+) -> dict:
+    """What KFP passes as `{{$}}` (ExecutorInput JSON) to `task`: its constant parameters, with
+    the image's project directory at `workdir` and `custom_config` updated (a JSON parameter);
+    input `artifacts` (key → {"uri", "metadata"}: what upstream tasks produced); fresh output
+    artifacts under `outputs`."""
+
+    def local(name: str, value: dict) -> dict:
+        text = value.get("stringValue", "")
+        if name == "custom_config" and custom_config:
+            return {"stringValue": json.dumps({**json.loads(text), **custom_config})}
+        if text.startswith(IMAGE_PROJECT_DIR + "/"):
+            return {"stringValue": str(workdir) + text[len(IMAGE_PROJECT_DIR) :]}
+        return value
+
+    parameters = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+    component = spec["components"][task]
+    inputs = component["inputDefinitions"].get("artifacts", {})
+    return {
+        "inputs": {
+            "parameters": {
+                name: local(name, p["runtimeValue"]["constantValue"])
+                for name, p in parameters.items()
+            },
+            "artifacts": {
+                key: {
+                    "artifacts": [
+                        {"name": f"upstream-{key}", "type": inputs[key]["artifactType"], **given}
+                    ]
+                }
+                for key, given in (artifacts or {}).items()
+            },
+        },
+        "outputs": {
+            "artifacts": {
+                key: {
+                    "artifacts": [
+                        {
+                            "name": f"{task}-{key}",
+                            "type": output["artifactType"],
+                            "uri": str(outputs / task / key),
+                            "metadata": {},
+                        }
+                    ]
+                }
+                for key, output in component["outputDefinitions"]["artifacts"].items()
+            },
+            "outputFile": str(outputs / task / "executor_output.json"),
+        },
+    }
+
+
+def container_argv(container: dict, filled_in: dict) -> list[str]:
+    """One container command line of the IR, `{{$}}` replaced by `filled_in` (ExecutorInput)."""
+    argv = [
+        *container["command"],
+        *(json.dumps(filled_in) if arg == "{{$}}" else arg for arg in container["args"]),
+    ]
+    assert argv[0] == "python"  # resolved on PATH, as in the image
+    return argv
