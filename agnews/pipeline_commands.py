@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
 from typing import Any
 
 from agnews import console
@@ -126,6 +127,36 @@ def _run_pipeline(config: PipelineConfig, verbose: bool):
             return local_runner.run(config), log
     except stops as error:
         raise RunStopped(f"{error}\nFull log: {log and log.path}") from error
+    except Exception as error:
+        lost = _lost_services(config)
+        if not lost:
+            raise
+        if log is not None:  # the whole error for the run's log, one line for the user
+            with open(log.path, "a") as out:
+                traceback.print_exception(error, file=out)
+        raise RunStopped(
+            f"the run stopped: {'; '.join(lost)}. Components that finished are recorded: run the "
+            "same command again once it answers (they are cached, and nothing the stopped one "
+            f"half-wrote is used).\nFull log: {log and log.path}"
+        ) from None
+
+
+def _lost_services(config: PipelineConfig) -> list[str]:
+    """What the run relies on that cannot be reached now (it could at the start): the ML
+    Metadata server, a portable Beam run's job service and worker pool. Whether a failure mid-run
+    was theirs is judged by reaching them, not by the error TFX, ml-metadata or Beam raised
+    (Beam's says "Error running pipeline", TFX's names no server)."""
+    from pipeline import beam_packaging
+
+    lost = []
+    try:
+        metadata_connection.check(config.metadata_address)
+    except metadata_connection.MetadataStoreError as error:
+        lost.append(str(error))
+    return lost + [
+        f"{service} is unreachable"
+        for service in beam_packaging.unreachable_portable_services(config.beam_args)
+    ]
 
 
 def _print_summary(summary, config: PipelineConfig, log_path: str) -> None:

@@ -45,6 +45,31 @@ def portable_args(worker_pool: str, job_service: str = EMBEDDED_JOB_SERVICE) -> 
     ]
 
 
+def unreachable_portable_services(beam_args: list[str], timeout_s: float = 5) -> list[str]:
+    """The services of a portable run (`beam_args`' job service unless embedded, and its
+    EXTERNAL worker pool) that do not accept a connection now, each as "the Beam ROLE at
+    HOST:PORT": what a Beam job failure reports as "Error running pipeline" when one of them
+    went away."""
+    import socket
+
+    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+
+    options = PipelineOptions(beam_args).view_as(PortableOptions)
+    services = {}
+    if options.job_endpoint and options.job_endpoint != EMBEDDED_JOB_SERVICE:
+        services["job service"] = options.job_endpoint
+    if options.environment_type == "EXTERNAL" and options.environment_config:
+        services["worker pool"] = options.environment_config
+    down = []
+    for role, address in services.items():
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        except (OSError, ValueError):
+            down.append(f"the Beam {role} at {address}")
+    return down
+
+
 def needs_shipping(beam_args: list[str]) -> bool:
     """A remote runner, and neither a worker image, a package of the user's nor a worker pool of
     theirs named: its workers lack agnews unless it is shipped."""
