@@ -2,6 +2,7 @@
 local run ships a wheel it builds; local runners and a user-named worker image get nothing."""
 
 import json
+import socket
 import zipfile
 from pathlib import Path
 
@@ -118,6 +119,30 @@ def test_local_runners_and_named_images_get_no_wheel(tmp_path, beam_args):
     )
     assert for_beam_workers(config).beam_args == beam_args
     assert not (tmp_path / "dist").exists()
+
+
+def test_a_portable_runs_services_that_do_not_answer_are_named():
+    """What `agnews run` names when a portable run fails: the job service and the worker pool
+    that refuse a connection now; an embedded job service is this process, never named."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        answering = f"127.0.0.1:{listening.getsockname()[1]}"
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            silent = f"127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening: refused
+            down = beam_packaging.unreachable_portable_services(
+                beam_packaging.portable_args(silent, answering)
+            )
+            assert down == [f"the Beam worker pool at {silent}"]
+            down = beam_packaging.unreachable_portable_services(
+                beam_packaging.portable_args(answering, silent)
+            )
+            assert down == [f"the Beam job service at {silent}"]
+            assert beam_packaging.unreachable_portable_services(
+                beam_packaging.portable_args(silent)
+            ) == [f"the Beam worker pool at {silent}"]
+    assert beam_packaging.unreachable_portable_services(["--runner=DirectRunner"]) == []
 
 
 def test_a_portable_run_names_the_job_service_and_its_workers_and_ships_nothing(tmp_path):
