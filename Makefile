@@ -66,7 +66,7 @@ test-gcs: setup  ## The gs:// file system tests against a local GCS emulator (ro
 test-db: setup  ## ML Metadata on a throwaway MariaDB server (installed from Debian's packages when missing: root).
 	$(VENV)/bin/pytest -m db $(ARGS)
 
-test-cluster: setup  ## Hosts in network namespaces (root): a run and a scoring job through Beam's Job API, job service and workers on hosts of their own.
+test-cluster: setup  ## Hosts in network namespaces (root): Beam's job service and workers, ML Metadata's MariaDB server, the model server and two training replicas, each on a host of its own.
 	$(VENV)/bin/pytest -m cluster $(ARGS)
 
 # A throwaway MariaDB server for --metadata-uri, its data and password under $(DB_DIR).
