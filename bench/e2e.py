@@ -36,14 +36,15 @@ AGNEWS = str(Path(sys.executable).with_name("agnews"))
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ag_news/train_subset.csv.gz"
 
 
-def run_once(work: Path, data: Path | None) -> dict:
-    """`agnews run` on `data` (a train file; None: the embedded sample) under `work`."""
+def run_once(work: Path, data: Path | None, extra: tuple[str, ...] = ()) -> dict:
+    """`agnews run EXTRA` on `data` (a train file; None: the embedded sample) under `work`."""
     args = [
         AGNEWS,
         "run",
         *("--pipeline-root", str(work / "pipeline")),
         *("--metadata-path", str(work / "metadata.sqlite")),
         *("--serving-dir", str(work / "serving" / "agnews")),
+        *extra,
     ]
     if data is not None:
         (work / "data").mkdir()
