@@ -4,7 +4,9 @@ container command line, `{{$}}` filled in with the ExecutorInput JSON KFP would 
 import json
 from pathlib import Path
 
-from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR
+from pipeline.config import PROJECT_DIR, PipelineConfig
+from pipeline.kubeflow_runner import IMAGE_PROJECT_DIR, compile_pipeline
+from tests.helpers.data import newest_output, transform_outputs
 
 
 def executor_input(
@@ -73,3 +75,29 @@ def container_argv(container: dict, filled_in: dict) -> list[str]:
     ]
     assert argv[0] == "python"  # resolved on PATH, as in the image
     return argv
+
+
+def trainer_task(root: Path, workdir: Path, epochs: int) -> tuple[list[str], dict, Path]:
+    """(the Trainer task's container command line from the compiled Kubeflow IR, the URIs of its
+    output artifacts, its executor output file): its ExecutorInput names the Transform outputs
+    and schema of the pipeline run under `root` as KFP would (the tasks upstream produced them),
+    `epochs`, batches of 32, and outputs under `workdir`."""
+    ir = compile_pipeline(PipelineConfig(test_split=False), str(workdir / "ir.json"))
+    spec = json.loads(Path(ir).read_text())["pipelineSpec"]
+    examples, graph = transform_outputs(root)
+    filled_in = executor_input(
+        spec,
+        "Trainer",
+        PROJECT_DIR,
+        workdir / "outputs",
+        artifacts={
+            "examples": {"uri": examples.uri, "metadata": {"split_names": examples.split_names}},
+            "transform_graph": {"uri": graph, "metadata": {}},
+            "schema": {"uri": newest_output(root, "ImportSchemaGen", "schema"), "metadata": {}},
+        },
+        custom_config={"epochs": epochs, "batch_size": 32, "patience": epochs},
+    )
+    outputs = filled_in["outputs"]
+    uris = {key: found["artifacts"][0]["uri"] for key, found in outputs["artifacts"].items()}
+    container = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
+    return container_argv(container, filled_in), uris, Path(outputs["outputFile"])

@@ -19,12 +19,10 @@ import pytest
 
 from agnews.exit_codes import ExitCode
 from components.artifacts import TRAINING_BACKUP_DIR_NAME
-from pipeline.config import PROJECT_DIR, PipelineConfig
-from pipeline.kubeflow_runner import compile_pipeline
 from tests.helpers.cli import agnews_subprocess
-from tests.helpers.data import newest_output, transform_outputs
+from tests.helpers.data import transform_outputs
 from tests.helpers.hosts import Hosts, hosts
-from tests.helpers.kubeflow import container_argv, executor_input
+from tests.helpers.kubeflow import trainer_task
 
 # argv: the artifacts' URIs (JSON), whether to start TensorFlow on a CPU split into two logical
 # devices before the Trainer runs (TF's stand-in for two GPUs; under LocalDagRunner TensorFlow has
@@ -165,32 +163,6 @@ def _stopped_by(seconds: float):
 TRAINERS, TRAINER_PORT = ["trainer-0", "trainer-1"], 2222
 
 
-def _trainer_task(first_run, tmp_path, epochs: int) -> tuple[list[str], dict, Path]:
-    """(the Trainer task's container command line from the compiled Kubeflow IR, the URIs of its
-    artifacts, its executor output file): its ExecutorInput names first_run's Transform outputs
-    and schema as KFP would (the task upstream produced them) and `epochs`."""
-    root, _ = first_run
-    ir = compile_pipeline(PipelineConfig(test_split=False), str(tmp_path / "ir.json"))
-    spec = json.loads(Path(ir).read_text())["pipelineSpec"]
-    examples, graph = transform_outputs(root)
-    filled_in = executor_input(
-        spec,
-        "Trainer",
-        PROJECT_DIR,
-        tmp_path / "outputs",
-        artifacts={
-            "examples": {"uri": examples.uri, "metadata": {"split_names": '["train", "eval"]'}},
-            "transform_graph": {"uri": graph, "metadata": {}},
-            "schema": {"uri": newest_output(root, "ImportSchemaGen", "schema"), "metadata": {}},
-        },
-        custom_config={"epochs": epochs, "batch_size": 32, "patience": epochs},
-    )
-    outputs = filled_in["outputs"]
-    uris = {key: found["artifacts"][0]["uri"] for key, found in outputs["artifacts"].items()}
-    container = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
-    return container_argv(container, filled_in), uris, Path(outputs["outputFile"])
-
-
 @pytest.mark.cluster
 def test_two_hosts_run_the_kubeflow_trainer_task_lose_one_and_resume(first_run, tmp_path):
     """The Trainer task's container command from the compiled Kubeflow IR on two hosts, with
@@ -201,7 +173,7 @@ def test_two_hosts_run_the_kubeflow_trainer_task_lose_one_and_resume(first_run, 
     trains the second epoch on one model (the same all-reduced losses in both) that the chief
     exports where the task's output artifact, the one Pusher is given, points, and deletes the
     backup."""
-    container, uris, reported = _trainer_task(first_run, tmp_path, epochs=2)
+    container, uris, reported = trainer_task(first_run[0], tmp_path, epochs=2)
     workers = [f"{name}:{TRAINER_PORT}" for name in TRAINERS]
     configs = [
         {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
