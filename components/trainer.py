@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import os
 import shutil
 import tempfile
 import time
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
@@ -177,6 +179,71 @@ class EpochTimer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._started)
 
 
+class JudgesBackup(tf.keras.callbacks.Callback):
+    """What Keras's BackupAndRestore leaves out: the state of the callbacks that judge each
+    epoch (EarlyStopping's best eval loss, epochs without improvement and best weights;
+    ReduceLROnPlateau's best and its count). Without it a resumed Trainer forgets the epochs
+    before its restart, so it cuts the learning rate and stops at other epochs than the
+    uninterrupted run would, and trains another model (measured with bench/multiworker.py).
+
+    Listed after the judges (it saves what their epoch end decided) and before
+    BackupAndRestore (an epoch's state is written before Keras's checkpoint of it, so the
+    checkpoint a restart resumes from always has its state), one file per epoch; read back when
+    training begins at a later epoch than the first."""
+
+    # The attributes of each judge that carry from one epoch to the next.
+    CARRIED = {
+        tf.keras.callbacks.EarlyStopping: ("wait", "best", "best_epoch"),
+        tf.keras.callbacks.ReduceLROnPlateau: ("wait", "best", "cooldown_counter"),
+    }
+
+    def __init__(self, directory: str, judges: list[tf.keras.callbacks.Callback], write: bool):
+        super().__init__()
+        self._directory, self._judges, self._write = directory, judges, write
+        self._started = False
+
+    def _path(self, epoch: int, suffix: str) -> str:
+        return os.path.join(self._directory, f"judges-epoch-{epoch}.{suffix}")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._started:
+            return
+        self._started = True
+        if epoch == 0 or not tf.io.gfile.exists(self._path(epoch - 1, "json")):
+            return
+        with tf.io.gfile.GFile(self._path(epoch - 1, "json")) as handle:
+            states = json.load(handle)
+        for judge, state in zip(self._judges, states, strict=True):
+            for name, value in state.items():
+                setattr(judge, name, value)
+            if getattr(judge, "restore_best_weights", False):
+                with tf.io.gfile.GFile(self._path(epoch - 1, "npz"), "rb") as handle:
+                    saved = np.load(io.BytesIO(handle.read()))
+                    judge.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._write:
+            return
+        tf.io.gfile.makedirs(self._directory)
+        states = [
+            {name: _plain(getattr(judge, name)) for name in self.CARRIED[type(judge)]}
+            for judge in self._judges
+        ]
+        for judge in self._judges:
+            if getattr(judge, "restore_best_weights", False) and judge.best_weights is not None:
+                buffer = io.BytesIO()
+                np.savez(buffer, **{f"w{i}": w for i, w in enumerate(judge.best_weights)})
+                with tf.io.gfile.GFile(self._path(epoch, "npz"), "wb") as handle:
+                    handle.write(buffer.getvalue())
+        with tf.io.gfile.GFile(self._path(epoch, "json"), "w") as handle:
+            json.dump(states, handle)
+
+
+def _plain(value):
+    """A judge's number as JSON takes it (numpy scalars become Python ones; inf stays inf)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def fit(
     classifier: tf.keras.Model,
     train: tf.data.Dataset,
@@ -184,22 +251,25 @@ def fit(
     epochs: int,
     patience: int = DEFAULT_PATIENCE,
     callbacks=(),
+    backup: tuple[str, bool] | None = None,
 ) -> tf.keras.callbacks.History:
     """Trains until eval loss stops improving for `patience` epochs, keeping the best weights;
-    each epoch without improvement also cuts the learning rate."""
+    each epoch without improvement also cuts the learning rate. `backup` (directory, whether
+    this process writes it): where JudgesBackup keeps the judges' state for a restart."""
+    judges = [
+        tf.keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
+        ),
+        tf.keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=LEARNING_RATE_DECAY_ON_PLATEAU, patience=0, verbose=1
+        ),
+    ]
+    kept = [JudgesBackup(backup[0], judges, write=backup[1])] if backup else []
     return classifier.fit(
         train,
         validation_data=evaluation,
         epochs=epochs,
-        callbacks=[
-            tf.keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
-            ),
-            tf.keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=LEARNING_RATE_DECAY_ON_PLATEAU, patience=0, verbose=1
-            ),
-            *callbacks,
-        ],
+        callbacks=[*judges, *kept, *callbacks],
         verbose=2,
     )
 
@@ -278,6 +348,7 @@ def run_fn(fn_args: FnArgs) -> None:
             evaluation,
             epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
             patience=int(config.get("patience", DEFAULT_PATIENCE)),
+            backup=(backup_dir, strategy.extended.should_checkpoint),
             callbacks=[
                 tf.keras.callbacks.BackupAndRestore(backup_dir),
                 tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
