@@ -72,7 +72,10 @@ def run(args) -> int:
         return ExitCode.OK
     metadata_connection.check(config.metadata_address)  # before anything is written
     from components import trainer
-    from pipeline import run_lock
+    from pipeline import beam_packaging, run_lock
+
+    if down := beam_packaging.unreachable_portable_services(config.beam_args):
+        return console.fail("run", f"{' and '.join(down)} refused the connection")
 
     if trainer.cluster_size() > 1:
         print(
@@ -142,10 +145,10 @@ def _run_pipeline(config: PipelineConfig, verbose: bool):
 
 
 def _lost_services(config: PipelineConfig) -> list[str]:
-    """What the run relies on that cannot be reached now (it could at the start): the ML
-    Metadata server, a portable Beam run's job service and worker pool. Whether a failure mid-run
-    was theirs is judged by reaching them, not by the error TFX, ml-metadata or Beam raised
-    (Beam's says "Error running pipeline", TFX's names no server)."""
+    """What the run relies on that cannot be reached now (it could at the start: `run` checks
+    them first): the ML Metadata server, a portable Beam run's job service and worker pool.
+    Whether a failure mid-run was theirs is judged by reaching them, not by the error TFX,
+    ml-metadata or Beam raised (Beam's says "Error running pipeline", TFX's names no server)."""
     from pipeline import beam_packaging
 
     lost = []

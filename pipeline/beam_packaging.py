@@ -12,6 +12,7 @@ environment where the agnews wheel is installed).
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -47,9 +48,10 @@ def portable_args(worker_pool: str, job_service: str = EMBEDDED_JOB_SERVICE) -> 
 
 def unreachable_portable_services(beam_args: list[str], timeout_s: float = 5) -> list[str]:
     """The services of a portable run (`beam_args`' job service unless embedded, and its
-    EXTERNAL worker pool) that do not accept a connection now, each as "the Beam ROLE at
-    HOST:PORT": what a Beam job failure reports as "Error running pipeline" when one of them
-    went away."""
+    EXTERNAL worker pool) that refuse a connection now, each as "the Beam ROLE at ADDRESS":
+    what a Beam job failure reports as "Error running pipeline" when one of them went away. An
+    address this cannot read (not HOST:PORT, [IPV6]:PORT or Beam's {"url": ...}) is not
+    probed: only a refusal counts."""
     import socket
 
     from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
@@ -62,12 +64,28 @@ def unreachable_portable_services(beam_args: list[str], timeout_s: float = 5) ->
         services["worker pool"] = options.environment_config
     down = []
     for role, address in services.items():
-        host, _, port = address.rpartition(":")
+        endpoint = _host_and_port(address)
+        if endpoint is None:
+            continue
         try:
-            socket.create_connection((host, int(port)), timeout=timeout_s).close()
-        except (OSError, ValueError):
+            socket.create_connection(endpoint, timeout=timeout_s).close()
+        except OSError:
             down.append(f"the Beam {role} at {address}")
     return down
+
+
+def _host_and_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Beam service address as Beam reads it: HOST:PORT, [IPV6]:PORT, or for
+    an EXTERNAL environment JSON with a "url"; None when it is none of these."""
+    if address.lstrip().startswith("{"):
+        try:
+            address = json.loads(address)["url"]
+        except (ValueError, KeyError, TypeError):
+            return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 def needs_shipping(beam_args: list[str]) -> bool:
@@ -85,8 +103,8 @@ def needs_shipping(beam_args: list[str]) -> bool:
     runner = options.view_as(StandardOptions).runner
     # Beam resolves runner names case-insensitively, with or without "Runner" (e.g. "direct");
     # a portable runner's LOOPBACK workers are this very process. EXTERNAL workers come from a
-    # pool the user started: Beam's Python pool installs nothing staged, so a wheel shipped to
-    # it would only cost the upload.
+    # pool the user started, in an environment that must have agnews (docs/orchestrators.md):
+    # `agnews beam-worker`'s Python pool installs nothing staged anyway.
     environment = options.view_as(PortableOptions).environment_type
     workers_have_agnews = (
         runner is None

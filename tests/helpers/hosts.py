@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 
@@ -53,8 +54,7 @@ def _ip(*args: str) -> None:
 
 @contextlib.contextmanager
 def hosts(names: list[str]) -> Iterator[Hosts]:
-    """Hosts `names` on one bridge, removed again on exit (also what a killed earlier session
-    left under the same names)."""
+    """Hosts `names` on one bridge, removed again on exit with whatever still runs on them."""
     made = Hosts(f"agnews{os.getpid()}n{next(_NETWORKS)}", names)
     switch = made.namespace("switch")
     every = [switch, *(made.namespace(name) for name in names)]
@@ -95,6 +95,14 @@ def hosts(names: list[str]) -> Iterator[Hosts]:
 
 
 def _remove(namespaces: list[str]) -> None:
+    """Kills what still runs on each host (deleting a namespace would leave it running,
+    unreachable), then deletes it."""
     for namespace in namespaces:
+        found = subprocess.run(
+            ["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=30
+        )
+        for pid in found.stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "delete", namespace], capture_output=True, timeout=30)
         shutil.rmtree(f"/etc/netns/{namespace}", ignore_errors=True)

@@ -72,8 +72,8 @@ def test_a_metadata_server_on_its_own_host_refuses_a_second_orchestrator_and_sur
     installed = subprocess.run([MARIADB, "install"], capture_output=True, text=True, timeout=900)
     assert installed.returncode == 0, installed.stderr
     with hosts(["orchestrator", "second-orchestrator", "metadata-db"]) as made:
-        _mariadb(made, "start", database)
         try:
+            _mariadb(made, "start", database)
             log = tmp_path / "first.log"
             with open(log, "w") as out:
                 first = made.popen(

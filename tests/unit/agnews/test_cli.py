@@ -1,6 +1,7 @@
 """Command-line behaviour that needs no pipeline run."""
 
 import json
+import socket
 
 import pytest
 
@@ -241,3 +242,18 @@ def test_a_job_service_without_workers_is_one_line(command, tmp_path):
         f"agnews {command} failed: --beam-job-service needs --beam-workers HOST:PORT, the "
         "`agnews beam-worker` pool whose workers run the job."
     )
+
+
+def test_a_run_whose_beam_workers_refuse_connections_stops_before_anything_is_written(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: a connection is refused
+        workers = f"127.0.0.1:{closed.getsockname()[1]}"
+        code, _, _, err = agnews_subprocess(
+            *("run", "--pipeline-root", str(tmp_path / "pipeline")),
+            *("--metadata-path", str(tmp_path / "metadata.sqlite"), "--beam-workers", workers),
+        )
+    assert code == ExitCode.STOPPED
+    assert err.strip() == (
+        f"agnews run failed: the Beam worker pool at {workers} refused the connection"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

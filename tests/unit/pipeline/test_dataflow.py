@@ -143,6 +143,17 @@ def test_a_portable_runs_services_that_do_not_answer_are_named():
                 beam_packaging.portable_args(silent)
             ) == [f"the Beam worker pool at {silent}"]
     assert beam_packaging.unreachable_portable_services(["--runner=DirectRunner"]) == []
+    # Beam's other ways to name a pool: JSON with a "url", a bracketed IPv6 address; and one
+    # that cannot be read is not probed (only a refusal counts, so no failure is mislabelled).
+    port = silent.rsplit(":", 1)[1]
+    for config in (f'{{"url": "{silent}"}}', f"[::1]:{port}"):
+        assert beam_packaging.unreachable_portable_services(
+            beam_packaging.portable_args(config, "embed")
+        ) == [f"the Beam worker pool at {config}"]
+    assert (
+        beam_packaging.unreachable_portable_services(beam_packaging.portable_args("not-an-address"))
+        == []
+    )
 
 
 def test_a_portable_run_names_the_job_service_and_its_workers_and_ships_nothing(tmp_path):
