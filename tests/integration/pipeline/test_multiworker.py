@@ -186,17 +186,21 @@ def test_two_hosts_run_the_kubeflow_trainer_task_lose_one_and_resume(first_run, 
 
 
 def _train_lose_a_replica_and_resume(uris, configs, made: Hosts, container, tmp_path) -> None:
-    with _stopped_by(TRAINING_S) as processes:
-        processes += [
+    def start_both(scratch: str) -> list[subprocess.Popen]:
+        """The Trainer task on both hosts, each with its scratch directory `scratch`N."""
+        return [
             _start_trainer(
                 uris,
-                tmp_path / f"tmp{i}",
+                tmp_path / f"{scratch}{i}",
                 tf_config=configs[i],
                 on=(made, TRAINERS[i]),
                 container=container,
             )
             for i in (0, 1)
         ]
+
+    with _stopped_by(TRAINING_S) as processes:
+        processes += start_both("tmp")
         seen = []
         for line in processes[1].stdout:
             seen.append(line)
@@ -211,16 +215,7 @@ def _train_lose_a_replica_and_resume(uris, configs, made: Hosts, container, tmp_
     assert backup.is_dir()
 
     with _stopped_by(TRAINING_S) as restarted:
-        restarted += [
-            _start_trainer(
-                uris,
-                tmp_path / f"restart{i}",
-                tf_config=configs[i],
-                on=(made, TRAINERS[i]),
-                container=container,
-            )
-            for i in (0, 1)
-        ]
+        restarted += start_both("restart")
         outputs = [_finish(process) for process in restarted]
     for output in outputs:
         assert "Training on 2 replica(s): MultiWorkerMirroredStrategy" in output
