@@ -53,24 +53,19 @@ def run_arm(window, out_dir: str, config: dict, base_model: str | None, seed: in
     args = fn_args(*window, Path(out_dir), config, base_model=base_model)
     output = tft.TFTransformOutput(args.transform_output)
     keys = model.input_keys(config["model"])
-    train, evaluation, holdout = (
-        trainer.batch_examples(
-            trainer.read_examples(
-                [f"{window[0].uri}/Split-{split}/*"],
-                args.data_accessor,
-                output,
-                shuffle=shuffle,
-                keys=keys,
-            ),
-            config["batch_size"],
-        )
-        for split, shuffle in (
-            (features.TRAIN_SPLIT, True),
-            (features.EVAL_SPLIT, False),
-            (features.HOLDOUT_SPLIT, False),
-        )
-    )
     tf.keras.utils.set_random_seed(seed)
+    train, evaluation, holdout = (
+        trainer.read_examples(
+            [f"{window[0].uri}/Split-{split}/*"], args.data_accessor, output, keys=keys
+        )
+        for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT, features.HOLDOUT_SPLIT)
+    )
+    train, steps_per_epoch = trainer.training_epochs(
+        train, config["batch_size"], first_epoch=0, epochs=config["epochs"]
+    )
+    evaluation, holdout = (
+        trainer.batch_examples(d, config["batch_size"]) for d in (evaluation, holdout)
+    )
     started = time.perf_counter()
     classifier, start = trainer.build_classifier(args, output, trainer.distribution_strategy())
     clock = EpochClock(started)
@@ -79,6 +74,7 @@ def run_arm(window, out_dir: str, config: dict, base_model: str | None, seed: in
         train,
         evaluation,
         epochs=config["epochs"],
+        steps_per_epoch=steps_per_epoch,
         patience=config["patience"],
         callbacks=[clock],
     ).history

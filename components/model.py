@@ -87,7 +87,11 @@ def build_model(
         embedding, *recurrent = _SEQUENCE_LAYERS[name]()
         hidden = embedding(inputs[features.TOKEN_IDS_KEY])
         if embedding_dropout:
-            hidden = tf.keras.layers.SpatialDropout1D(embedding_dropout)(hidden)
+            # Its masks come from a tf.random.Generator, which the Trainer reseeds per epoch
+            # (trainer.EpochSeededDropout), so that a resumed Trainer draws the same ones.
+            hidden = tf.keras.layers.SpatialDropout1D(embedding_dropout, force_generator=True)(
+                hidden
+            )
         for layer in recurrent:
             hidden = layer(hidden)
         logits.append(tf.keras.layers.Dense(features.NUM_CLASSES, name="sequence_logits")(hidden))

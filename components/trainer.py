@@ -37,9 +37,12 @@ from components.settings import (
 # Learning rate x this after every epoch that does not lower eval loss.
 LEARNING_RATE_DECAY_ON_PLATEAU = 0.3
 SEED = 42
-SHUFFLE_BUFFER = 10_000
+# Rows per shuffle buffer: all of AG News's 120,000 training rows, so an epoch is a full shuffle.
+SHUFFLE_BUFFER = 131_072
 _READ_BATCH = 256
 # Token-count edges of the length buckets: AG News title + description is mostly 20-60 tokens.
+# The name under which Keras's BackupAndRestore checkpoints the last finished epoch.
+_SAVED_EPOCH = "ckpt_saved_epoch/"
 BUCKET_BOUNDARIES = (12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 80, 96, 128)
 
 
@@ -93,34 +96,54 @@ def read_examples(
     file_pattern,
     data_accessor,
     tf_transform_output: tft.TFTransformOutput,
-    shuffle: bool,
     keys: tuple[str, ...] = (features.TOKEN_IDS_KEY,),
 ) -> tf.data.Dataset:
-    """Transformed examples one by one: ({key: values [length] for the model's keys}, label)."""
+    """Transformed examples one by one, in file order: ({key: values [length] for the model's
+    keys}, label). Training shuffles them per epoch (training_epochs)."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
-            batch_size=_READ_BATCH,
-            label_key=features.LABEL_KEY,
-            num_epochs=1,
-            shuffle=shuffle,
-            shuffle_seed=SEED,
+            batch_size=_READ_BATCH, label_key=features.LABEL_KEY, num_epochs=1, shuffle=False
         ),
         tf_transform_output.transformed_metadata.schema,
     )
     dataset = dataset.map(lambda batch, label: ({k: batch[k] for k in keys}, label)).unbatch()
     # An unbatched row keeps its read batch's dense shape (the longest of 256 rows): shrinking
     # it to the row's own values keeps that padding out of the length buckets.
-    dataset = dataset.map(
+    return dataset.map(
         lambda row, label: (
             {k: tf.sparse.to_dense(tf.sparse.reset_shape(v)) for k, v in row.items()},
             label,
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    if shuffle:
-        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=SEED, reshuffle_each_iteration=True)
-    return dataset
+
+
+def training_epochs(
+    examples: tf.data.Dataset, batch_size: int, first_epoch: int, epochs: int
+) -> tuple[tf.data.Dataset, int]:
+    """The batches of epochs first_epoch..epochs-1 in one dataset, and how many each epoch has.
+
+    Epoch e's rows come in an order drawn from (SEED, e) alone, not from how many epochs this
+    process ran before: a Trainer resumed at epoch k (BackupAndRestore) reads the batches the
+    uninterrupted one read at epoch k. (A reshuffle per iteration restarts with the process, so
+    a resumed Trainer read epoch 0's order again and trained another model.) The rows are read
+    once and kept in memory, so that later epochs do not parse them again."""
+    examples = examples.cache()
+
+    def epoch_batches(epoch):
+        rows = examples.shuffle(SHUFFLE_BUFFER, seed=SEED + epoch, reshuffle_each_iteration=False)
+        return _batches(rows, batch_size, bucketing=True)
+
+    # Length buckets flush their partial batches at the end of each epoch, so every epoch has
+    # as many batches as the rows in file order make (this pass also fills the cache).
+    steps = int(
+        _batches(examples, batch_size, bucketing=True).reduce(
+            np.int64(0), lambda count, _: count + 1
+        )
+    )
+    dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+    return _for_replicas(dataset), steps
 
 
 def batch_examples(
@@ -129,28 +152,34 @@ def batch_examples(
     """Right-padded batches (padding 0 for every feature: PAD_ID for token ids, weight 0 for
     n-grams); with bucketing, rows of similar length (in tokens, else in n-grams) share a
     batch so the LSTMs spend little time on padding."""
+    return _for_replicas(_batches(dataset, batch_size, bucketing))
+
+
+def _batches(dataset: tf.data.Dataset, batch_size: int, bucketing: bool) -> tf.data.Dataset:
     row_spec, _ = dataset.element_spec
     padding = (
         {k: tf.constant(features.PAD_ID, spec.dtype) for k, spec in row_spec.items()},
         tf.constant(0, tf.int64),
     )
-    if bucketing:
-        length_key = (
-            features.TOKEN_IDS_KEY if features.TOKEN_IDS_KEY in row_spec else features.NGRAM_IDS_KEY
-        )
-        dataset = dataset.bucket_by_sequence_length(
-            element_length_func=lambda row, label: tf.shape(row[length_key])[0],
-            bucket_boundaries=list(BUCKET_BOUNDARIES),
-            bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
-            padding_values=padding,
-        )
-    else:
-        dataset = dataset.padded_batch(batch_size, padding_values=padding)
-    # Across N workers, each takes its 1/N of every global batch: Transform writes fewer files
-    # than there may be workers, so the default sharding by file cannot split them.
+    if not bucketing:
+        return dataset.padded_batch(batch_size, padding_values=padding)
+    length_key = (
+        features.TOKEN_IDS_KEY if features.TOKEN_IDS_KEY in row_spec else features.NGRAM_IDS_KEY
+    )
+    return dataset.bucket_by_sequence_length(
+        element_length_func=lambda row, label: tf.shape(row[length_key])[0],
+        bucket_boundaries=list(BUCKET_BOUNDARIES),
+        bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
+        padding_values=padding,
+    )
+
+
+def _for_replicas(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """Across N workers, each takes its 1/N of every global batch: Transform writes fewer files
+    than there may be workers, so the default sharding by file cannot split them."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def padding_fraction(batches: tf.data.Dataset) -> float:
@@ -244,6 +273,35 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
+def resumed_epoch(backup_dir: str) -> int:
+    """The epoch a Trainer restarted with BackupAndRestore's state in backup_dir begins at
+    (0 without one): the epoch after the last one Keras's checkpoint recorded as finished. Keras
+    reads the same checkpoint to skip the epochs before it; training_epochs needs it first."""
+    # Keras keeps the chief's checkpoint in backup_dir/chief (other workers' scratch beside it).
+    checkpoint = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    if not checkpoint:
+        return 0
+    (name,) = (n for n, _ in tf.train.list_variables(checkpoint) if n.startswith(_SAVED_EPOCH))
+    return max(int(tf.train.load_variable(checkpoint, name)) + 1, 0)
+
+
+class EpochSeededDropout(tf.keras.callbacks.Callback):
+    """Reseeds every dropout layer that draws from a tf.random.Generator (force_generator=True,
+    as model.build_model makes them) from (SEED, its index, the epoch) as each epoch begins, so
+    that epoch e's dropout masks depend on e alone, as its batches do (training_epochs): a
+    resumed Trainer draws what the uninterrupted one drew. The generator's state is not in
+    Keras's checkpoint, and TF1-style random ops restart with the process."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for index, layer in enumerate(self.model.submodules):
+            rng = getattr(layer, "_random_generator", None)
+            if rng is None or not hasattr(rng, "make_seed_for_stateless_op"):
+                continue
+            rng.make_seed_for_stateless_op()  # Keras creates the generator on first use
+            if rng._generator is not None:  # None: stateless or TF1-style (not reseedable)
+                rng._generator.reset_from_seed([SEED, index, epoch])
+
+
 def fit(
     classifier: tf.keras.Model,
     train: tf.data.Dataset,
@@ -252,10 +310,12 @@ def fit(
     patience: int = DEFAULT_PATIENCE,
     callbacks=(),
     backup: tuple[str, bool] | None = None,
+    steps_per_epoch: int | None = None,
 ) -> tf.keras.callbacks.History:
     """Trains until eval loss stops improving for `patience` epochs, keeping the best weights;
     each epoch without improvement also cuts the learning rate. `backup` (directory, whether
-    this process writes it): where JudgesBackup keeps the judges' state for a restart."""
+    this process writes it): where JudgesBackup keeps the judges' state for a restart.
+    `steps_per_epoch`: batches per epoch when `train` holds every epoch (training_epochs)."""
     judges = [
         tf.keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
@@ -269,7 +329,8 @@ def fit(
         train,
         validation_data=evaluation,
         epochs=epochs,
-        callbacks=[*judges, *kept, *callbacks],
+        steps_per_epoch=steps_per_epoch,
+        callbacks=[EpochSeededDropout(), *judges, *kept, *callbacks],
         verbose=2,
     )
 
@@ -318,35 +379,35 @@ def run_fn(fn_args: FnArgs) -> None:
     model_name = config.get("model", DEFAULT_MODEL)
     tf.keras.utils.set_random_seed(SEED)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train, evaluation = (
-        batch_examples(
-            read_examples(
-                files,
-                fn_args.data_accessor,
-                tf_transform_output,
-                shuffle=shuffle,
-                keys=model.input_keys(model_name),
-            ),
-            batch_size,
-        )
-        for files, shuffle in ((fn_args.train_files, True), (fn_args.eval_files, False))
+    backup_dir = os.path.join(fn_args.model_run_dir, TRAINING_BACKUP_DIR_NAME)
+    epochs = int(config.get("epochs", DEFAULT_EPOCHS))
+    first_epoch = resumed_epoch(backup_dir)
+    keys = model.input_keys(model_name)
+    train, steps_per_epoch = training_epochs(
+        read_examples(fn_args.train_files, fn_args.data_accessor, tf_transform_output, keys),
+        batch_size,
+        first_epoch,
+        epochs,
     )
-    if features.TOKEN_IDS_KEY in model.input_keys(model_name):
+    evaluation = batch_examples(
+        read_examples(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, keys),
+        batch_size,
+    )
+    if features.TOKEN_IDS_KEY in keys:
         print(f"Padding fraction of the eval batches: {padding_fraction(evaluation):.3f}")
     classifier, start = build_classifier(fn_args, tf_transform_output, strategy)
     classifier.summary(print_fn=logging.info)  # in the run's log file, not on the console
     print(warm_start.describe(start))
     timer = EpochTimer()
-    backup_dir = os.path.join(fn_args.model_run_dir, TRAINING_BACKUP_DIR_NAME)
-    # Keras keeps the checkpoint in backup_dir/chief (other workers' scratch beside it).
-    if tf.train.latest_checkpoint(os.path.join(backup_dir, "chief")):
-        print(f"Resuming from the backup of the last finished epoch in {backup_dir}")
+    if first_epoch:
+        print(f"Resuming at epoch {first_epoch + 1} from the backup in {backup_dir}")
     try:
         history = fit(
             classifier,
             train,
             evaluation,
-            epochs=int(config.get("epochs", DEFAULT_EPOCHS)),
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
             patience=int(config.get("patience", DEFAULT_PATIENCE)),
             backup=(backup_dir, strategy.extended.should_checkpoint),
             callbacks=[

@@ -30,9 +30,7 @@ def test_no_row_reaching_the_model_is_fully_masked(first_run, tmp_path):
     tf_transform_output = tft.TFTransformOutput(args.transform_output)
     rows = oov_only = 0
     for files in (args.train_files, args.eval_files):
-        examples = trainer.read_examples(
-            files, args.data_accessor, tf_transform_output, shuffle=False
-        )
+        examples = trainer.read_examples(files, args.data_accessor, tf_transform_output)
         for row, _ in trainer.batch_examples(examples, batch_size=8):
             token_ids = row[features.TOKEN_IDS_KEY]
             real = token_ids.numpy() != features.PAD_ID
@@ -76,7 +74,6 @@ def test_ngram_rows_are_padded_with_weight_zero(first_run, tmp_path):
         args.eval_files,
         args.data_accessor,
         tf_transform_output,
-        shuffle=False,
         keys=model.input_keys("linear"),
     )
     rows = 0

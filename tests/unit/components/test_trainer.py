@@ -1,12 +1,13 @@
 """The Trainer's fit loop across a restart: BackupAndRestore restores the weights, the optimizer
 and the epoch; JudgesBackup restores what decides the epochs after it (early stopping, learning
-rate cuts), so a resumed fit ends as the uninterrupted one does."""
+rate cuts); each epoch's batches and dropout masks depend on the epoch alone, so a resumed fit
+ends as the uninterrupted one does."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import trainer
+from components import features, model, trainer
 
 EPOCHS, PATIENCE = 5, 3
 
@@ -80,3 +81,77 @@ def test_a_resumed_fit_stops_and_cuts_the_learning_rate_as_the_uninterrupted_one
     assert not all(
         np.allclose(mine, theirs) for mine, theirs in zip(forgetful_weights, weights, strict=True)
     )
+
+
+def _token_rows(count: int, seed: int) -> tf.data.Dataset:
+    """Rows as trainer.read_examples yields them: ({token ids: [length]}, label)."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.integers(2, 500, size=rng.integers(4, 40)) for _ in range(count)]
+    labels = rng.integers(0, features.NUM_CLASSES, size=count)
+    return tf.data.Dataset.from_generator(
+        lambda: (
+            ({features.TOKEN_IDS_KEY: r}, np.int64(label))
+            for r, label in zip(rows, labels, strict=True)
+        ),
+        output_signature=(
+            {features.TOKEN_IDS_KEY: tf.TensorSpec([None], tf.int64)},
+            tf.TensorSpec([], tf.int64),
+        ),
+    )
+
+
+def _batches(dataset: tf.data.Dataset) -> list[bytes]:
+    return [row[features.TOKEN_IDS_KEY].numpy().tobytes() for row, _ in dataset]
+
+
+def test_each_epoch_reads_every_row_once_in_an_order_of_its_own_whatever_epoch_it_starts_at():
+    rows = _token_rows(200, seed=0)
+    whole, steps = trainer.training_epochs(rows, 16, first_epoch=0, epochs=4)
+    batches = _batches(whole)
+    assert len(batches) == 4 * steps
+    epochs = [batches[e * steps : (e + 1) * steps] for e in range(4)]
+    assert len({tuple(epoch) for epoch in epochs}) == 4  # reshuffled every epoch
+    all_rows = sorted(_batches(rows))
+    for epoch in epochs:
+        tokens = np.concatenate([np.frombuffer(b, np.int64) for b in epoch])
+        assert sorted(tokens[tokens != features.PAD_ID].tolist()) == sorted(
+            np.concatenate([np.frombuffer(r, np.int64) for r in all_rows]).tolist()
+        )
+    resumed, resumed_steps = trainer.training_epochs(rows, 16, first_epoch=2, epochs=4)
+    assert resumed_steps == steps and _batches(resumed) == batches[2 * steps :]
+
+
+def _fit_recurrent(backup_dir, crash_at: int | None = None):
+    """The lesson's SimpleRNN with embedding dropout, fitted as run_fn fits: training_epochs
+    from the epoch the backup says, the judges and the backups."""
+    tf.keras.utils.set_random_seed(trainer.SEED)
+    classifier = model.build_model("simple_rnn", 1e-2, embedding_dropout=0.5)
+    train, steps = trainer.training_epochs(
+        _token_rows(96, seed=1), 16, trainer.resumed_epoch(str(backup_dir)), EPOCHS
+    )
+    callbacks = [tf.keras.callbacks.BackupAndRestore(str(backup_dir))]
+    if crash_at is not None:
+        callbacks.append(_Crash(crash_at))
+    history = trainer.fit(
+        classifier,
+        train,
+        trainer.batch_examples(_token_rows(32, seed=2), 16),
+        epochs=EPOCHS,
+        steps_per_epoch=steps,
+        patience=EPOCHS,
+        callbacks=callbacks,
+        backup=(str(backup_dir), True),
+    )
+    return classifier.get_weights(), history.history["loss"]
+
+
+def test_a_resumed_fit_with_shuffled_batches_and_dropout_trains_the_uninterrupted_model(tmp_path):
+    weights, losses = _fit_recurrent(tmp_path / "whole")
+    with pytest.raises(RuntimeError, match="killed"):
+        _fit_recurrent(tmp_path / "resumed", crash_at=2)
+    assert trainer.resumed_epoch(str(tmp_path / "resumed")) == 2
+    resumed_weights, resumed_losses = _fit_recurrent(tmp_path / "resumed")
+    # The same training losses epoch by epoch: the same batches and the same dropout masks.
+    np.testing.assert_allclose(resumed_losses, losses[2:], rtol=1e-6)
+    for mine, theirs in zip(resumed_weights, weights, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
