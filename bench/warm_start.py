@@ -77,6 +77,7 @@ def run_arm(window, out_dir: str, config: dict, base_model: str | None, seed: in
         steps_per_epoch=steps_per_epoch,
         patience=config["patience"],
         callbacks=[clock],
+        seed=seed,
     ).history
     best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
     _, accuracy = classifier.evaluate(holdout, verbose=0)

@@ -215,10 +215,12 @@ class JudgesBackup(tf.keras.callbacks.Callback):
     before its restart, so it cuts the learning rate and stops at other epochs than the
     uninterrupted run would, and trains another model (measured with bench/multiworker.py).
 
-    Listed after the judges (it saves what their epoch end decided) and before
-    BackupAndRestore (an epoch's state is written before Keras's checkpoint of it, so the
-    checkpoint a restart resumes from always has its state), one file per epoch; read back when
-    training begins at a later epoch than the first."""
+    Listed after the judges (it saves what their epoch end decided, and restores their state
+    after their own reset when training begins) and before BackupAndRestore (an epoch's state is
+    written before Keras's checkpoint of it, so the checkpoint a restart resumes from always
+    has its state), one file per epoch. Restored when training begins, not when its first
+    epoch does: a Trainer stopped after the last epoch's checkpoint runs no epoch on restart,
+    and EarlyStopping's end of training must still put its best weights back."""
 
     # The attributes of each judge that carry from one epoch to the next.
     CARRIED = {
@@ -229,24 +231,21 @@ class JudgesBackup(tf.keras.callbacks.Callback):
     def __init__(self, directory: str, judges: list[tf.keras.callbacks.Callback], write: bool):
         super().__init__()
         self._directory, self._judges, self._write = directory, judges, write
-        self._started = False
 
     def _path(self, epoch: int, suffix: str) -> str:
         return os.path.join(self._directory, f"judges-epoch-{epoch}.{suffix}")
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._started:
+    def on_train_begin(self, logs=None):
+        finished = resumed_epoch(self._directory) - 1
+        if finished < 0 or not tf.io.gfile.exists(self._path(finished, "json")):
             return
-        self._started = True
-        if epoch == 0 or not tf.io.gfile.exists(self._path(epoch - 1, "json")):
-            return
-        with tf.io.gfile.GFile(self._path(epoch - 1, "json")) as handle:
+        with tf.io.gfile.GFile(self._path(finished, "json")) as handle:
             states = json.load(handle)
         for judge, state in zip(self._judges, states, strict=True):
             for name, value in state.items():
                 setattr(judge, name, value)
             if getattr(judge, "restore_best_weights", False):
-                with tf.io.gfile.GFile(self._path(epoch - 1, "npz"), "rb") as handle:
+                with tf.io.gfile.GFile(self._path(finished, "npz"), "rb") as handle:
                     saved = np.load(io.BytesIO(handle.read()))
                     judge.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
 
@@ -281,25 +280,47 @@ def resumed_epoch(backup_dir: str) -> int:
     checkpoint = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
     if not checkpoint:
         return 0
-    (name,) = (n for n, _ in tf.train.list_variables(checkpoint) if n.startswith(_SAVED_EPOCH))
-    return max(int(tf.train.load_variable(checkpoint, name)) + 1, 0)
+    names = [n for n, _ in tf.train.list_variables(checkpoint) if n.startswith(_SAVED_EPOCH)]
+    if len(names) != 1:
+        raise RuntimeError(
+            f"the training backup {checkpoint} holds no {_SAVED_EPOCH!r} (this Keras names its "
+            f"epoch otherwise): delete {backup_dir} to train again from the first epoch"
+        )
+    return max(int(tf.train.load_variable(checkpoint, names[0])) + 1, 0)
 
 
 class EpochSeededDropout(tf.keras.callbacks.Callback):
-    """Reseeds every dropout layer that draws from a tf.random.Generator (force_generator=True,
-    as model.build_model makes them) from (SEED, its index, the epoch) as each epoch begins, so
-    that epoch e's dropout masks depend on e alone, as its batches do (training_epochs): a
-    resumed Trainer draws what the uninterrupted one drew. The generator's state is not in
-    Keras's checkpoint, and TF1-style random ops restart with the process."""
+    """Reseeds every dropout layer's tf.random.Generator from (seed, its index, the epoch) as
+    each epoch begins, so that epoch e's dropout masks depend on e alone, as its batches do
+    (training_epochs): a resumed Trainer draws what the uninterrupted one drew. The generator's
+    state is not in Keras's checkpoint, and TF1-style random ops restart with the process.
+
+    Keras keeps the generator in private attributes (tf_keras has no public way to reseed a
+    layer): a dropout layer without one (TF1 random ops, or renamed attributes) is an error
+    when training begins, not a resume that silently trains another model."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self._seed = seed
+        self._generators: list[tuple[int, tf.random.Generator]] = []
+
+    def on_train_begin(self, logs=None):
+        self._generators = []
+        for index, layer in enumerate(self.model.submodules):
+            if not isinstance(layer, tf.keras.layers.Dropout):
+                continue
+            generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+            if not isinstance(generator, tf.random.Generator):
+                raise TypeError(
+                    f"dropout layer {layer.name!r} draws no masks from a tf.random.Generator, "
+                    "so a resumed Trainer cannot draw the masks it drew before: build it with "
+                    "force_generator=True (as model.build_model does)"
+                )
+            self._generators.append((index, generator))
 
     def on_epoch_begin(self, epoch, logs=None):
-        for index, layer in enumerate(self.model.submodules):
-            rng = getattr(layer, "_random_generator", None)
-            if rng is None or not hasattr(rng, "make_seed_for_stateless_op"):
-                continue
-            rng.make_seed_for_stateless_op()  # Keras creates the generator on first use
-            if rng._generator is not None:  # None: stateless or TF1-style (not reseedable)
-                rng._generator.reset_from_seed([SEED, index, epoch])
+        for index, generator in self._generators:
+            generator.reset_from_seed([self._seed, index, epoch])
 
 
 def fit(
@@ -311,11 +332,13 @@ def fit(
     callbacks=(),
     backup: tuple[str, bool] | None = None,
     steps_per_epoch: int | None = None,
+    seed: int = SEED,
 ) -> tf.keras.callbacks.History:
     """Trains until eval loss stops improving for `patience` epochs, keeping the best weights;
     each epoch without improvement also cuts the learning rate. `backup` (directory, whether
     this process writes it): where JudgesBackup keeps the judges' state for a restart.
-    `steps_per_epoch`: batches per epoch when `train` holds every epoch (training_epochs)."""
+    `steps_per_epoch`: batches per epoch when `train` holds every epoch (training_epochs);
+    `seed`: what each epoch's dropout masks are drawn from, with the epoch."""
     judges = [
         tf.keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
@@ -330,7 +353,7 @@ def fit(
         validation_data=evaluation,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
-        callbacks=[EpochSeededDropout(), *judges, *kept, *callbacks],
+        callbacks=[EpochSeededDropout(seed), *judges, *kept, *callbacks],
         verbose=2,
     )
 

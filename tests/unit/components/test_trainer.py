@@ -13,14 +13,19 @@ EPOCHS, PATIENCE = 5, 3
 
 
 class _Crash(tf.keras.callbacks.Callback):
-    """Stops training as epoch `at` begins, as a killed replica would."""
+    """Stops training as epoch `at` begins, as a killed replica would; at "end", once the last
+    epoch's backup is written but before training ends (before Keras deletes the backup)."""
 
-    def __init__(self, at: int):
+    def __init__(self, at: int | str):
         super().__init__()
         self._at = at
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self._at:
+            raise RuntimeError("killed")
+
+    def on_train_end(self, logs=None):
+        if self._at == "end":
             raise RuntimeError("killed")
 
 
@@ -121,17 +126,18 @@ def test_each_epoch_reads_every_row_once_in_an_order_of_its_own_whatever_epoch_i
     assert resumed_steps == steps and _batches(resumed) == batches[2 * steps :]
 
 
-def _fit_recurrent(backup_dir, crash_at: int | None = None):
+def _fit_recurrent(backup_dir, strategy: tf.distribute.Strategy, crash_at=None):
     """The lesson's SimpleRNN with embedding dropout, fitted as run_fn fits: training_epochs
-    from the epoch the backup says, the judges and the backups."""
+    from the epoch the backup says, the judges and the backups, in `strategy`."""
     tf.keras.utils.set_random_seed(trainer.SEED)
-    classifier = model.build_model("simple_rnn", 1e-2, embedding_dropout=0.5)
+    with strategy.scope():
+        classifier = model.build_model("simple_rnn", 1e-2, embedding_dropout=0.5)
     train, steps = trainer.training_epochs(
         _token_rows(96, seed=1), 16, trainer.resumed_epoch(str(backup_dir)), EPOCHS
     )
-    callbacks = [tf.keras.callbacks.BackupAndRestore(str(backup_dir))]
-    if crash_at is not None:
-        callbacks.append(_Crash(crash_at))
+    # The crash first: at the end of training it comes before Keras deletes the backup.
+    callbacks = [] if crash_at is None else [_Crash(crash_at)]
+    callbacks.append(tf.keras.callbacks.BackupAndRestore(str(backup_dir)))
     history = trainer.fit(
         classifier,
         train,
@@ -142,16 +148,50 @@ def _fit_recurrent(backup_dir, crash_at: int | None = None):
         callbacks=callbacks,
         backup=(str(backup_dir), True),
     )
-    return classifier.get_weights(), history.history["loss"]
+    return classifier.get_weights(), history.history
 
 
-def test_a_resumed_fit_with_shuffled_batches_and_dropout_trains_the_uninterrupted_model(tmp_path):
-    weights, losses = _fit_recurrent(tmp_path / "whole")
+@pytest.mark.parametrize("mirrored", [False, True], ids=["default strategy", "MirroredStrategy"])
+def test_a_resumed_fit_with_shuffled_batches_and_dropout_trains_the_uninterrupted_model(
+    tmp_path, mirrored
+):
+    def strategy():  # run_fn's, over the one CPU; the generator is then a mirrored variable
+        return (
+            tf.distribute.MirroredStrategy(["/cpu:0"]) if mirrored else tf.distribute.get_strategy()
+        )
+
+    weights, history = _fit_recurrent(tmp_path / "whole", strategy())
     with pytest.raises(RuntimeError, match="killed"):
-        _fit_recurrent(tmp_path / "resumed", crash_at=2)
+        _fit_recurrent(tmp_path / "resumed", strategy(), crash_at=2)
     assert trainer.resumed_epoch(str(tmp_path / "resumed")) == 2
-    resumed_weights, resumed_losses = _fit_recurrent(tmp_path / "resumed")
+    resumed_weights, resumed_history = _fit_recurrent(tmp_path / "resumed", strategy())
     # The same training losses epoch by epoch: the same batches and the same dropout masks.
-    np.testing.assert_allclose(resumed_losses, losses[2:], rtol=1e-6)
+    np.testing.assert_allclose(resumed_history["loss"], history["loss"][2:], rtol=1e-6)
     for mine, theirs in zip(resumed_weights, weights, strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_a_fit_stopped_after_its_last_backup_ends_with_the_best_weights(tmp_path):
+    weights, history = _fit_recurrent(tmp_path / "whole", tf.distribute.get_strategy())
+    # The best eval loss came before the last epoch: its weights, not the last ones, are kept.
+    assert np.argmin(history["val_loss"]) < EPOCHS - 1, history["val_loss"]
+    with pytest.raises(RuntimeError, match="killed"):
+        _fit_recurrent(tmp_path / "resumed", tf.distribute.get_strategy(), crash_at="end")
+    assert trainer.resumed_epoch(str(tmp_path / "resumed")) == EPOCHS
+    resumed_weights, resumed_history = _fit_recurrent(
+        tmp_path / "resumed", tf.distribute.get_strategy()
+    )
+    assert "loss" not in resumed_history  # no epoch left to run
+    for mine, theirs in zip(resumed_weights, weights, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_a_dropout_layer_that_cannot_be_reseeded_is_refused():
+    classifier = tf.keras.Sequential(
+        [tf.keras.Input((3,)), tf.keras.layers.Dropout(0.5), tf.keras.layers.Dense(2)]
+    )
+    classifier.compile("sgd", "mse")
+    callback = trainer.EpochSeededDropout(trainer.SEED)
+    callback.set_model(classifier)
+    with pytest.raises(TypeError, match="force_generator=True"):
+        callback.on_train_begin()
