@@ -40,6 +40,7 @@ from train_vs_seed import DEFAULT_DATA, in_fresh_process
 
 from components import features, model, settings, trainer
 from components.artifacts import EPOCH_SECONDS_KEY, HISTORY_FILE_NAME
+from tests.helpers.data import read_examples
 from tests.helpers.training import fn_args, run_transform
 
 
@@ -93,11 +94,6 @@ def keras_arm(transformed, graph: str, out_dir: str, epochs: int) -> dict:
     return {"epoch_s": timer.seconds}
 
 
-def _train_rows(transformed) -> int:
-    files = tf.io.gfile.glob(f"{transformed.uri}/Split-{features.TRAIN_SPLIT}/*")
-    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -108,7 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agnews-pace-") as temp:
         root = Path(temp)
         transformed, graph = in_fresh_process(run_transform, root / "transform", lines, False)
-        rows = _train_rows(transformed)
+        rows = len(read_examples(transformed, features.TRAIN_SPLIT))
         arms = {}
         for name, arm in (("Trainer (run_fn)", trainer_arm), ("plain Keras", keras_arm)):
             arms[name] = in_fresh_process(arm, transformed, graph, str(root / name), args.epochs)
