@@ -40,9 +40,9 @@ SEED = 42
 # Rows per shuffle buffer: all of AG News's 120,000 training rows, so an epoch is a full shuffle.
 SHUFFLE_BUFFER = 131_072
 _READ_BATCH = 256
-# Token-count edges of the length buckets: AG News title + description is mostly 20-60 tokens.
 # The name under which Keras's BackupAndRestore checkpoints the last finished epoch.
 _SAVED_EPOCH = "ckpt_saved_epoch/"
+# Token-count edges of the length buckets: AG News title + description is mostly 20-60 tokens.
 BUCKET_BOUNDARIES = (12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 80, 96, 128)
 
 
@@ -286,7 +286,8 @@ def resumed_epoch(backup_dir: str) -> int:
             f"the training backup {checkpoint} holds no {_SAVED_EPOCH!r} (this Keras names its "
             f"epoch otherwise): delete {backup_dir} to train again from the first epoch"
         )
-    return max(int(tf.train.load_variable(checkpoint, names[0])) + 1, 0)
+    # Keras writes -1 there before the first epoch ends: that is epoch 0 too.
+    return int(tf.train.load_variable(checkpoint, names[0])) + 1
 
 
 class EpochSeededDropout(tf.keras.callbacks.Callback):
