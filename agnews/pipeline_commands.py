@@ -26,7 +26,8 @@ def add_run_parser(subparsers) -> None:
     run = subparsers.add_parser(
         "run",
         argument_default=argparse.SUPPRESS,
-        help="Run the whole pipeline locally (LocalDagRunner).",
+        help="Run the whole pipeline locally (LocalDagRunner's loop, independent components "
+        "at once).",
     )
     _add_pipeline_options(run)
     run.add_argument(
@@ -42,6 +43,15 @@ def add_run_parser(subparsers) -> None:
         default=False,
         help="Print every library log line too (they always go to the run's log "
         "file, logs/ beside the ML Metadata file).",
+    )
+    run.add_argument(
+        "--workers",
+        type=console.at_least_one,
+        default=settings.DEFAULT_WORKERS,
+        metavar="N",
+        help="Run up to N components at once, each in a process of its own, as soon as their "
+        "inputs are ready; 1: one after the other in this process, as TFX's LocalDagRunner "
+        f"does (default: {settings.DEFAULT_WORKERS}, the number of cores).",
     )
     run.add_argument(
         "--keep",
@@ -86,13 +96,12 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return ExitCode.STOPPED
-    trainer.distribution_strategy()  # settled before any component runs a TensorFlow op
     quiet.drop_tfx_notices()
     try:
         with run_lock.exclusive(
             config.metadata_address, config.pipeline_root, config.pipeline_name
         ):
-            summary, log = _run_pipeline(config, args.verbose)
+            summary, log = _run_pipeline(config, args.verbose, args.workers)
     except run_lock.RunInProgress as error:
         print(f"agnews run refused: {error}", file=sys.stderr)
         return ExitCode.REFUSED
@@ -110,7 +119,7 @@ def run(args) -> int:
     return ExitCode.OK if summary.pushed or not args.require_push else ExitCode.NOT_PUSHED
 
 
-def _run_pipeline(config: PipelineConfig, verbose: bool):
+def _run_pipeline(config: PipelineConfig, verbose: bool, workers: int):
     """(the run's summary, its RunLog); RunStopped when the input or a gate stopped it."""
     from components import drift, rows, validation
     from pipeline import beam_packaging, local_runner, run_log
@@ -127,7 +136,7 @@ def _run_pipeline(config: PipelineConfig, verbose: bool):
         with run_log.quiet_run(
             config.run_dir, config.metadata_address, config.pipeline_name, verbose
         ) as log:
-            return local_runner.run(config), log
+            return local_runner.run(config, workers), log
     except stops as error:
         raise RunStopped(f"{error}\nFull log: {log and log.path}") from error
     except Exception as error:

@@ -4,6 +4,8 @@ Plain Python on purpose: help and the configuration answer without importing Ten
 TFX or Beam. The modules that use these values (model, trainer, ingest) read them from here.
 """
 
+import os
+
 # Model variants (components.model builds them): the mission's masked two-layer BiLSTM, the
 # RNN lesson's LSTM(8) and SimpleRNN(16), a linear model over TF-IDF weighted word 1-2-grams
 # (the baseline the BiLSTM has to beat) and the BiLSTM with that linear part beside it.
@@ -59,3 +61,6 @@ DEFAULT_CANARY_ERROR_WINDOW = 50
 
 # `agnews compile kubeflow` (pipeline.kubeflow_runner): the image built from the Dockerfile.
 DEFAULT_KUBEFLOW_IMAGE = "agnews-pipeline:latest"
+# agnews run: components at once, each in a process of its own (pipeline/parallel_runner.py);
+# 1 is TFX's LocalDagRunner, one after the other in one process.
+DEFAULT_WORKERS = os.cpu_count() or 1

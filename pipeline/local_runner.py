@@ -1,5 +1,6 @@
-"""Runs the pipeline on this machine with LocalDagRunner, ML Metadata on sqlite (or a server) and
-caching on."""
+"""Runs the pipeline on this machine with ParallelDagRunner (LocalDagRunner's loop, each component
+in a process of its own, independent ones at once) or LocalDagRunner itself, ML Metadata on
+sqlite (or a server) and caching on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
+from components import settings, trainer
 from components.artifacts import (
     PUSHED_DESTINATION_PROPERTY,
     PUSHED_PROPERTY,
@@ -25,6 +27,7 @@ from pipeline.node_ids import (
     MODEL_NODES,
     PushNodes,
 )
+from pipeline.parallel_runner import ParallelDagRunner, tensorflow_started
 from pipeline.pipeline import create_pipeline
 
 
@@ -56,10 +59,20 @@ class RunSummary(PushSummary):
     trained: bool = False  # False: nothing new (the served model was trained on this window)
 
 
-def run(config: PipelineConfig) -> RunSummary:
+def run(config: PipelineConfig, workers: int = settings.DEFAULT_WORKERS) -> RunSummary:
+    """Runs the pipeline, up to `workers` components at once, each in a child process; with 1,
+    or when this process already runs TensorFlow (it could not fork safely), TFX's
+    LocalDagRunner runs them one after the other in this process."""
     os.makedirs(config.run_dir, exist_ok=True)
     config = for_beam_workers(config)
-    LocalDagRunner().run(
+    if workers > 1 and not tensorflow_started():
+        runner = ParallelDagRunner(workers)
+    else:
+        # One process for every component: the Trainer's strategy must be settled before the
+        # first of them runs a TensorFlow op.
+        trainer.distribution_strategy()
+        runner = LocalDagRunner()
+    runner.run(
         create_pipeline(config, metadata_connection.connection_config(config.metadata_address))
     )
     summary = summarize(config.metadata_address, config.pipeline_name)

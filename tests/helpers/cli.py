@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agnews import cli
 from agnews.exit_codes import ExitCode
 from tests.helpers.data import PUNCTUATION_ONLY_ROW, sample_lines, score_lines
 
@@ -51,7 +50,9 @@ def agnews_subprocess(*args: str):
 
 
 def run_pipeline_on_sample(root: Path) -> list[str]:
-    """One real pipeline run (LocalDagRunner, 1 epoch) on 300 sample rows plus a token-less row,
+    """One real pipeline run (`agnews run` in a process of its own, as a user starts it: each
+    component forked from it, independent ones at once; 1 epoch) on 300 sample rows plus a
+    token-less row,
     scoring SCORE_ROWS more with BulkInferrer and pushing the linear baseline too (to
     `root/agnews_linear`, beside `root/serving`), everything under `root`; returns the `agnews`
     arguments used."""
@@ -64,5 +65,6 @@ def run_pipeline_on_sample(root: Path) -> list[str]:
         b"\n".join(sample_lines(300) + [PUNCTUATION_ONLY_ROW]) + b"\n"
     )
     args = run_args(root, "--epochs", "1", "--score", str(root / "score"), "--push-baseline")
-    assert cli.main(args) == ExitCode.OK
+    done = subprocess.run([*AGNEWS, *args], capture_output=True, text=True, timeout=900)
+    assert done.returncode == ExitCode.OK, (done.stdout + done.stderr)[-3000:]
     return args

@@ -50,6 +50,27 @@ def test_run_pushes_a_servable_model_in_tf_serving_layout(first_run):
     assert config.versions == (int(versions[0].name),)
 
 
+def test_independent_components_ran_at_once_and_their_lineage_is_tfxs(first_run):
+    """`agnews run` forks a process per component (pipeline/parallel_runner.py): the baseline's
+    Transform ran beside the model's, per their executions in ML Metadata, and each Trainer
+    read the transform graph its own Transform output in the same run. (Caching across runs:
+    test_reruns; the run lock and a killed run: test_run_exits.)"""
+    root, _ = first_run
+    store = metadata.open_store(str(root / "metadata.sqlite"))
+    run_id = metadata.latest_run_id(store, "agnews")
+    executions = metadata.executions_in_run(store, "agnews", run_id)
+    model, baseline = (
+        executions[nodes.transform] for nodes in (node_ids.MODEL_NODES, node_ids.BASELINE_NODES)
+    )
+    assert model.create_time_since_epoch < baseline.last_update_time_since_epoch
+    assert baseline.create_time_since_epoch < model.last_update_time_since_epoch
+    for nodes in (node_ids.MODEL_NODES, node_ids.BASELINE_NODES):
+        graph = metadata.output_in_run(store, "agnews", run_id, nodes.transform, "TransformGraph")
+        trainer = executions[nodes.trainer]
+        assert metadata.inputs(store, trainer.id, "transform_graph") == [graph.id]
+        assert metadata.outcome(trainer) == "ran"
+
+
 def test_bulk_inferrer_scores_the_score_directory_next_to_the_report(first_run):
     """--score: BulkInferrer scored every row with the blessed model; the run turned its
     PredictionLogs into report/scores.csv, one row per input row with its line number."""
