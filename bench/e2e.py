@@ -7,7 +7,11 @@ Metadata and its CPU seconds from what `agnews run` recorded there; the model's 
 is the sum of its epochs (validation included) from the Trainer's history. The share of the
 run that is training is the figure issue 27 targets (a run close to its training time).
 
-    .venv/bin/python bench/e2e.py [--data PATH] [--only 3k|12k]
+Each sample runs with `--workers` as given (the default: the number of cores, components at
+once in processes of their own, then 1: TFX's LocalDagRunner, one after the other in one
+process), so the table compares the two on the same machine within minutes.
+
+    .venv/bin/python bench/e2e.py [--data PATH] [--only 3k|12k] [--workers N [N ...]]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from components import settings  # noqa: E402
 from components.artifacts import CPU_SECONDS_PROPERTY  # noqa: E402
 from pipeline import metadata, node_ids, run_log  # noqa: E402
 
@@ -60,15 +65,19 @@ def run_once(work: Path, data: Path | None, extra: tuple[str, ...] = ()) -> dict
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     store = metadata.open_store(str(work / "metadata.sqlite"))
     run_id = metadata.latest_run_id(store, "agnews")
+    executions = metadata.executions_in_run(store, "agnews", run_id)
+    first_start = min(e.create_time_since_epoch for e in executions.values())
     components = {
         node: {
             "outcome": metadata.outcome(e),
+            # When it started, from the run's first component: shows which ran at once.
+            "started_s": (e.create_time_since_epoch - first_start) / 1000,
             "wall_s": (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000,
             "cpu_s": e.custom_properties[CPU_SECONDS_PROPERTY].double_value
             if CPU_SECONDS_PROPERTY in e.custom_properties
             else None,
         }
-        for node, e in metadata.executions_in_run(store, "agnews", run_id).items()
+        for node, e in executions.items()
     }
     epochs = run_log.training_seconds(store, "agnews", run_id)
     train_rows = _train_examples(store, run_id)
@@ -148,21 +157,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the 12k train file")
     parser.add_argument("--only", choices=["3k", "12k"])
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[settings.DEFAULT_WORKERS, 1], metavar="N"
+    )
     args = parser.parse_args()
     samples = {"3k": None, "12k": args.data}
     results = {}
     for name, data in samples.items():
         if args.only and name != args.only:
             continue
-        with tempfile.TemporaryDirectory(prefix=f"agnews-e2e-{name}-") as temp:
-            print(f"agnews run on the {name} sample ...", flush=True)
-            results[name] = run_once(Path(temp), data)
-            print(results[name]["profile_line"], flush=True)
+        for workers in args.workers:
+            arm = f"{name}, {workers} worker{'s' if workers > 1 else ''}"
+            with tempfile.TemporaryDirectory(prefix=f"agnews-e2e-{name}-") as temp:
+                print(f"agnews run on the {name} sample, --workers {workers} ...", flush=True)
+                results[arm] = run_once(Path(temp), data, ("--workers", str(workers)))
+                print(results[arm]["profile_line"], flush=True)
     conditions = (
         f"{platform.node()}, {os.cpu_count()} cores, {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d')}; one run each in a fresh directory (nothing cached, no "
         "earlier model; the drift checks skip, a first span having nothing to compare with), "
-        "default settings"
+        "default settings but --workers"
     )
     publish(
         "e2e",
