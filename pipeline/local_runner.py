@@ -21,7 +21,6 @@ from components.servability import REASON_PROPERTY
 from pipeline import beam_packaging, metadata, metadata_connection
 from pipeline.config import PipelineConfig
 from pipeline.node_ids import (
-    BACKGROUND_NODES,
     BASELINE_NODES,
     DISTRIBUTION_VALIDATOR,
     EXAMPLE_GEN,
@@ -67,7 +66,7 @@ def run(config: PipelineConfig, workers: int = settings.DEFAULT_WORKERS) -> RunS
     os.makedirs(config.run_dir, exist_ok=True)
     config = for_beam_workers(config)
     if workers > 1 and not tensorflow_started():
-        runner = ParallelDagRunner(workers, background=BACKGROUND_NODES)
+        runner = ParallelDagRunner(workers)
     else:
         # One process for every component: the Trainer's strategy must be settled before the
         # first of them runs a TensorFlow op.

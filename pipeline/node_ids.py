@@ -56,15 +56,3 @@ BASELINE_NODES = PushNodes(
     "baseline_pusher",
 )
 TRAINERS = (MODEL_NODES.trainer, BASELINE_NODES.trainer)
-# What `agnews run` runs at a lower CPU priority when it runs beside the model's own work (see
-# pipeline/parallel_runner.py): the baseline's Transform, Trainer and gates. It fits in what the
-# model's Trainer leaves of the cores, instead of slowing it.
-BACKGROUND_NODES = frozenset(
-    (
-        BASELINE_NODES.transform,
-        BASELINE_NODES.trainer,
-        BASELINE_NODES.evaluator,
-        BASELINE_NODES.servability_gate,
-        BASELINE_NODES.pusher,
-    )
-)

@@ -46,9 +46,6 @@ from tfx.orchestration.portable import launcher, runtime_parameter_utils
 from tfx.proto.orchestration import pipeline_pb2
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# The niceness of a background node's process: the kernel gives it about a tenth of a core
-# that a node of niceness 0 also wants, and whatever is idle.
-BACKGROUND_NICENESS = 10
 
 
 def _native_threads() -> int:
@@ -73,12 +70,11 @@ def tensorflow_started() -> bool:
 
 
 class ParallelDagRunner(LocalDagRunner):
-    """LocalDagRunner with each node in a child process, up to `workers` at once; the
-    `background` nodes at BACKGROUND_NICENESS, so they take the cores the others leave idle."""
+    """LocalDagRunner with each node in a child process, up to `workers` at once."""
 
-    def __init__(self, workers: int, background: frozenset[str] = frozenset()):
+    def __init__(self, workers: int):
         super().__init__()
-        self._workers, self._background = workers, background
+        self._workers = workers
 
     def run_with_ir(
         self,
@@ -127,20 +123,13 @@ class ParallelDagRunner(LocalDagRunner):
             {node_id: set(node.upstream_nodes) for node_id, node in nodes.items()},
             launch,
             self._workers,
-            self._background,
         )
 
 
-def schedule(
-    upstream: dict[str, set[str]],
-    launch: Callable[[str], None],
-    workers: int,
-    background: frozenset[str] = frozenset(),
-) -> None:
+def schedule(upstream: dict[str, set[str]], launch: Callable[[str], None], workers: int) -> None:
     """Calls launch(node id) in a forked child for every node once its `upstream` nodes are
-    done, up to `workers` at once, in `upstream`'s (topological) order among the ready ones,
-    the `background` ones at BACKGROUND_NICENESS; raises the first failure (the child's
-    exception) once the running children have ended."""
+    done, up to `workers` at once, in `upstream`'s (topological) order among the ready ones;
+    raises the first failure (the child's exception) once the running children have ended."""
     context = multiprocessing.get_context("fork")
     running: dict[int, tuple[str, multiprocessing.Process, multiprocessing.connection.Connection]]
     running, done = {}, set()
@@ -156,7 +145,7 @@ def schedule(
                         receiver, sender = context.Pipe(duplex=False)
                         child = context.Process(
                             target=_run_child,
-                            args=(launch, node_id, node_id in background, os.getpid(), sender),
+                            args=(launch, node_id, os.getpid(), sender),
                             name=node_id,
                         )
                         child.start()
@@ -177,16 +166,12 @@ def schedule(
         raise error
 
 
-def _run_child(
-    launch: Callable[[str], None], node_id: str, background: bool, parent: int, sender
-) -> None:
+def _run_child(launch: Callable[[str], None], node_id: str, parent: int, sender) -> None:
     """A child's body: launch the node; send nothing on success, else its exception (or, when
     that does not pickle, a RuntimeError with its text and traceback)."""
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
-    if background:
-        os.nice(BACKGROUND_NICENESS)
     try:
         launch(node_id)
     except BaseException as failure:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from components.rows import IngestError
-from pipeline.parallel_runner import BACKGROUND_NICENESS, schedule
+from pipeline.parallel_runner import schedule
 
 # ExampleGen feeds two Transforms (the model's and the baseline's), each feeding a Trainer,
 # each Trainer an Evaluator; a Pusher waits for the model's Evaluator.
@@ -36,18 +36,17 @@ class _Recorder:
     def __call__(self, node_id: str) -> None:
         started = time.time()
         time.sleep(0.2)
-        (self.directory / node_id).write_text(f"{started} {time.time()} {os.getpid()} {os.nice(0)}")
+        (self.directory / node_id).write_text(f"{started} {time.time()} {os.getpid()}")
         if node_id == self._fail:
             raise IngestError(f"{node_id} failed")
         if node_id == self._die:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def spans(self) -> dict[str, tuple[float, float, int, int]]:
-        """Each node's start, end, process id and niceness."""
+    def spans(self) -> dict[str, tuple[float, float, int]]:
         spans = {}
         for path in self.directory.iterdir():
-            start, end, pid, niceness = path.read_text().split()
-            spans[path.name] = float(start), float(end), int(pid), int(niceness)
+            start, end, pid = path.read_text().split()
+            spans[path.name] = float(start), float(end), int(pid)
         return spans
 
     def overlap(self, a: str, b: str) -> bool:
@@ -60,8 +59,8 @@ def test_every_node_runs_once_in_a_child_after_its_upstream_nodes(tmp_path):
     schedule(GRAPH, launch, workers=2)
     spans = launch.spans()
     assert set(spans) == set(GRAPH)
-    assert os.getpid() not in {pid for _, _, pid, _ in spans.values()}
-    assert len({pid for _, _, pid, _ in spans.values()}) == len(GRAPH)  # a process per node
+    assert os.getpid() not in {pid for _, _, pid in spans.values()}
+    assert len({pid for _, _, pid in spans.values()}) == len(GRAPH)  # a process per node
     for node_id, upstream in GRAPH.items():
         for before in upstream:
             assert spans[before][1] <= spans[node_id][0], (before, node_id)
@@ -78,16 +77,6 @@ def test_independent_nodes_run_at_once_and_one_worker_runs_one_at_a_time(tmp_pat
     launch = _Recorder(one)
     schedule(GRAPH, launch, workers=1)
     assert not any(launch.overlap(a, b) for a in GRAPH for b in GRAPH if a < b)
-
-
-def test_background_nodes_run_at_a_lower_cpu_priority_and_the_others_unchanged(tmp_path):
-    launch = _Recorder(tmp_path)
-    background = frozenset({"baseline_transform", "baseline_trainer"})
-    schedule(GRAPH, launch, workers=2, background=background)
-    ours = os.nice(0)
-    assert {node: niceness for node, (*_, niceness) in launch.spans().items()} == {
-        node: min(ours + BACKGROUND_NICENESS, 19) if node in background else ours for node in GRAPH
-    }
 
 
 def test_a_failure_starts_nothing_more_and_its_exception_reaches_the_parent(tmp_path):
