@@ -63,4 +63,4 @@ DEFAULT_CANARY_ERROR_WINDOW = 50
 DEFAULT_KUBEFLOW_IMAGE = "agnews-pipeline:latest"
 # agnews run: components at once, each in a process of its own (pipeline/parallel_runner.py);
 # 1 is TFX's LocalDagRunner, one after the other in one process.
-DEFAULT_WORKERS = os.cpu_count() or 1
+DEFAULT_WORKERS = len(os.sched_getaffinity(0))  # the cores this process may use

@@ -65,16 +65,17 @@ def run(config: PipelineConfig, workers: int = settings.DEFAULT_WORKERS) -> RunS
     LocalDagRunner runs them one after the other in this process."""
     os.makedirs(config.run_dir, exist_ok=True)
     config = for_beam_workers(config)
+    # Built first: building it may run TensorFlow (a TFDS dataset's preparation).
+    pipeline = create_pipeline(
+        config, metadata_connection.connection_config(config.metadata_address)
+    )
     if workers > 1 and not tensorflow_started():
-        runner = ParallelDagRunner(workers)
+        ParallelDagRunner(workers).run(pipeline)
     else:
         # One process for every component: the Trainer's strategy must be settled before the
         # first of them runs a TensorFlow op.
         trainer.distribution_strategy()
-        runner = LocalDagRunner()
-    runner.run(
-        create_pipeline(config, metadata_connection.connection_config(config.metadata_address))
-    )
+        LocalDagRunner().run(pipeline)
     summary = summarize(config.metadata_address, config.pipeline_name)
     if config.score:
         from pipeline import scores

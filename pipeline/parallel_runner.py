@@ -26,6 +26,7 @@ is shared with the children, so no next run starts while one of them still write
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime
 import multiprocessing
@@ -46,6 +47,11 @@ from tfx.orchestration.portable import launcher, runtime_parameter_utils
 from tfx.proto.orchestration import pipeline_pb2
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# A failing child's exception, pickled, must fit a pipe's buffer (64 KiB on Linux): the parent
+# reads it once the child has ended.
+MAX_MESSAGE_BYTES = 32 * 1024
+# How long a stopped child has between SIGTERM and SIGKILL.
+STOP_GRACE_S = 10.0
 
 
 def _native_threads() -> int:
@@ -149,6 +155,10 @@ def schedule(upstream: dict[str, set[str]], launch: Callable[[str], None], worke
                             name=node_id,
                         )
                         child.start()
+                        # The child makes its own process group too; whichever comes first
+                        # wins, so _stop never misses a child that has not made it yet.
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.setpgid(child.pid, child.pid)
                         sender.close()
                         running[child.sentinel] = node_id, child, receiver
             if not running:
@@ -157,37 +167,65 @@ def schedule(upstream: dict[str, set[str]], launch: Callable[[str], None], worke
                 node_id, child, receiver = running.pop(sentinel)
                 failure = _failure(node_id, child, receiver)
                 done.add(node_id)
-                error = error or failure
+                if error is None:
+                    error = failure
     finally:  # the parent is stopping (Ctrl-C, an error here): its children stop with it
-        for _, child, _ in running.values():
-            child.terminate()
-            child.join()
+        _stop([child for _, child, _ in running.values()])
     if error is not None:
         raise error
+    if not_run := set(upstream) - done:  # an upstream node that is not in the graph
+        raise RuntimeError(f"Components never ready to run: {', '.join(sorted(not_run))}.")
+
+
+def _stop(children: list[multiprocessing.Process]) -> None:
+    """Ends each child's process group (the child and what it started: the servability
+    check's server, Beam's worker processes): SIGTERM, then SIGKILL after STOP_GRACE_S."""
+    for signal_number in (signal.SIGTERM, signal.SIGKILL):
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal_number)
+        for child in children:
+            child.join(STOP_GRACE_S)
+        children = [child for child in children if child.is_alive()]
 
 
 def _run_child(launch: Callable[[str], None], node_id: str, parent: int, sender) -> None:
-    """A child's body: launch the node; send nothing on success, else its exception (or, when
-    that does not pickle, a RuntimeError with its text and traceback)."""
+    """A child's body, in a process group of its own (so that the parent can stop what it
+    starts too): launch the node; send nothing on success, else its exception, or a
+    RuntimeError with its text when it would not arrive whole."""
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
+    os.setpgid(0, 0)
     try:
         launch(node_id)
     except BaseException as failure:
         logging.exception("Component %s failed.", node_id)
-        try:
-            sender.send(failure)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            sender.send(RuntimeError(f"{node_id} failed: {traceback.format_exc()}"))
+        sender.send_bytes(_message(node_id, failure))
         raise SystemExit(1) from None
+
+
+def _message(node_id: str, failure: BaseException) -> bytes:
+    """`failure` pickled, as the parent will rebuild it; a RuntimeError with its text when it
+    does not pickle, does not rebuild (an exception whose __init__ takes other arguments than
+    its message), or exceeds MAX_MESSAGE_BYTES (the parent reads a child's message only once
+    the child has ended, so the message must fit the pipe's buffer)."""
+    try:
+        message = pickle.dumps(failure)
+        pickle.loads(message)
+    except Exception:
+        message = b""
+    if not message or len(message) > MAX_MESSAGE_BYTES:
+        text = "".join(traceback.format_exception_only(type(failure), failure))
+        message = pickle.dumps(RuntimeError(f"{node_id} failed: {text[-MAX_MESSAGE_BYTES // 2 :]}"))
+    return message
 
 
 def _failure(node_id: str, child: multiprocessing.Process, receiver) -> BaseException | None:
     """The exception a finished child sent, or one saying how it ended when it sent none."""
     child.join()
     try:
-        failure = receiver.recv()
+        failure = pickle.loads(receiver.recv_bytes())
     except EOFError:  # the child sent nothing: it succeeded, or died before it could send
         failure = None
     receiver.close()

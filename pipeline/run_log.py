@@ -222,7 +222,8 @@ def quiet_run(
         # below), so no `with` of its own; closefd=False: the descriptor is `log`'s to close.
         file_handler = logging.StreamHandler(open(log.fileno(), "w", closefd=False))  # noqa: SIM115
         file_handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            # processName: the component's id in a component's own process (parallel_runner).
+            logging.Formatter("%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s")
         )
         console = [] if verbose else [h for h in root.handlers if _is_console(h)]
         for handler in console:

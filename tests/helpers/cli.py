@@ -64,7 +64,9 @@ def run_pipeline_on_sample(root: Path) -> list[str]:
     (root / "data" / "train.csv").write_bytes(
         b"\n".join(sample_lines(300) + [PUNCTUATION_ONLY_ROW]) + b"\n"
     )
-    args = run_args(root, "--epochs", "1", "--score", str(root / "score"), "--push-baseline")
+    args = run_args(
+        root, "--epochs", "1", "--score", str(root / "score"), "--push-baseline", "--workers", "2"
+    )
     done = subprocess.run([*AGNEWS, *args], capture_output=True, text=True, timeout=900)
     assert done.returncode == ExitCode.OK, (done.stdout + done.stderr)[-3000:]
     return args
