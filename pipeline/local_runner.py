@@ -8,8 +8,6 @@ import dataclasses
 import functools
 import os
 
-from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-
 from components import settings, trainer
 from components.artifacts import (
     PUSHED_DESTINATION_PROPERTY,
@@ -27,7 +25,7 @@ from pipeline.node_ids import (
     MODEL_NODES,
     PushNodes,
 )
-from pipeline.parallel_runner import ParallelDagRunner, tensorflow_started
+from pipeline.parallel_runner import ParallelDagRunner
 from pipeline.pipeline import create_pipeline
 
 
@@ -69,13 +67,12 @@ def run(config: PipelineConfig, workers: int = settings.DEFAULT_WORKERS) -> RunS
     pipeline = create_pipeline(
         config, metadata_connection.connection_config(config.metadata_address)
     )
-    if workers > 1 and not tensorflow_started():
-        ParallelDagRunner(workers).run(pipeline)
-    else:
+    runner = ParallelDagRunner(workers)
+    if not runner.forks():
         # One process for every component: the Trainer's strategy must be settled before the
-        # first of them runs a TensorFlow op.
+        # first of them runs a TensorFlow op (which then keeps the runner from forking).
         trainer.distribution_strategy()
-        LocalDagRunner().run(pipeline)
+    runner.run(pipeline)
     summary = summarize(config.metadata_address, config.pipeline_name)
     if config.score:
         from pipeline import scores

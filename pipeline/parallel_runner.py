@@ -82,18 +82,24 @@ class ParallelDagRunner(LocalDagRunner):
         super().__init__()
         self._workers = workers
 
+    def forks(self) -> bool:
+        """Whether a run forks: with more than one worker, from a process TensorFlow does not
+        run in yet. Otherwise LocalDagRunner's loop runs every node in this process."""
+        return self._workers > 1 and not tensorflow_started()
+
     def run_with_ir(
         self,
         pipeline: pipeline_pb2.Pipeline,
         run_options: pipeline_pb2.RunOptions | None = None,
     ) -> None:
-        if run_options is not None or self._workers < 2:
-            return super().run_with_ir(pipeline, run_options)
-        if tensorflow_started():
-            logging.warning(
-                "TensorFlow already runs in this process, which cannot fork safely: the "
-                "components run one after the other here (LocalDagRunner)."
-            )
+        if run_options is not None or not self.forks():
+            if self._workers > 1:
+                logging.warning(
+                    "The components run one after the other in this process (LocalDagRunner): %s.",
+                    "a partial run"
+                    if run_options is not None
+                    else "TensorFlow already runs in it, so it cannot fork safely",
+                )
             return super().run_with_ir(pipeline, run_options)
         runtime_parameter_utils.substitute_runtime_parameter(
             pipeline,

@@ -37,12 +37,12 @@ print(json.dumps({"exit": code, "loaded": sorted(m for m in heavy if m in sys.mo
 """
 
 
-def agnews_subprocess(*args: str):
+def agnews_subprocess(*args: str, timeout: float = 600):
     """(exit code, heavy modules imported, stdout without the probe line, stderr) of `agnews
     ARGS`."""
 
     done = subprocess.run(
-        [sys.executable, "-c", _CLI_PROBE, *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", _CLI_PROBE, *args], capture_output=True, text=True, timeout=timeout
     )
     *output, probe = done.stdout.rstrip("\n").splitlines()
     result = json.loads(probe)
@@ -67,6 +67,6 @@ def run_pipeline_on_sample(root: Path) -> list[str]:
     args = run_args(
         root, "--epochs", "1", "--score", str(root / "score"), "--push-baseline", "--workers", "2"
     )
-    done = subprocess.run([*AGNEWS, *args], capture_output=True, text=True, timeout=900)
-    assert done.returncode == ExitCode.OK, (done.stdout + done.stderr)[-3000:]
+    code, _, output, errors = agnews_subprocess(*args, timeout=900)
+    assert code == ExitCode.OK, (output + errors)[-3000:]
     return args
