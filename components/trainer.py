@@ -176,9 +176,17 @@ def _batches(dataset: tf.data.Dataset, batch_size: int, bucketing: bool) -> tf.d
 
 def _for_replicas(batches: tf.data.Dataset) -> tf.data.Dataset:
     """Across N workers, each takes its 1/N of every global batch: Transform writes fewer files
-    than there may be workers, so the default sharding by file cannot split them."""
+    than there may be workers, so the default sharding by file cannot split them.
+
+    Without tf.data's autotuning model: deleting an iterator joins that model's thread. An
+    early-stopped Trainer leaves its iterator with epochs unread, and a garbage collection during
+    the export deleted it: the Trainer stood still for 22-35 s (py-spy: the iterator's destructor
+    waiting on that thread) in 4 of 5 runs of `agnews run`; since, 1 of 16 lost ~38 s, where is
+    not known (bench/README.md). AUTOTUNE still sizes the prefetch buffer and the map's
+    parallelism; the epochs were no slower without the model (bench/trainer_pace.py)."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.autotune.enabled = False
     return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 

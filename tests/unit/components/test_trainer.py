@@ -126,6 +126,20 @@ def test_each_epoch_reads_every_row_once_in_an_order_of_its_own_whatever_epoch_i
     assert resumed_steps == steps and _batches(resumed) == batches[2 * steps :]
 
 
+def test_the_trainers_batches_are_read_without_tf_datas_autotuning_model():
+    # Deleting an iterator with that model joins its thread, which stalled an early-stopped
+    # Trainer's export for half a minute (trainer._for_replicas).
+    rows = _token_rows(40, seed=0)
+    for batches in (
+        trainer.training_epochs(rows, 16, first_epoch=0, epochs=2)[0],
+        trainer.batch_examples(rows, 16),
+    ):
+        assert batches.options().autotune.enabled is False
+        assert batches.options().experimental_distribute.auto_shard_policy == (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+
+
 def _fit_recurrent(backup_dir, strategy: tf.distribute.Strategy, crash_at=None):
     """The lesson's SimpleRNN with embedding dropout, fitted as run_fn fits: training_epochs
     from the epoch the backup says, the judges and the backups, in `strategy`."""
