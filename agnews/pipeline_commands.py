@@ -51,7 +51,8 @@ def add_run_parser(subparsers) -> None:
         metavar="N",
         help="Run up to N components at once, each in a process of its own, as soon as their "
         "inputs are ready; 1: one after the other in this process, as TFX's LocalDagRunner "
-        f"does (default: {settings.DEFAULT_WORKERS}, the cores this process may use).",
+        f"does (default: {settings.DEFAULT_WORKERS}, one more than the cores this process may "
+        "use).",
     )
     run.add_argument(
         "--keep",
