@@ -7,9 +7,9 @@ Metadata and its CPU seconds from what `agnews run` recorded there; the model's 
 is the sum of its epochs (validation included) from the Trainer's history. The share of the
 run that is training is the figure issue 27 targets (a run close to its training time).
 
-Each sample runs with `--workers` as given (the default: the number of cores, components at
-once in processes of their own, then 1: TFX's LocalDagRunner, one after the other in one
-process), so the table compares the two on the same machine within minutes.
+Each sample runs with `--workers` as given (by default: agnews run's default, one more than the
+cores, components at once in processes of their own, then 1: TFX's LocalDagRunner, one after
+the other in one process), so the table compares them on the same machine within minutes.
 
     .venv/bin/python bench/e2e.py [--data PATH] [--only 3k|12k] [--workers N [N ...]]
 """
