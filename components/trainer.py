@@ -138,9 +138,9 @@ def training_epochs(
     # Length buckets flush their partial batches at the end of each epoch, so every epoch has
     # as many batches as the rows in file order make (this pass also fills the cache).
     steps = int(
-        _batches(examples, batch_size, bucketing=True).reduce(
-            np.int64(0), lambda count, _: count + 1
-        )
+        _batches(examples, batch_size, bucketing=True)
+        .with_options(_without_autotuning_model())
+        .reduce(np.int64(0), lambda count, _: count + 1)
     )
     dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
     return _for_replicas(dataset), steps
@@ -176,18 +176,27 @@ def _batches(dataset: tf.data.Dataset, batch_size: int, bucketing: bool) -> tf.d
 
 def _for_replicas(batches: tf.data.Dataset) -> tf.data.Dataset:
     """Across N workers, each takes its 1/N of every global batch: Transform writes fewer files
-    than there may be workers, so the default sharding by file cannot split them.
-
-    Without tf.data's autotuning model: deleting an iterator joins that model's thread. An
-    early-stopped Trainer leaves its iterator with epochs unread, and a garbage collection during
-    the export deleted it: the Trainer stood still for 22-35 s (py-spy: the iterator's destructor
-    waiting on that thread) in 4 of 5 runs of `agnews run`; since, 1 of 16 lost ~38 s, where is
-    not known (bench/README.md). AUTOTUNE still sizes the prefetch buffer and the map's
-    parallelism; the epochs were no slower without the model (bench/trainer_pace.py)."""
-    options = tf.data.Options()
+    than there may be workers, so the default sharding by file cannot split them."""
+    options = _without_autotuning_model()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    options.autotune.enabled = False
     return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _without_autotuning_model() -> tf.data.Options:
+    """Options for every pipeline the Trainer reads, which leave out tf.data's autotuning model.
+
+    Deleting an iterator joins that model's thread. An early-stopped Trainer leaves its
+    iterator with epochs unread, and a garbage collection during the export deleted it: the
+    Trainer stood still for 22-35 s (py-spy: the iterator's destructor waiting on that thread)
+    in 4 of 5 runs of `agnews run`; since, 1 of 16 lost ~38 s, where is not known
+    (bench/README.md; the per-device iterators a MirroredStrategy adds keep their own model).
+    Without it, prefetch(AUTOTUNE) grows its buffer by the prefetch op's own rule, AUTOTUNE
+    parallelism is fixed at the cores (up to 16), and the rewrites only the model drives (map
+    parallelization, injected prefetches) are off. The epochs were ~4% slower for it
+    (bench/README.md, bench/trainer_pace.py run with and without the model)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def padding_fraction(batches: tf.data.Dataset) -> float:

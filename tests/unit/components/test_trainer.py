@@ -126,9 +126,9 @@ def test_each_epoch_reads_every_row_once_in_an_order_of_its_own_whatever_epoch_i
     assert resumed_steps == steps and _batches(resumed) == batches[2 * steps :]
 
 
-def test_the_trainers_batches_are_read_without_tf_datas_autotuning_model():
+def test_the_trainers_batches_leave_out_tf_datas_autotuning_model():
     # Deleting an iterator with that model joins its thread, which stalled an early-stopped
-    # Trainer's export for half a minute (trainer._for_replicas).
+    # Trainer's export for half a minute (trainer._without_autotuning_model).
     rows = _token_rows(40, seed=0)
     for batches in (
         trainer.training_epochs(rows, 16, first_epoch=0, epochs=2)[0],
