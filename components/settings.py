@@ -63,9 +63,9 @@ DEFAULT_CANARY_ERROR_WINDOW = 50
 DEFAULT_KUBEFLOW_IMAGE = "agnews-pipeline:latest"
 # agnews run: components at once, each in a process of its own (pipeline/parallel_runner.py);
 # 1 is TFX's LocalDagRunner, one after the other in one process. One more than the cores this
-# process may use: the three checks after training (Evaluator, servability check, holdout
-# Evaluator) then run at once, each waiting on start-up and files part of its time (from the
-# Trainer's end to the run's end: 3k sample 13.6 s against 17.2 s with one worker per core,
-# 12k 14.4 s against 17.5 s, bench/README.md). Before them no more than two components that
-# take seconds are ever ready at once.
+# process may use: on two cores, the three checks after training (Evaluator, servability
+# check, holdout Evaluator) then run at once, each waiting on start-up and files part of its
+# time (from the Trainer's end to the run's end: 3k sample 13.6 s against 17.2 s with one
+# worker per core, 12k 14.4 s against 17.5 s, bench/README.md). Before them, with the default
+# options, no more than two components that take seconds are ready at once.
 DEFAULT_WORKERS = len(os.sched_getaffinity(0)) + 1
